@@ -1,0 +1,1 @@
+"""Study runner, storage, workers and reports for sparse-cnn-hpo."""

@@ -1,0 +1,34 @@
+"""Names of the attributes the study runner stores on trials and studies.
+
+The runner writes them, the report and the dashboard read them; keeping the names in one
+module means a rename cannot silently break a reader.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- trial user attributes -------------------------------------------------
+PHASE: Final = "phase"  # "grid" or "tpe": which search phase proposed the trial
+PHASE_GRID: Final = "grid"
+PHASE_TPE: Final = "tpe"
+GRID_ID: Final = "grid_id"  # index of the grid point, only on grid-phase trials
+VAL_METRICS: Final = "val_metrics"  # {"0.9": {"accuracy": float, "mae": float}, ...}
+N_PARAMS: Final = "n_params"  # trainable parameter count
+TRAIN_SECONDS: Final = "train_seconds"  # wall time of training + per-epoch validation
+FAIL_REASON: Final = "fail_reason"  # one line: why the trial failed or was pruned early
+SEED: Final = "seed"  # seed the trial trained with
+WORKER: Final = "worker"  # "<host>:<pid>" of the process that ran the trial
+DEVICE: Final = "device"  # torch device the trial trained on
+
+# --- study user attributes ---------------------------------------------------
+DEFINITION: Final = "definition"  # resolved study definition + overrides (JSON-able dict)
+TEST_METRICS: Final = "test_metrics"  # best configuration on the test split, per sparsity
+BEST_TRIAL: Final = "best_trial_number"
+BEST_MODEL_ARTIFACT: Final = "best_model_artifact_id"
+GRID_ENQUEUED: Final = "grid_enqueued"  # set once the grid phase is in the queue
+
+
+def sparsity_key(sparsity: float) -> str:
+    """Dictionary key for a sparsity level; JSON keys must be strings, so fix one format."""
+    return f"{sparsity:g}"

@@ -1,0 +1,1 @@
+"""Sparsity-invariant convolution and the sparse / dense CNN families."""

@@ -1,0 +1,1 @@
+"""Study definitions: one typed, declarative registry."""
