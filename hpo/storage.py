@@ -1,14 +1,115 @@
-"""Opening study storage from a URL (minimal version; hardened for many workers in issue 5)."""
+"""Opening the study storage that many worker processes share.
+
+Workers coordinate only through the storage, so this module decides how a URL becomes an
+Optuna ``RDBStorage`` that survives concurrency:
+
+* **SQLite (one machine).** ``RDBStorage`` rather than Optuna's ``JournalStorage`` because only
+  RDB storage implements heartbeats (``BaseHeartbeat``), which is how a killed worker's trial is
+  failed and retried; optuna-dashboard reads the same file. Three settings make >= 4 concurrent
+  writers safe: the file is switched to WAL (readers such as the dashboard never block writers),
+  every connection waits up to ``sqlite_timeout`` seconds for a lock instead of failing, and every
+  transaction starts with ``BEGIN IMMEDIATE``. The last one matters most: Optuna reads and then
+  writes inside one transaction, and a deferred transaction whose read snapshot went stale when
+  another process committed gets ``SQLITE_BUSY`` *without* the busy timeout being consulted --
+  the classic "database is locked". Taking the write lock up front turns that into an ordinary
+  wait. Writers are serialized, which costs nothing next to a trial that trains a network.
+  SQLite locking is unreliable on network file systems: across machines, use PostgreSQL.
+* **PostgreSQL (many machines).** ``postgresql+psycopg://`` (a bare ``postgresql://`` is read as
+  psycopg 3, the driver this project installs) with a small bounded pool per process -- one
+  connection for the trial loop, one for the heartbeat thread, a little overflow -- plus
+  ``pool_pre_ping`` and ``pool_recycle`` so connections dropped by the server or a firewall are
+  replaced instead of failing a trial. K workers hold at most K * (pool_size + max_overflow)
+  connections, well under the server's default ``max_connections`` of 100.
+* **Creating the schema** is serialized (an ``flock`` next to the SQLite file, a PostgreSQL
+  advisory lock): Optuna's table creation and Alembic stamping race when several workers open a
+  fresh database at the same moment, as ``docker compose up --scale worker=4`` does.
+* **Heartbeats.** Every trial records a heartbeat each ``heartbeat_interval`` seconds; a RUNNING
+  trial whose heartbeat is older than ``grace_period`` is marked FAIL by the next worker that asks
+  for a trial, and ``RetryHeartbeatStaleTrialCallback`` enqueues a copy (same parameters and user
+  attributes, so a grid point stays that grid point) as WAITING.
+
+Credentials come only from the URL, i.e. from ``--storage`` or ``HPO_STORAGE``; error messages
+mask the password.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
+import sqlite3
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
 
 STORAGE_ENV = "HPO_STORAGE"
+ARTIFACT_DIR_ENV = "HPO_ARTIFACT_DIR"
 DEFAULT_STORAGE_URL = "sqlite:///hpo.db"
+
+_SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
+_POSTGRES_ALIASES = frozenset({"postgresql", "postgres"})
+_EXPECTED = (
+    "expected sqlite:///path/to/study.db (one machine) or "
+    "postgresql+psycopg://user:password@host:5432/dbname (many machines)"
+)
+
+
+class StorageError(Exception):
+    """The storage URL is unusable or the database cannot be reached (message is one line)."""
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How a worker talks to the storage; the defaults suit trials that take minutes.
+
+    Attributes:
+        heartbeat_interval: Seconds between heartbeats of a running trial; ``None`` disables
+            heartbeats (and with them the retry of dead workers' trials).
+        grace_period: Seconds without a heartbeat after which a RUNNING trial counts as dead.
+            Must exceed ``heartbeat_interval`` comfortably: a busy database can delay a beat.
+        max_retry: How often one trial is re-queued after its worker died (``None``: forever).
+            Bounded so that a configuration that kills its worker (out of memory) cannot loop.
+        sqlite_timeout: Seconds a SQLite connection waits for a lock before failing.
+        pool_size: Persistent connections per process (server databases only).
+        max_overflow: Extra connections per process allowed at peaks.
+        pool_timeout: Seconds to wait for a free pooled connection.
+        pool_recycle: Seconds after which a pooled connection is replaced.
+        connect_timeout: Seconds to wait for the database server to accept a connection.
+    """
+
+    heartbeat_interval: int | None = 10
+    grace_period: int | None = 30
+    max_retry: int | None = 3
+    sqlite_timeout: float = 120.0
+    pool_size: int = 2
+    max_overflow: int = 2
+    pool_timeout: float = 60.0
+    pool_recycle: int = 1800
+    connect_timeout: int = 10
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval is not None and self.heartbeat_interval < 1:
+            raise StorageError(f"heartbeat interval must be >= 1 s, got {self.heartbeat_interval}")
+        if self.grace_period is not None:
+            if self.heartbeat_interval is None:
+                raise StorageError("a grace period needs heartbeats: set a heartbeat interval")
+            if self.grace_period <= self.heartbeat_interval:
+                raise StorageError(
+                    f"grace period ({self.grace_period} s) must be longer than the heartbeat "
+                    f"interval ({self.heartbeat_interval} s), or live trials are failed"
+                )
+        if self.max_retry is not None and self.max_retry < 0:
+            raise StorageError(f"max_retry must be >= 0, got {self.max_retry}")
+        if self.pool_size < 1 or self.max_overflow < 0:
+            raise StorageError("pool_size must be >= 1 and max_overflow >= 0")
 
 
 def resolve_storage_url(cli_value: str | None) -> str:
@@ -16,14 +117,223 @@ def resolve_storage_url(cli_value: str | None) -> str:
     return cli_value or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE_URL
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open (and create if needed) the storage behind ``url``."""
-    return optuna.storages.RDBStorage(url)
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, safe for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
+        # Not parseable: blank out anything between "user:" and "@" ourselves.
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def normalize_storage_url(url: str) -> str:
+    """Validate ``url`` and return the form SQLAlchemy should open.
+
+    Raises:
+        StorageError: If the URL cannot be parsed or names an unsupported database.
+    """
+    parsed = _parse(url)
+    return parsed.render_as_string(hide_password=False)
+
+
+def storage_kind(url: str) -> str:
+    """``"sqlite"`` or ``"postgresql"``: which backend ``url`` uses (after validation)."""
+    return "sqlite" if _parse(url).drivername in _SQLITE_DRIVERS else "postgresql"
+
+
+def open_storage(url: str, options: StorageOptions | None = None) -> optuna.storages.RDBStorage:
+    """Open (creating tables if needed) the storage behind ``url``, ready for many workers.
+
+    Each worker process opens its own storage; a storage object is never shared between
+    processes (its engine and pool belong to the process that opened it).
+
+    Args:
+        url: SQLite or PostgreSQL SQLAlchemy URL (see the module docstring).
+        options: Heartbeat and connection settings; ``StorageOptions()`` when omitted.
+
+    Raises:
+        StorageError: One line naming the (masked) URL and what went wrong.
+    """
+    options = options or StorageOptions()
+    parsed = _parse(url)
+    masked = parsed.render_as_string(hide_password=True)
+    is_sqlite = parsed.drivername in _SQLITE_DRIVERS
+    in_memory = is_sqlite and parsed.database in (None, "", ":memory:")
+    heartbeat = {} if in_memory else _heartbeat_kwargs(options)
+    try:
+        if is_sqlite:
+            engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": options.sqlite_timeout}}
+            if in_memory:
+                return _rdb_storage(parsed, engine_kwargs, heartbeat)
+            db_path = _sqlite_path(parsed)
+            with _sqlite_init_lock(db_path):
+                _enable_wal(db_path, options.sqlite_timeout)
+                storage = _rdb_storage(parsed, engine_kwargs, heartbeat)
+            _begin_immediate(storage.engine)
+            return storage
+        engine_kwargs = {
+            "pool_size": options.pool_size,
+            "max_overflow": options.max_overflow,
+            "pool_timeout": options.pool_timeout,
+            "pool_recycle": options.pool_recycle,
+            "pool_pre_ping": True,
+            "connect_args": {
+                "connect_timeout": options.connect_timeout,
+                "application_name": "sparse-cnn-hpo",
+            },
+        }
+        with _postgres_init_lock(parsed, options.connect_timeout):
+            return _rdb_storage(parsed, engine_kwargs, heartbeat)
+    except StorageError:
+        raise
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
+        raise StorageError(f"cannot open storage {masked}: {_one_line(e)}") from e
+    except ImportError as e:
+        raise StorageError(
+            f"cannot open storage {masked}: database driver missing ({_one_line(e)})"
+        ) from e
 
 
 def artifact_dir_for(url: str) -> Path:
-    """File-system artifact store next to a SQLite file, else under the working directory."""
-    if url.startswith("sqlite:///"):
+    """Where trial artifacts (model checkpoints) go for the study stored at ``url``.
+
+    ``HPO_ARTIFACT_DIR`` wins (the compose file points every container at one shared volume);
+    otherwise next to a SQLite file, else ``hpo-artifacts`` under the working directory.
+    """
+    override = os.environ.get(ARTIFACT_DIR_ENV)
+    if override:
+        return Path(override)
+    if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
         db_path = Path(url.removeprefix("sqlite:///"))
         return db_path.parent / f"{db_path.stem}-artifacts"
     return Path("hpo-artifacts")
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _parse(url: str) -> URL:
+    if not url or not url.strip():
+        raise StorageError(f"empty storage URL: {_EXPECTED}")
+    try:
+        parsed = make_url(url.strip())
+    except (sqlalchemy.exc.ArgumentError, ValueError) as e:
+        raise StorageError(f"invalid storage URL {mask_url(url)!r}: {_EXPECTED}") from e
+    if parsed.drivername in _SQLITE_DRIVERS:
+        if parsed.host or parsed.username or parsed.password or parsed.port:
+            raise StorageError(
+                f"invalid SQLite URL {mask_url(url)!r}: use three slashes for a relative path "
+                "(sqlite:///study.db) or four for an absolute one (sqlite:////abs/study.db)"
+            )
+        return parsed
+    if parsed.drivername in _POSTGRES_ALIASES:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "postgresql":
+        if not parsed.database:
+            raise StorageError(f"PostgreSQL URL {mask_url(url)!r} names no database: {_EXPECTED}")
+        return parsed
+    raise StorageError(f"unsupported storage URL {mask_url(url)!r}: {_EXPECTED}")
+
+
+def _sqlite_path(parsed: URL) -> Path:
+    assert parsed.database is not None
+    path = Path(parsed.database)
+    if parsed.query.get("uri") or parsed.database.startswith("file:"):
+        raise StorageError("SQLite URI file names are not supported: use sqlite:///path/to/db")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create the directory for {path}: {_one_line(e)}") from e
+    return path
+
+
+@contextlib.contextmanager
+def _sqlite_init_lock(db_path: Path) -> Iterator[None]:
+    # A separate lock file: closing a descriptor of the database file itself would drop the
+    # POSIX locks SQLite holds on it in this process.
+    lock_path = db_path.with_name(db_path.name + "-init.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _enable_wal(db_path: Path, timeout: float) -> None:
+    # WAL is a property of the database file, so setting it once is enough for every process.
+    connection = sqlite3.connect(db_path, timeout=timeout)
+    try:
+        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    finally:
+        connection.close()
+    if str(mode).lower() != "wal":
+        raise StorageError(
+            f"SQLite could not switch {db_path} to WAL mode (got {mode!r}); is it on a "
+            "network file system? Use PostgreSQL for storage shared between machines"
+        )
+
+
+def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every transaction on ``engine`` take SQLite's write lock up front (see module doc)."""
+
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        # Stop the sqlite3 module from issuing its own deferred BEGIN; we issue ours below.
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, fewer fsyncs
+
+    def on_begin(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    sqlalchemy.event.listen(engine, "begin", on_begin)
+    engine.dispose()  # connections opened while creating tables predate the listeners
+
+
+@contextlib.contextmanager
+def _postgres_init_lock(parsed: URL, connect_timeout: int) -> Iterator[None]:
+    engine = sqlalchemy.create_engine(
+        parsed,
+        poolclass=sqlalchemy.pool.NullPool,
+        connect_args={"connect_timeout": connect_timeout},
+    )
+    key = zlib.crc32(b"sparse-cnn-hpo schema init")
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()
+
+
+def _heartbeat_kwargs(options: StorageOptions) -> dict[str, Any]:
+    if options.heartbeat_interval is None:
+        return {}
+    with warnings.catch_warnings():
+        # Heartbeats have been "experimental" in Optuna since 2.8; we rely on them knowingly.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=options.max_retry)
+    return {
+        "heartbeat_interval": options.heartbeat_interval,
+        "grace_period": options.grace_period,
+        "heartbeat_stale_trial_callback": callback,
+    }
+
+
+def _rdb_storage(
+    parsed: URL, engine_kwargs: dict[str, Any], heartbeat: dict[str, Any]
+) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            parsed.render_as_string(hide_password=False), engine_kwargs=engine_kwargs, **heartbeat
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    orig = getattr(error, "orig", None)  # SQLAlchemy wraps the driver's error
+    text = str(orig if orig is not None else error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,239 @@
+"""Running K worker processes of one study on one machine (``python -m hpo.run --workers K``).
+
+Workers share nothing but the storage: each is a fresh ``spawn``-ed interpreter (CUDA cannot be
+used in a ``fork``-ed child once the parent touched it, and spawn also gives every worker its own
+database connections) that runs the ordinary single-worker entry point with its own seed, device
+and share of the CPU threads. Workers on other machines are the same entry point started by hand
+against the same storage URL; nothing here is needed for them to join.
+
+A worker that dies is not restarted here: its trial is failed and re-queued by the storage
+heartbeat (see ``hpo.storage``), and :func:`wait_for_running_trials` lets the surviving workers
+pick that retry up before they exit, so the study still ends with its full budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import TypeVar
+
+import optuna
+from optuna.trial import TrialState
+
+_logger = logging.getLogger(__name__)
+
+SettingsT = TypeVar("SettingsT")
+
+# Exit status of a program stopped by Ctrl-C (128 + SIGINT), what shells report too.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+
+class WorkerError(Exception):
+    """Invalid worker request (e.g. ``--workers 0``); the message is one line."""
+
+
+@dataclass(frozen=True)
+class WorkerAssignment:
+    """What distinguishes worker ``index`` from its siblings.
+
+    Attributes:
+        index: 0-based worker number, also its position in the log prefix.
+        seed: ``base_seed + index`` so that workers explore differently yet reproducibly.
+        device: Torch device string this worker trains on.
+        num_threads: Intra-op CPU threads (``torch.set_num_threads``) for this worker.
+    """
+
+    index: int
+    seed: int
+    device: str
+    num_threads: int
+
+
+def plan_workers(
+    n_workers: int,
+    base_seed: int,
+    device: str,
+    cuda_device_count: int,
+    cpu_count: int,
+) -> list[WorkerAssignment]:
+    """Split one machine between ``n_workers`` workers.
+
+    Args:
+        n_workers: How many worker processes (K >= 1).
+        base_seed: The run's seed; worker ``i`` gets ``base_seed + i``.
+        device: The device the run asked for. ``"cuda"`` without an index is spread round robin
+            over ``cuda_device_count`` GPUs; anything else (``"cpu"``, ``"cuda:1"``) is shared.
+        cuda_device_count: Visible CUDA devices (``torch.cuda.device_count()``).
+        cpu_count: CPU cores available to this process; divided evenly so K workers do not
+            oversubscribe the machine with K * cores threads.
+
+    Raises:
+        WorkerError: If ``n_workers`` < 1.
+    """
+    if n_workers < 1:
+        raise WorkerError(f"--workers must be >= 1, got {n_workers}")
+    threads = max(1, cpu_count // n_workers)
+    spread = device == "cuda" and cuda_device_count > 1
+    return [
+        WorkerAssignment(
+            index=i,
+            seed=base_seed + i,
+            device=f"cuda:{i % cuda_device_count}" if spread else device,
+            num_threads=threads,
+        )
+        for i in range(n_workers)
+    ]
+
+
+def available_cpu_count() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def run_workers(
+    target: Callable[[SettingsT], None],
+    settings: Sequence[SettingsT],
+    assignments: Sequence[WorkerAssignment],
+    *,
+    poll_seconds: float = 0.2,
+    terminate_timeout: float = 30.0,
+) -> int:
+    """Run ``target(settings[i])`` in one spawned process per assignment and wait for all.
+
+    A worker that fails does not stop its siblings (the study can still finish without it);
+    the failure is reported through the return value once everyone is done. On Ctrl-C
+    (``KeyboardInterrupt`` in this process) every worker is asked to stop with SIGTERM, which
+    it turns into a ``KeyboardInterrupt`` so Optuna records its current trial as FAIL, and is
+    killed if it has not exited after ``terminate_timeout`` seconds.
+
+    Args:
+        target: Picklable top-level function, the single-worker entry point.
+        settings: One picklable settings object per worker (seed/device already filled in).
+        assignments: The matching :class:`WorkerAssignment` (from :func:`plan_workers`).
+        poll_seconds: How often to check the children.
+        terminate_timeout: Grace time between SIGTERM and SIGKILL on interruption.
+
+    Returns:
+        0 if every worker succeeded, ``EXIT_INTERRUPTED`` on Ctrl-C, else the first non-zero
+        exit status in worker order (a worker killed by signal N reports 128 + N).
+    """
+    if len(settings) != len(assignments):
+        raise WorkerError(f"{len(settings)} settings for {len(assignments)} workers")
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=_worker_main,
+            args=(target, item, assignment),
+            name=f"hpo-worker-{assignment.index}",
+        )
+        for item, assignment in zip(settings, assignments, strict=True)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        _logger.info("started %d workers: pids %s", len(processes), [p.pid for p in processes])
+        while any(p.is_alive() for p in processes):
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        _logger.warning("interrupted: stopping %d workers", len(processes))
+        _terminate(processes, terminate_timeout)
+        return EXIT_INTERRUPTED
+    for process in processes:
+        process.join()
+    status = 0
+    for assignment, process in zip(assignments, processes, strict=True):
+        code = _exit_status(process.exitcode)
+        if code != 0:
+            _logger.error(
+                "worker %d (pid %s) exited with status %d", assignment.index, process.pid, code
+            )
+            status = status or code
+    return status
+
+
+def wait_for_running_trials(study: optuna.Study, poll_seconds: float = 1.0) -> bool:
+    """Block until no trial of ``study`` is RUNNING; return True if retried trials now wait.
+
+    A worker calls this when its own budget check says "done". Trials still RUNNING belong
+    to live siblings (they will finish them) or to dead workers (no one will). Optuna fails
+    stale trials only when some process asks for a new trial, so without this the last
+    surviving worker could exit while a dead worker's trial sits in RUNNING forever. Here
+    stale trials are failed (and, through the storage's retry callback, re-queued as WAITING)
+    on every poll; when a retry appears the caller should resume optimizing to run it.
+
+    With heartbeats disabled (e.g. in-memory storage) this returns at once: there is no way
+    to tell a dead worker from a slow one.
+    """
+    storage = study._storage  # Optuna exposes no public accessor; fail_stale_trials uses it too
+    if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:
+        return False
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        states = {t.state for t in study.get_trials(deepcopy=False)}
+        if TrialState.WAITING in states:
+            return True
+        if TrialState.RUNNING not in states:
+            return False
+        time.sleep(poll_seconds)
+
+
+# --- inside the child process ----------------------------------------------------------------
+
+
+def _worker_main(
+    target: Callable[[SettingsT], None], settings: SettingsT, assignment: WorkerAssignment
+) -> None:
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    import torch  # imported in the child only: the parent never needs it
+
+    torch.set_num_threads(assignment.num_threads)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"[worker {assignment.index}] %(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    _logger.info(
+        "worker %d: pid %d, seed %d, device %s, %d CPU threads",
+        assignment.index,
+        os.getpid(),
+        assignment.seed,
+        assignment.device,
+        assignment.num_threads,
+    )
+    try:
+        target(settings)
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _terminate(processes: Sequence[multiprocessing.process.BaseProcess], timeout: float) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _exit_status(exitcode: int | None) -> int:
+    if exitcode is None:
+        return 1
+    return 128 - exitcode if exitcode < 0 else exitcode
