@@ -20,7 +20,7 @@ Optuna ``RDBStorage`` that survives concurrency:
   ``pool_pre_ping`` and ``pool_recycle`` so connections dropped by the server or a firewall are
   replaced instead of failing a trial. K workers hold at most K * (pool_size + max_overflow)
   connections, well under the server's default ``max_connections`` of 100.
-* **Creating the schema** is serialized (an ``flock`` next to the SQLite file, a PostgreSQL
+* **Creating the schema** is serialized (an ``flock`` on the SQLite file's directory, a PostgreSQL
   advisory lock): Optuna's table creation and Alembic stamping race when several workers open a
   fresh database at the same moment, as ``docker compose up --scale worker=4`` does.
 * **Heartbeats.** Every trial records a heartbeat each ``heartbeat_interval`` seconds; a RUNNING
@@ -249,15 +249,14 @@ def _sqlite_path(parsed: URL) -> Path:
 
 @contextlib.contextmanager
 def _sqlite_init_lock(db_path: Path) -> Iterator[None]:
-    # A separate lock file: closing a descriptor of the database file itself would drop the
-    # POSIX locks SQLite holds on it in this process.
-    lock_path = db_path.with_name(db_path.name + "-init.lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # flock on the directory, not on the database file: closing a descriptor of the database
+    # file would drop the POSIX locks SQLite holds on it in this process. No stray lock file.
+    fd = os.open(db_path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _enable_wal(db_path: Path, timeout: float) -> None:

@@ -1,0 +1,183 @@
+"""The docker-compose deployment, checked statically (no Docker engine runs in CI).
+
+Each test names one property the README promises: a scalable GPU worker, a private PostgreSQL
+with a health check, credentials only from `.env`, a dashboard reachable from localhost only,
+and an image that installs the project exactly as the README's install command does.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="pyyaml is in the test extra: pip install -e '.[test]'")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict) -> dict:
+    return compose["services"]
+
+
+def _env(service: dict) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def _command(service: dict) -> str:
+    command = service["command"]
+    return command if isinstance(command, str) else " ".join(str(c) for c in command)
+
+
+def _named_volume_mounts(service: dict, compose: dict) -> dict[str, str]:
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = str(volume).split(":")[:2]
+        if source in compose.get("volumes", {}):
+            mounts[source] = target
+    return mounts
+
+
+def test_exactly_the_three_services(services: dict) -> None:
+    assert set(services) == {"postgres", "worker", "dashboard"}
+
+
+def test_postgres_uses_a_pinned_official_image(services: dict) -> None:
+    image = services["postgres"]["image"]
+    name, _, tag = image.partition(":")
+    assert name in ("postgres", "docker.io/library/postgres")
+    assert re.match(r"\d+(\.\d+)?", tag), f"pin a PostgreSQL version, got {image!r}"
+
+
+def test_postgres_keeps_data_in_a_named_volume(services: dict, compose: dict) -> None:
+    mounts = _named_volume_mounts(services["postgres"], compose)
+    assert "/var/lib/postgresql/data" in mounts.values()
+
+
+def test_postgres_has_a_pg_isready_healthcheck(services: dict) -> None:
+    check = services["postgres"]["healthcheck"]
+    test = check["test"] if isinstance(check["test"], str) else " ".join(check["test"])
+    assert "pg_isready" in test
+    assert check.get("retries", 0) >= 3
+
+
+def test_postgres_is_not_published_outside_the_compose_network(services: dict) -> None:
+    postgres = services["postgres"]
+    assert "ports" not in postgres
+    assert postgres.get("network_mode") != "host"
+
+
+def test_credentials_come_from_env_not_from_the_file(services: dict) -> None:
+    env = _env(services["postgres"])
+    assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD"), "no literal password"
+    assert ":?" in env["POSTGRES_PASSWORD"], "a missing password must stop compose"
+    for name in ("worker", "dashboard"):
+        storage = _env(services[name])["HPO_STORAGE"]
+        assert storage.startswith("postgresql+psycopg://"), storage
+        assert "${POSTGRES_PASSWORD" in storage and "${POSTGRES_USER" in storage
+        assert "@postgres:5432/" in storage, "workers reach the database by service name"
+
+
+def test_env_example_is_committed_and_env_is_ignored() -> None:
+    example = (ROOT / ".env.example").read_text()
+    keys = {line.split("=", 1)[0] for line in example.splitlines() if "=" in line}
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "STUDY", "N_TRIALS"} <= keys
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in ignored
+    assert ".env" in (ROOT / ".dockerignore").read_text().splitlines(), "keep secrets out"
+
+
+def test_worker_is_built_from_the_repo_dockerfile(services: dict) -> None:
+    build = services["worker"]["build"]
+    context = build if isinstance(build, str) else build.get("context", ".")
+    dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+    assert (ROOT / context / dockerfile).resolve() == (ROOT / "Dockerfile").resolve()
+
+
+def test_worker_can_be_scaled(services: dict) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker, "a fixed name forbids --scale worker=N"
+    assert "ports" not in worker, "fixed host ports collide when scaled"
+
+
+def test_worker_reserves_nvidia_gpus(services: dict) -> None:
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+
+
+@pytest.mark.parametrize("name", ["worker", "dashboard"])
+def test_waits_for_healthy_postgres(services: dict, name: str) -> None:
+    assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_worker_runs_the_study_runner(services: dict) -> None:
+    command = _command(services["worker"])
+    assert command.startswith("python -m hpo.run")
+    assert re.search(r"--study \$\{STUDY", command)
+    assert re.search(r"--n-trials \$\{N_TRIALS", command)
+
+
+def test_worker_and_dashboard_share_the_artifact_volume(services: dict, compose: dict) -> None:
+    worker = _named_volume_mounts(services["worker"], compose)
+    dashboard = _named_volume_mounts(services["dashboard"], compose)
+    assert "artifacts" in worker and worker["artifacts"] == dashboard.get("artifacts")
+    target = worker["artifacts"]
+    assert _env(services["worker"])["HPO_ARTIFACT_DIR"] == target
+    assert f"--artifact-dir {target}" in _command(services["dashboard"])
+
+
+def test_dashboard_reads_the_same_database(services: dict) -> None:
+    dashboard = services["dashboard"]
+    assert "optuna-dashboard" in _command(dashboard)
+    assert "HPO_STORAGE" in _command(dashboard)
+    assert _env(dashboard)["HPO_STORAGE"] == _env(services["worker"])["HPO_STORAGE"]
+
+
+def test_dashboard_is_published_on_localhost_only(services: dict) -> None:
+    ports = services["dashboard"]["ports"]
+    assert ports, "the dashboard must be reachable from the host"
+    for port in ports:
+        spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port['published']}"
+        assert spec.startswith("127.0.0.1:"), f"published beyond localhost: {spec}"
+
+
+def test_dockerfile_installs_the_project_like_the_readme() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install -e ." in readme or "pip install ." in readme
+    installs = re.findall(r"^RUN .*pip install (.+)$", dockerfile, flags=re.MULTILINE)
+    assert any(arg.strip() in (".", "-e .") for arg in installs), installs
+    assert re.search(r"^FROM python:3\.11", dockerfile, flags=re.MULTILINE)
+
+
+def test_dockerfile_copies_every_package_pip_installs() -> None:
+    """A package missing from the image would import locally but fail in the container."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    copied = set()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            sources = line.split()[1:-1]  # COPY <src>... <dest>
+            copied |= {src.rstrip("/") for src in sources}
+    assert "pyproject.toml" in copied
+    readme = pyproject["project"].get("readme")
+    if readme:
+        assert readme in copied, "setuptools reads the readme named in pyproject.toml"
+    patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*").rstrip(".") for p in patterns}
+    for package in packages:
+        assert (ROOT / package / "__init__.py").exists(), package
+        assert package in copied, f"Dockerfile does not COPY the {package!r} package"
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert not packages & set(ignored), ".dockerignore hides a package from the build"
