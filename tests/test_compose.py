@@ -111,6 +111,10 @@ def test_worker_can_be_scaled(services: dict) -> None:
     assert "ports" not in worker, "fixed host ports collide when scaled"
 
 
+def test_worker_gets_signals_through_an_init_process(services: dict) -> None:
+    assert services["worker"].get("init") is True  # PID 1 would ignore SIGTERM
+
+
 def test_worker_reserves_nvidia_gpus(services: dict) -> None:
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
