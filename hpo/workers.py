@@ -13,6 +13,7 @@ pick that retry up before they exit, so the study still ends with its full budge
 
 from __future__ import annotations
 
+import datetime
 import logging
 import multiprocessing
 import os
@@ -171,21 +172,38 @@ def wait_for_running_trials(study: optuna.Study, poll_seconds: float = 1.0) -> b
     stale trials are failed (and, through the storage's retry callback, re-queued as WAITING)
     on every poll; when a retry appears the caller should resume optimizing to run it.
 
+    A worker killed between creating its trial and its first heartbeat (during sampling)
+    leaves a RUNNING trial with no heartbeat at all, which Optuna never considers stale. So a
+    trial seen RUNNING for longer than the grace period gets one heartbeat recorded on its
+    behalf: harmless for a live trial (its own thread keeps beating), and it makes an orphan
+    go stale one grace period later.
+
     With heartbeats disabled (e.g. in-memory storage) this returns at once: there is no way
     to tell a dead worker from a slow one.
     """
     storage = study._storage  # Optuna exposes no public accessor; fail_stale_trials uses it too
-    if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
         return False
+    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None) or 2 * interval
+    adopted: set[int] = set()
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        states = {t.state for t in study.get_trials(deepcopy=False)}
-        if TrialState.WAITING in states:
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
             return True
-        if TrialState.RUNNING not in states:
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if not running:
             return False
+        now = datetime.datetime.now()
+        for trial in running:
+            started = trial.datetime_start
+            if trial._trial_id not in adopted and started is not None:
+                if (now - started).total_seconds() > grace:
+                    storage.record_heartbeat(trial._trial_id)
+                    adopted.add(trial._trial_id)
         time.sleep(poll_seconds)
 
 

@@ -232,6 +232,7 @@ def test_in_memory_sqlite_still_opens_without_heartbeats() -> None:
 # --- heartbeats -----------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(90)
 def test_killed_worker_trial_fails_within_grace_period_and_is_retried(tmp_path: Path) -> None:
     from hpo.workers import wait_for_running_trials
 
@@ -268,6 +269,21 @@ def test_killed_worker_trial_fails_within_grace_period_and_is_retried(tmp_path: 
     assert wait_for_running_trials(study) is False
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].value == pytest.approx(0.0625)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_trial_orphaned_before_its_first_heartbeat_is_failed_too(tmp_path: Path) -> None:
+    """A worker killed while sampling leaves a RUNNING trial without any heartbeat."""
+    from hpo.workers import wait_for_running_trials
+
+    options = StorageOptions(heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}", options))
+    study.ask()  # RUNNING, and nobody will ever beat for it
+    start = time.monotonic()
+    assert wait_for_running_trials(study, poll_seconds=0.2) is True
+    assert time.monotonic() - start < 2 * options.grace_period + 3
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
