@@ -1,0 +1,152 @@
+"""Forward+backward cost of SparseConv2d relative to nn.Conv2d, measured side by side on the CPU.
+
+For batch 64, 16 -> 16 channels, 28x28 inputs with a ~50 % dense mask and 'same' padding,
+prints the median time of one forward+backward pass of
+
+- ``nn.Conv2d`` (the reference),
+- ``models.SparseConv2d`` (count by one single-channel pass over the mask, fused backward),
+- a naive sparse convolution that counts observed pixels with a full C_out x C_in ones-kernel
+  convolution of the channel-broadcast mask, written with plain autograd,
+
+and the ratios to ``nn.Conv2d``. The three are interleaved within every repeat and the median
+over repeats is reported, so drifting load on shared cores affects them alike.
+
+    .venv/bin/python bench/layer_overhead.py                # kernels 3, 5, 11; target <= 1.25x
+    .venv/bin/python bench/layer_overhead.py --repeats 60 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models import SparseConv2d
+
+TARGET_RATIO = 1.25
+
+
+class NaiveSparseConv2d(nn.Module):
+    """The sparse convolution as often first written: count with a C_out x C_in ones kernel.
+
+    Same output as :class:`models.SparseConv2d`, but the count is a full
+    ``(C_out, C_in, k, k)`` convolution of the mask broadcast to every input channel (so it
+    costs as much as the convolution itself), and every step is a separate autograd op.
+    """
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.register_buffer(
+            "ones", torch.ones(channels, channels, kernel_size, kernel_size), persistent=False
+        )
+        self.kernel_size = kernel_size
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        k = self.kernel_size
+        m = mask.to(x.dtype).expand_as(x)  # (N, C_in, H, W)
+        count = F.conv2d(m, self.ones, None, 1, k // 2)  # C_in * n, for every output channel
+        scale = (k * k * x.shape[1]) / count.clamp(min=1.0) * (count > 0)
+        raw = F.conv2d(x * m, self.conv.weight, None, 1, k // 2)
+        y = (raw * scale + self.conv.bias.view(1, -1, 1, 1)) * (count > 0)
+        new_mask = F.max_pool2d(mask.to(x.dtype), k, 1, k // 2)
+        return y, new_mask
+
+
+def _time_once(step: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def measure(kernel_size: int, repeats: int, warmup: int, seed: int) -> dict[str, float]:
+    """Median seconds of one forward+backward for the three layers at one kernel size."""
+    gen = torch.Generator().manual_seed(seed)
+    n, c, hw = 64, 16, 28
+    x = torch.randn(n, c, hw, hw, generator=gen).requires_grad_(True)
+    # Float mask, as every layer after the first receives it (the previous new_mask).
+    mask = (torch.rand(n, 1, hw, hw, generator=gen) < 0.5).float()
+    grad_y = torch.randn(n, c, hw, hw, generator=gen)
+
+    torch.manual_seed(seed)
+    dense = nn.Conv2d(c, c, kernel_size, padding=kernel_size // 2)
+    sparse = SparseConv2d(c, c, kernel_size, padding=kernel_size // 2)
+    naive = NaiveSparseConv2d(c, kernel_size)
+
+    def run_dense() -> None:
+        dense(x).backward(grad_y)
+
+    def run_sparse() -> None:
+        sparse(x, mask)[0].backward(grad_y)
+
+    def run_naive() -> None:
+        naive(x, mask)[0].backward(grad_y)
+
+    steps = {"nn.Conv2d": run_dense, "SparseConv2d": run_sparse, "naive": run_naive}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for rep in range(warmup + repeats):
+        for name, step in steps.items():
+            elapsed = _time_once(step)
+            if rep >= warmup:
+                times[name].append(elapsed)
+        for module in (dense, sparse, naive):
+            module.zero_grad(set_to_none=True)
+        x.grad = None
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--kernels",
+        type=int,
+        nargs="+",
+        default=[3, 5, 11],
+        help="kernel sizes to measure (default: 3 5 11)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=40, help="timed repeats per layer (default: 40)"
+    )
+    parser.add_argument("--warmup", type=int, default=5, help="untimed repeats first (default: 5)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default: 1: steadier on shared cores)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    print(
+        f"batch 64, 16->16 channels, 28x28, mask density 0.5, forward+backward, CPU, "
+        f"{args.threads} thread(s), median of {args.repeats} interleaved repeats"
+    )
+    print(
+        f"{'kernel':>6} {'nn.Conv2d ms':>13} {'Sparse ms':>10} {'ratio':>6} "
+        f"{'naive ms':>9} {'naive ratio':>11}"
+    )
+    worst = 0.0
+    for k in args.kernels:
+        med = measure(k, args.repeats, args.warmup, args.seed)
+        ratio = med["SparseConv2d"] / med["nn.Conv2d"]
+        naive_ratio = med["naive"] / med["nn.Conv2d"]
+        worst = max(worst, ratio)
+        print(
+            f"{k:>6} {med['nn.Conv2d'] * 1e3:>13.2f} {med['SparseConv2d'] * 1e3:>10.2f} "
+            f"{ratio:>5.2f}x {med['naive'] * 1e3:>9.2f} {naive_ratio:>10.2f}x"
+        )
+    verdict = "meets" if worst <= TARGET_RATIO else "MISSES"
+    print(
+        f"worst SparseConv2d / nn.Conv2d ratio {worst:.2f}x: {verdict} the "
+        f"<= {TARGET_RATIO}x target"
+    )
+
+
+if __name__ == "__main__":
+    main()
