@@ -201,9 +201,9 @@ class SparseConv2d(nn.Module):
             bias = None if bias is None else bias.to(dtype)
         m = mask.to(x.dtype)
         with torch.no_grad():
-            n = window_count(
-                m, self.kernel_size, self.stride, self.padding, self.dilation, self.ones
-            )
+            # One conv on CUDA and other accelerators, shifted adds on the CPU (see window_count).
+            ones = None if m.device.type == "cpu" else self.ones
+            n = window_count(m, self.kernel_size, self.stride, self.padding, self.dilation, ones)
             new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
             # area / n where n > 0 and 0 where n == 0, in place on n.
             scale = n.clamp_(min=1.0).reciprocal_().mul_(new_mask).mul_(self.window_area)
@@ -224,12 +224,13 @@ def window_count(
 ) -> Tensor:
     """Number of observed pixels in every convolution window of a ``(N, 1, H, W)`` mask.
 
-    One single-channel computation, shared by all output channels. On CUDA (or when ``ones`` is
-    given and the input is not on the CPU) it is one convolution with the ``(1, 1, kh, kw)``
-    ones kernel. On the CPU the same sum is taken separably as ``kh + kw - 2`` shifted adds:
-    oneDNN's single-channel convolution and ``avg_pool2d`` cost 0.4-1.8 ms for a
-    ``64 x 1 x 28 x 28`` mask, a third of a 16-channel convolution, while the shifted adds cost
-    0.1-0.3 ms. Both give exact integer counts (float32 is exact below 2**24).
+    One single-channel computation, shared by all output channels. With ``ones`` (what
+    :class:`SparseConv2d` passes on CUDA and other accelerators) it is one convolution with that
+    ``(1, 1, kh, kw)`` ones kernel. Without (the CPU path) the same sum is taken separably as
+    ``kh + kw - 2`` shifted adds: on the CPU, oneDNN's single-channel convolution and
+    ``avg_pool2d`` cost 0.4-1.8 ms for a ``64 x 1 x 28 x 28`` mask, a third of a 16-channel
+    convolution, while the shifted adds cost 0.1-0.3 ms. Both give exact integer counts
+    (float32 is exact below 2**24).
 
     Args:
         m: ``(N, 1, H, W)`` floating-point mask with values in {0, 1}.
@@ -237,12 +238,13 @@ def window_count(
         stride: ``(sh, sw)``.
         padding: ``(ph, pw)``; padded pixels count as unobserved.
         dilation: ``(dh, dw)``.
-        ones: The ``(1, 1, kh, kw)`` ones kernel for the convolution path.
+        ones: The ``(1, 1, kh, kw)`` ones kernel: count by one convolution instead of by
+            shifted adds.
 
     Returns:
         ``(N, 1, H_out, W_out)`` counts in ``m``'s dtype.
     """
-    if ones is not None and m.device.type != "cpu":
+    if ones is not None:
         return F.conv2d(m, ones.to(m.dtype), None, stride, padding, dilation)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     padded = F.pad(m, (pw, pw, ph, ph)) if ph or pw else m

@@ -1,0 +1,74 @@
+"""The dense CNN baseline: the sparse family's topology with ordinary convolutions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .activations import make_activation
+from .config import CNNConfig
+from .errors import ModelInputError
+
+__all__ = ["DenseCNN"]
+
+
+class DenseCNN(nn.Module):
+    """Classifier with the same topology as :class:`SparseCNN`, built from ``nn.Conv2d``.
+
+    The baseline of Uhrig et al.: an ordinary CNN fed the zero-filled sparse image. The input
+    is multiplied by the mask first, so unobserved pixels are exactly 0 whatever the data
+    pipeline put there. With ``mask_channel=True`` the mask is also appended as an extra input
+    channel (the paper's "ConvNet + mask" variant), so the first layer sees ``in_channels + 1``
+    channels. Downsampling is ``nn.MaxPool2d`` at the same places as the sparse family's pools;
+    the head is a plain global average pool (a dense network has no notion of observed
+    positions) and one linear layer to ``num_classes`` logits.
+
+    Args:
+        config: The topology; see :class:`CNNConfig`.
+        mask_channel: Append the mask as an extra input channel.
+
+    Call:
+        ``model(x, mask)`` with ``x`` (N, in_channels, H, W) and ``mask`` (N, 1, H, W) bool
+        or float (``None`` means fully observed) returns logits (N, num_classes).
+    """
+
+    def __init__(self, config: CNNConfig, mask_channel: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.mask_channel = mask_channel
+        first = config.in_channels + (1 if mask_channel else 0)
+        channels = [first] + [config.width] * config.depth
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, k, padding=k // 2)
+            for c_in, c_out, k in zip(channels[:-1], channels[1:], config.kernel_sizes, strict=True)
+        )
+        self.activation = make_activation(config.activation)
+        self.pools = nn.ModuleDict(
+            {str(i): nn.MaxPool2d(2, 2, ceil_mode=True) for i in config.pool_after}
+        )
+        self.classifier = nn.Linear(config.width, config.num_classes)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits ``(N, num_classes)`` for the zero-filled images ``x * mask``."""
+        if mask is None:
+            mask = torch.ones_like(x[:, :1])
+        elif mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2:] != x.shape[2:]:
+            raise ModelInputError(
+                f"DenseCNN: mask must be (N, 1, H, W) matching x {tuple(x.shape)}, got "
+                f"{tuple(mask.shape)}"
+            )
+        m = mask.to(x.dtype)
+        x = x * m
+        if self.mask_channel:
+            x = torch.cat([x, m], dim=1)  # (N, in_channels + 1, H, W)
+        for i, conv in enumerate(self.convs):
+            x = self.activation(conv(x))
+            pool = self.pools[str(i)] if str(i) in self.pools else None
+            if pool is not None:
+                x = pool(x)
+        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (N, num_classes)

@@ -1,0 +1,75 @@
+"""The sparse CNN family: a stack of sparsity-invariant convolutions and a masked head."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .activations import make_activation
+from .config import CNNConfig
+from .errors import ModelInputError
+from .sparse_conv import SparseConv2d
+from .sparse_pool import SparseMaxPool2d
+
+__all__ = ["SparseCNN", "masked_global_avg_pool"]
+
+
+def masked_global_avg_pool(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` (N, C, H, W) over the positions where ``mask`` (N, 1, H, W) is 1.
+
+    An image with no observed position pools to zeros (rather than dividing by zero).
+
+    Returns:
+        ``(N, C)``.
+    """
+    m = mask.to(x.dtype)
+    total = (x * m).sum(dim=(2, 3))  # (N, C)
+    return total / m.sum(dim=(2, 3)).clamp(min=1.0)  # (N, C) / (N, 1)
+
+
+class SparseCNN(nn.Module):
+    """Classifier built from :class:`SparseConv2d` layers (Uhrig et al., 3DV 2017).
+
+    ``depth`` sparse convolutions of ``width`` channels with the configured kernels and 'same'
+    padding, each followed by the activation and, where ``pool_after`` says so, a
+    :class:`SparseMaxPool2d`. The mask travels with the features through every layer. The head
+    averages the last feature map over its observed positions only and maps the ``width``
+    features to ``num_classes`` logits with one linear layer (no activation on the logits).
+
+    Args:
+        config: The topology; see :class:`CNNConfig`.
+
+    Call:
+        ``model(x, mask)`` with ``x`` (N, in_channels, H, W) and ``mask`` (N, 1, H, W) bool
+        or float (1 = observed; ``None`` means fully observed) returns logits (N, num_classes).
+    """
+
+    def __init__(self, config: CNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        channels = [config.in_channels] + [config.width] * config.depth
+        self.convs = nn.ModuleList(
+            SparseConv2d(c_in, c_out, k, padding=k // 2)
+            for c_in, c_out, k in zip(channels[:-1], channels[1:], config.kernel_sizes, strict=True)
+        )
+        self.activation = make_activation(config.activation)
+        self.pools = nn.ModuleDict({str(i): SparseMaxPool2d(2) for i in config.pool_after})
+        self.classifier = nn.Linear(config.width, config.num_classes)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits ``(N, num_classes)`` for sparse images ``x`` observed where ``mask`` is 1."""
+        if mask is None:
+            mask = torch.ones_like(x[:, :1])
+        elif mask.dim() != 4 or mask.shape[1] != 1:
+            raise ModelInputError(f"SparseCNN: mask must be (N, 1, H, W), got {tuple(mask.shape)}")
+        for i, conv in enumerate(self.convs):
+            x, mask = conv(x, mask)  # (N, width, H_i, W_i), (N, 1, H_i, W_i)
+            x = self.activation(x)
+            pool = self.pools[str(i)] if str(i) in self.pools else None
+            if pool is not None:
+                x, mask = pool(x, mask)
+        return self.classifier(masked_global_avg_pool(x, mask))  # (N, num_classes)
