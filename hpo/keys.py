@@ -20,6 +20,8 @@ FAIL_REASON: Final = "fail_reason"  # one line: why the trial failed or was prun
 SEED: Final = "seed"  # seed the trial trained with
 WORKER: Final = "worker"  # "<host>:<pid>" of the process that ran the trial
 DEVICE: Final = "device"  # torch device the trial trained on
+EVAL_SECONDS: Final = "eval_seconds"  # wall time of the final validation at every test sparsity
+MODEL_ARTIFACT: Final = "model_artifact_id"  # artifact id of the trial's best-epoch checkpoint
 
 # --- study user attributes ---------------------------------------------------
 DEFINITION: Final = "definition"  # resolved study definition + overrides (JSON-able dict)
