@@ -1,0 +1,145 @@
+"""The resolved settings of one run: what the command line and the environment asked for.
+
+:class:`RunSettings` is a frozen, picklable dataclass of plain values, because ``--workers K``
+hands one copy to each of K spawned processes (``dataclasses.replace`` gives each its own seed
+and device). Everything derived from it -- the study definition with overrides, the sampler, the
+pruner -- is rebuilt inside each worker from these values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from studies import StudyDefinition, get_study
+
+from .errors import DeviceError, InvalidSettingError
+
+__all__ = ["PRUNERS", "RunSettings", "resolve_device"]
+
+PRUNERS = ("hyperband", "median", "none")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One worker's run of one study.
+
+    Attributes:
+        study: Registered study definition name (``studies.get_study``).
+        n_trials: Finished (complete + pruned) trials the study must end with, over all workers.
+        storage_url: SQLAlchemy URL of the shared Optuna storage.
+        device: Torch device string, already validated by :func:`resolve_device`.
+        seed: This worker's seed: seeds the sampler, and ``seed + trial.number`` seeds torch.
+        study_name: Optuna study name; defaults to ``study``. A different name keeps a quick
+            run with overrides apart from the real study in the same storage.
+        data_dir: Root of the dataset archives (``None``: ``HPO_DATA_DIR`` / the default).
+        download: Whether the data loader may download missing archives.
+        epochs: Override of the definition's epoch budget (``None``: keep it).
+        train_size: Override of the number of training examples (``None``: keep it).
+        timeout: Seconds after which this worker starts no new trial (``None``: no limit).
+        pruner: ``"hyperband"``, ``"median"`` or ``"none"``.
+        show_progress: Draw progress bars (they are also hidden when stderr is not a TTY).
+        grid_wait_seconds: How long a worker that did not create the study waits for the
+            creator to finish queuing the grid before assuming it died and repairing the queue.
+    """
+
+    study: str
+    n_trials: int
+    storage_url: str
+    device: str = "cpu"
+    seed: int = 0
+    study_name: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+    epochs: int | None = None
+    train_size: int | None = None
+    timeout: float | None = None
+    pruner: str = "hyperband"
+    show_progress: bool = True
+    grid_wait_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        _positive_int("--n-trials", self.n_trials)
+        if self.epochs is not None:
+            _positive_int("--epochs", self.epochs)
+        if self.train_size is not None:
+            _positive_int("--train-size", self.train_size)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InvalidSettingError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise InvalidSettingError(
+                f"--timeout must be a positive number of seconds, got {self.timeout!r}"
+            )
+        if self.pruner not in PRUNERS:
+            raise InvalidSettingError(
+                f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}"
+            )
+        if self.study_name is not None and not self.study_name.strip():
+            raise InvalidSettingError("--study-name must not be empty")
+
+    @property
+    def optuna_study_name(self) -> str:
+        return self.study_name or self.study
+
+    def overrides(self) -> dict[str, Any]:
+        """The definition fields this run overrides (only those given on the command line)."""
+        values = {"epochs": self.epochs, "train_size": self.train_size}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def definition(self) -> StudyDefinition:
+        """The registered definition with this run's overrides applied (and validated)."""
+        return get_study(self.study).with_overrides(self.overrides())
+
+    def resolved_config(self) -> dict[str, Any]:
+        """What must be identical for two runs to share one study (stored as keys.DEFINITION).
+
+        The seed, device, data directory and trial count are deliberately absent: workers on
+        different machines differ in them, and raising ``--n-trials`` extends a study.
+        """
+        return {
+            "definition": self.definition().to_dict(),
+            "overrides": self.overrides(),
+            "pruner": self.pruner,
+        }
+
+
+def resolve_device(requested: str | None) -> str:
+    """Validate ``--device`` once, at the entry point (default: CUDA if available, else CPU).
+
+    Raises:
+        DeviceError: Unparseable device, or CUDA / MPS requested but not available.
+    """
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise DeviceError(
+            f"--device {requested!r} is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(
+                f"--device {requested} requested but CUDA is not available on this machine; "
+                "use --device cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise DeviceError(
+                f"--device {requested}: only {count} CUDA device(s) visible "
+                f"(cuda:0..cuda:{count - 1})"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"--device {requested}: MPS is not available; use --device cpu")
+    elif device.type != "cpu":
+        raise DeviceError(f"--device {requested!r} is not supported; use cpu, cuda or cuda:N")
+    return str(device)
+
+
+def _positive_int(flag: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidSettingError(f"{flag} must be an integer >= 1, got {value!r}")
