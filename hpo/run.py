@@ -13,6 +13,7 @@ FAIL with reason "interrupted" and the same command resumes the study).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import socket
@@ -55,6 +56,7 @@ from .storage import (
     open_storage,
     resolve_storage_url,
 )
+from .workers import available_cpu_count, plan_workers, run_workers
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "build_parser", "finalize_study", "main", "run_worker"]
 
@@ -121,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seeds the sampler; trial i trains with seed + i"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on this machine, sharing the storage: worker k uses seed + k, "
+        "GPUs round robin (--device cuda), and 1/K of the CPU cores",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=None, help="override the study's epochs per trial"
     )
     parser.add_argument(
@@ -177,6 +186,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         timeout=args.timeout,
         pruner=args.pruner,
         show_progress=not args.no_progress,
+        workers=args.workers,
     )
     settings.definition()  # unknown study / invalid override: fail before touching storage
     normalize_storage_url(settings.storage_url)
@@ -199,13 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.epochs = args.epochs or DRY_RUN["epochs"]
                 args.train_size = args.train_size or DRY_RUN["train_size"]
                 settings = settings_from_args(args)
-                run_worker(settings)
-                finalize_study(settings)
-            return 0
+                status = run_workers_here(settings)
+                if status == 0:
+                    finalize_study(settings)
+            return status
         settings = settings_from_args(args)
-        run_worker(settings)
-        finalize_study(settings)
-        return 0
+        status = run_workers_here(settings)
+        if status == 0:
+            finalize_study(settings)
+        return status
     except USAGE_ERRORS as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
@@ -216,6 +228,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+
+
+# --- K workers on this machine -----------------------------------------------------------
+
+
+def run_workers_here(settings: RunSettings) -> int:
+    """Run ``settings.workers`` workers in this process (K = 1) or in K spawned processes.
+
+    Returns the exit status: 0 when every worker finished, else the first failing worker's
+    status (``EXIT_INTERRUPTED`` on Ctrl-C, after all workers were stopped).
+    """
+    if settings.workers == 1:
+        run_worker(settings)
+        return 0
+    # Open the storage once here: a bad URL or an unreachable database is one line, not K.
+    open_storage(settings.storage_url).engine.dispose()
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    plan = plan_workers(
+        settings.workers, settings.seed, settings.device, cuda_devices, available_cpu_count()
+    )
+    per_worker = [
+        # K progress bars would overwrite each other: workers log one line per trial instead.
+        dataclasses.replace(settings, seed=a.seed, device=a.device, workers=1, show_progress=False)
+        for a in plan
+    ]
+    status = run_workers(_worker_process, per_worker, plan)
+    if status == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt
+    if status != 0:
+        print(
+            f"error: a worker failed (exit status {status}); run the same command again to "
+            "resume the study",
+            file=sys.stderr,
+        )
+    return status
+
+
+def _worker_process(settings: RunSettings) -> None:
+    """Body of one spawned worker: bad input is one line on stderr and exit status 2."""
+    try:
+        run_worker(settings)
+    except USAGE_ERRORS as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 # --- one worker --------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class RunSettings:
         show_progress: Draw progress bars (they are also hidden when stderr is not a TTY).
         grid_wait_seconds: How long a worker that did not create the study waits for the
             creator to finish queuing the grid before assuming it died and repairing the queue.
+        workers: Worker processes to start on this machine (``--workers K``); each spawned
+            worker gets a copy with ``workers=1`` and its own seed and device.
     """
 
     study: str
@@ -60,9 +62,11 @@ class RunSettings:
     pruner: str = "hyperband"
     show_progress: bool = True
     grid_wait_seconds: float = 120.0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _positive_int("--n-trials", self.n_trials)
+        _positive_int("--workers", self.workers)
         if self.epochs is not None:
             _positive_int("--epochs", self.epochs)
         if self.train_size is not None:
