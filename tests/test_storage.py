@@ -179,6 +179,28 @@ def test_storage_options_are_validated(kwargs: dict, fragment: str) -> None:
         StorageOptions(**kwargs)
 
 
+def test_heartbeat_timing_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HPO_HEARTBEAT_INTERVAL", raising=False)
+    monkeypatch.delenv("HPO_HEARTBEAT_GRACE", raising=False)
+    assert StorageOptions.from_env() == StorageOptions()
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "2")
+    assert StorageOptions.from_env().grace_period == 6
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "5")
+    assert (
+        StorageOptions.from_env().heartbeat_interval,
+        StorageOptions.from_env().grace_period,
+    ) == (
+        2,
+        5,
+    )
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "soon")
+    with pytest.raises(StorageError, match="HPO_HEARTBEAT_GRACE='soon' must be a whole number"):
+        StorageOptions.from_env()
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "1")
+    with pytest.raises(StorageError, match="longer than the heartbeat"):
+        StorageOptions.from_env()
+
+
 def test_artifact_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(ARTIFACT_DIR_ENV, raising=False)
     assert artifact_dir_for("sqlite:///runs/a.db") == Path("runs/a-artifacts")
