@@ -8,8 +8,9 @@ prints the median time of one forward+backward pass of
 - a naive sparse convolution that counts observed pixels with a full C_out x C_in ones-kernel
   convolution of the channel-broadcast mask, written with plain autograd,
 
-and the ratios to ``nn.Conv2d``. The three are interleaved within every repeat and the median
-over repeats is reported, so drifting load on shared cores affects them alike.
+and the ratios to ``nn.Conv2d``. The three are interleaved within every repeat, in a fresh
+seeded random order, and the median over repeats is reported, so drifting load on shared cores
+affects them alike.
 
     .venv/bin/python bench/layer_overhead.py                # kernels 3, 5, 11; target <= 1.25x
     .venv/bin/python bench/layer_overhead.py --repeats 60 --threads 2
@@ -18,6 +19,7 @@ over repeats is reported, so drifting load on shared cores affects them alike.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -89,8 +91,12 @@ def measure(kernel_size: int, repeats: int, warmup: int, seed: int) -> dict[str,
 
     steps = {"nn.Conv2d": run_dense, "SparseConv2d": run_sparse, "naive": run_naive}
     times: dict[str, list[float]] = {name: [] for name in steps}
+    order = random.Random(seed)
     for rep in range(warmup + repeats):
-        for name, step in steps.items():
+        # A fresh order every repeat, so no layer always runs in another's wake (cache, heap).
+        names = order.sample(list(steps), k=len(steps))
+        for name in names:
+            step = steps[name]
             elapsed = _time_once(step)
             if rep >= warmup:
                 times[name].append(elapsed)

@@ -19,7 +19,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from .errors import ModelConfigError, ModelInputError
 
@@ -193,23 +192,32 @@ class SparseConv2d(nn.Module):
         """
         self._check_inputs(x, mask)
         weight, bias = self.weight, self.bias
-        if torch.is_autocast_enabled(x.device.type):
-            # The fused function runs outside autocast; cast here so autograd carries the
-            # gradients back to the float32 parameters, as autocast would for nn.Conv2d.
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
         m = mask.to(x.dtype)
         with torch.no_grad():
             # One conv on CUDA and other accelerators, shifted adds on the CPU (see window_count).
             ones = None if m.device.type == "cpu" else self.ones
             n = window_count(m, self.kernel_size, self.stride, self.padding, self.dilation, ones)
             new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
-            # area / n where n > 0 and 0 where n == 0, in place on n.
-            scale = n.clamp_(min=1.0).reciprocal_().mul_(new_mask).mul_(self.window_area)
-        with torch.autocast(x.device.type, enabled=False):
+            # area / n. Where n == 0 this gives area, harmlessly: the window of x * m is all
+            # zeros there, so the convolution term is exactly 0 forward, and backward its input
+            # gradient is masked to 0 and its weight gradient meets only zeros.
+            scale = n.clamp_(min=1.0).reciprocal_().mul_(self.window_area)
+        if not torch.is_autocast_enabled(x.device.type):
             y = _SparseConvFunction.apply(
                 x, m, scale, weight, bias, self.stride, self.padding, self.dilation
+            )
+            return y, new_mask
+        # The fused function runs outside autocast; cast here so autograd carries the gradients
+        # back to the float32 parameters, as autocast does for nn.Conv2d.
+        dtype = torch.get_autocast_dtype(x.device.type)
+        args = (x.to(dtype), m.to(dtype), scale.to(dtype), weight.to(dtype))
+        with torch.autocast(x.device.type, enabled=False):
+            y = _SparseConvFunction.apply(
+                *args,
+                None if bias is None else bias.to(dtype),
+                self.stride,
+                self.padding,
+                self.dilation,
             )
         return y, new_mask
 
@@ -258,15 +266,20 @@ def window_count(
         )
     # Row sums over the kw taps, already at the output column stride: (N, 1, H_pad, W_out).
     w_span = (w_out - 1) * sw + 1
-    rows = padded[:, :, :, 0:w_span:sw].clone()
-    for j in range(1, kw):
+    rows = padded[:, :, :, 0:w_span:sw]
+    if kw > 1:
+        rows = rows + padded[:, :, :, dw : dw + w_span : sw]
+    for j in range(2, kw):
         rows += padded[:, :, :, j * dw : j * dw + w_span : sw]
     # Column sums over the kh taps: (N, 1, H_out, W_out).
     h_span = (h_out - 1) * sh + 1
-    counts = rows[:, :, 0:h_span:sh, :].clone()
-    for i in range(1, kh):
+    counts = rows[:, :, 0:h_span:sh, :]
+    if kh > 1:
+        counts = counts + rows[:, :, dh : dh + h_span : sh, :]
+    for i in range(2, kh):
         counts += rows[:, :, i * dh : i * dh + h_span : sh, :]
-    return counts
+    # A 1x1 kernel (or a view of m) must not alias the caller's mask: the caller edits in place.
+    return counts.clone() if kh == 1 and kw == 1 else counts
 
 
 class _SparseConvFunction(torch.autograd.Function):
@@ -303,10 +316,16 @@ class _SparseConvFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_y: Tensor
     ) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            # create_graph=True. Refused (as @once_differentiable would, without its per-call
+            # cost): the saved x * m has no graph back to x, so second derivatives would be wrong.
+            raise RuntimeError(
+                "SparseConv2d does not support double backward: call backward without "
+                "create_graph=True"
+            )
         xm, m, scale, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.conv_args
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
@@ -314,7 +333,7 @@ class _SparseConvFunction(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if need_x or need_w:
             grad_raw = grad_y * scale
-            grad_xm, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad_xm, grad_w, _ = torch.ops.aten.convolution_backward.default(
                 grad_raw, xm, weight, None, stride, padding, dilation,
                 False, (0, 0), 1, (need_x, need_w, False),
             )  # fmt: skip

@@ -349,3 +349,13 @@ def test_bad_constructor_arguments_raise_a_clear_error(kwargs, match):
     args = {"in_channels": 3, "out_channels": 4, **kwargs}
     with pytest.raises(ModelConfigError, match=match):
         SparseConv2d(**args)
+
+
+def test_double_backward_is_refused_with_a_clear_error():
+    layer = _layer(3, 1, 1, 1)
+    x = torch.randn(1, 3, 6, 6, generator=_gen(1), requires_grad=True)
+    y, _ = layer(x, torch.ones(1, 1, 6, 6))
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad(y.sum(), x)  # first order is fine
+    assert grad.shape == x.shape
