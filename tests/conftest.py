@@ -1,0 +1,51 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from synthetic import write_synthetic_data
+
+
+def _make_read_only(root: Path) -> None:
+    """Drop write permission below ``root``, like the shared read-only data folder."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = Path(dirpath) / name
+            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        Path(dirpath).chmod(0o555)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A read-only data root with a tiny MNIST and Caltech-101 in the published layouts.
+
+    MNIST: 600 train / 200 test images (use ``MNISTOptions(val_size=100)``); Caltech-101:
+    classes ``accordion`` (24 images), ``airplanes`` (20), ``anchor`` (18), ``Faces_easy`` (20)
+    and ``BACKGROUND_Google`` (5), some of them grayscale. Pass it as ``data_dir`` (or
+    ``HPO_DATA_DIR``) together with a writable ``cache_dir`` such as ``tmp_path``.
+    """
+    root = tmp_path_factory.mktemp("synthetic-data")
+    write_synthetic_data(root)
+    _make_read_only(root)
+    yield root
+    # Give write permission back so pytest can delete the temporary folder.
+    for dirpath, _dirnames, _filenames in os.walk(root):
+        Path(dirpath).chmod(0o755)
+
+
+@pytest.fixture
+def data_env(synthetic_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``HPO_DATA_DIR`` at the synthetic data and ``HPO_CACHE_DIR`` at a fresh folder.
+
+    Returns:
+        The cache folder (empty at the start of each test).
+    """
+    cache = tmp_path / "hpo-cache"
+    monkeypatch.setenv("HPO_DATA_DIR", str(synthetic_data_root))
+    monkeypatch.setenv("HPO_CACHE_DIR", str(cache))
+    return cache
