@@ -122,6 +122,7 @@ class Objective:
                 device=self.device,
                 mean=self.data.mean,
                 std=self.data.std,
+                shuffle=True,
                 seed=seed,
             )
             val = self._val_batches[d.train_sparsity]
@@ -205,7 +206,8 @@ def eval_batches(
         device=device,
         mean=data.mean,
         std=data.std,
-        fixed_mask_seed=mask_seed,
+        seed=mask_seed,
+        fixed_masks=True,
     )
 
 

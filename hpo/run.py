@@ -373,28 +373,38 @@ def run_one_trial(study: optuna.Study, objective: Objective, n_trials: int) -> N
     frozen = study._storage.get_trial(trial._trial_id)
     line = format_trial_line(frozen, time.perf_counter() - started)
     (_logger.warning if state == TrialState.FAIL else _logger.info)(line)
+    if isinstance(error, KeyboardInterrupt) and "fixed_params" in frozen.system_attrs:
+        # The user stopped the run, the grid point did nothing wrong: queue it again so the
+        # resumed study still covers the whole grid.
+        study.enqueue_trial(
+            frozen.system_attrs["fixed_params"],
+            user_attrs={
+                k: frozen.user_attrs[k]
+                for k in (keys.PHASE, keys.GRID_ID)
+                if k in frozen.user_attrs
+            },
+        )
     if error is not None:
         raise error
 
 
 def load_trial_data(definition: StudyDefinition, settings: RunSettings) -> TrialData:
-    """Load the study's dataset once per worker and cut the training split to ``train_size``.
+    """Load the study's dataset once per worker, cut to the definition's ``train_size``.
 
-    The subset is drawn with the definition's ``data_seed``, so all trials and workers train
-    on the same examples.
+    The training subset is stratified and drawn with the definition's ``data_seed`` (by
+    ``data/``), so all trials and workers train and validate on the same examples.
     """
+    options = definition.dataset_options
+    if definition.train_size is not None:
+        options = dataclasses.replace(options, train_size=definition.train_size)
     ds = load_dataset(
         DatasetName(definition.dataset),
         data_dir=settings.data_dir,
         download=settings.download,
         seed=definition.data_seed,
-        options=definition.dataset_options,
+        options=options,
     )
     train = ds.train
-    if definition.train_size is not None and definition.train_size < len(train.labels):
-        generator = torch.Generator().manual_seed(definition.data_seed)
-        index = torch.randperm(len(train.labels), generator=generator)[: definition.train_size]
-        train = type(train)(images=train.images[index], labels=train.labels[index])
     return TrialData(
         train=train,
         val=ds.val,

@@ -25,7 +25,7 @@ from models import ModelFamily
 
 from .definition import Categorical, Grid, IntRange, LogFloat, SearchSpace, StudyDefinition
 
-__all__ = ["CATALOG", "DEFAULT_GRID", "DEFAULT_SEARCH_SPACE", "TEST_SPARSITIES"]
+__all__ = ["CALTECH_POOLS", "CATALOG", "DEFAULT_GRID", "DEFAULT_SEARCH_SPACE", "TEST_SPARSITIES"]
 
 TEST_SPARSITIES = (0.5, 0.7, 0.8, 0.9)
 
@@ -35,6 +35,10 @@ DEFAULT_SEARCH_SPACE = SearchSpace(
     batch_size=Categorical((32, 64, 128, 256)),
     lr=LogFloat(1e-4, 1e-1),
 )
+
+# 150x150 Caltech images: two 2x2 pools after the first two layers (valid for every depth >= 3)
+# bring the deeper layers to 37x37, affordable yet large enough for the 7x7 / 5x5 kernels.
+CALTECH_POOLS = (0, 1)
 
 DEFAULT_GRID = Grid(depth=(3, 6, 9), activation=("relu", "elu"), batch_size=(64,), lr=(1e-3, 1e-2))
 
@@ -74,6 +78,7 @@ CATALOG: tuple[StudyDefinition, ...] = (
         epochs=30,
         search_space=DEFAULT_SEARCH_SPACE,
         grid=DEFAULT_GRID,
+        pool_after=CALTECH_POOLS,
     ),
     StudyDefinition(
         name="dense_caltech101",
@@ -86,5 +91,6 @@ CATALOG: tuple[StudyDefinition, ...] = (
         epochs=30,
         search_space=DEFAULT_SEARCH_SPACE,
         grid=DEFAULT_GRID,
+        pool_after=CALTECH_POOLS,
     ),
 )

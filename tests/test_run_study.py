@@ -1,0 +1,338 @@
+"""hpo.run end to end on the synthetic MNIST: grid then TPE, exact budgets, failures, results.
+
+The studies here are the registered ``sparse_mnist`` with options the tiny synthetic data can
+satisfy (100 validation images) and a 4-point grid, filed in a test registry so that every
+run goes through the real command line, storage, objective and artifact code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import hpo.objective
+import studies.registry
+from data import MNISTOptions
+from hpo import keys
+from hpo.artifacts import load_trial_model, open_artifact_store
+from hpo.budget import count_trials, is_surplus, release_surplus
+from hpo.errors import NonFiniteLossError
+from hpo.objective import VAL_MASK_SEED, eval_batches, evaluate_at_sparsities
+from hpo.run import EXIT_INTERRUPTED, load_trial_data, main, run_worker
+from hpo.search import enqueue_grid, make_pruner, make_sampler, open_study
+from hpo.settings import RunSettings
+from hpo.storage import StorageOptions, open_storage
+from models import build_model
+from studies import Grid, StudyRegistry, get_study
+
+STUDY = "tiny_mnist"
+GRID = Grid(depth=(3, 4), activation=("relu", "elu"), batch_size=(32,), lr=(1e-2,))
+
+
+@pytest.fixture(autouse=True)
+def tiny_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Register ``tiny_mnist``: sparse_mnist on the synthetic data with a 4-point grid."""
+    base = get_study("sparse_mnist")
+    tiny = dataclasses.replace(
+        base,
+        name=STUDY,
+        description="sparse_mnist on the synthetic test data",
+        dataset_options=MNISTOptions(val_size=100),
+        epochs=1,
+        train_size=64,
+        eval_batch_size=100,
+        grid=GRID,
+        tpe_random_trials=1,
+    )
+    registry = StudyRegistry([*studies.registry.default_registry(), tiny])
+    monkeypatch.setattr(studies.registry, "default_registry", lambda: registry)
+    yield
+
+
+@pytest.fixture
+def env(data_env: Path, tmp_path: Path) -> dict[str, str]:  # noqa: ARG001
+    """A SQLite file in tmp_path (``data_env`` points HPO_DATA_DIR at the synthetic data)."""
+    return {"storage": f"sqlite:///{tmp_path / 'study.db'}"}
+
+
+def _argv(env: dict[str, str], n_trials: int, *extra: str) -> list[str]:
+    return [
+        "--study", STUDY, "--n-trials", str(n_trials), "--storage", env["storage"],
+        "--device", "cpu", "--no-progress", "--pruner", "none", *extra,
+    ]  # fmt: skip
+
+
+def _load(env: dict[str, str]) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=open_storage(env["storage"]))
+
+
+def _settings(env: dict[str, str], n_trials: int, **kw: object) -> RunSettings:
+    values: dict[str, object] = {
+        "study": STUDY,
+        "n_trials": n_trials,
+        "storage_url": env["storage"],
+        "device": "cpu",
+        "pruner": "none",
+        "show_progress": False,
+    }
+    values.update(kw)
+    return RunSettings(**values)  # type: ignore[arg-type]
+
+
+def _states(study: optuna.Study) -> list[TrialState]:
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+# --- the happy path --------------------------------------------------------------------
+
+
+def test_study_runs_end_to_end_and_stores_everything(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_argv(env, 3, "--seed", "7")) == 0
+    study = _load(env)
+    trials = study.get_trials(deepcopy=False)[:3]
+    assert _states(study) == [TrialState.COMPLETE] * 3 + [TrialState.WAITING]  # grid point 3
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.user_attrs[keys.DEFINITION]["definition"]["name"] == STUDY
+    assert study.user_attrs[keys.GRID_ENQUEUED] == len(GRID.points())
+    for t in trials:
+        assert t.user_attrs[keys.SEED] == 7 + t.number
+        assert t.user_attrs[keys.N_PARAMS] > 0
+        assert t.user_attrs[keys.TRAIN_SECONDS] > 0
+        assert t.user_attrs[keys.DEVICE] == "cpu" and ":" in t.user_attrs[keys.WORKER]
+        assert list(t.intermediate_values) == [1]  # one report per epoch, step = epoch
+        val = t.user_attrs[keys.VAL_METRICS]
+        assert set(val) == {"0.5", "0.7", "0.8", "0.9"}
+        for m in val.values():
+            assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["mae"] <= 2.0 / 10
+        # The objective is the best validation accuracy at the training sparsity (0.9).
+        assert t.value == pytest.approx(val["0.9"]["accuracy"])
+    best = study.best_trial
+    assert study.user_attrs[keys.BEST_TRIAL] == best.number
+    assert study.user_attrs[keys.BEST_MODEL_ARTIFACT] == best.user_attrs[keys.MODEL_ARTIFACT]
+    assert set(study.user_attrs[keys.TEST_METRICS]) == {"0.5", "0.7", "0.8", "0.9"}
+    out = capsys.readouterr().out
+    assert f"best trial {best.number}" in out and "3 complete, 0 pruned, 0 failed" in out
+    assert "test acc" in out
+
+
+def test_model_reloaded_from_the_artifact_reproduces_the_stored_scores(
+    env: dict[str, str],
+) -> None:
+    assert main(_argv(env, 2)) == 0
+    study = _load(env)
+    settings = _settings(env, 2)
+    definition = settings.definition()
+    data = load_trial_data(definition, settings)
+    store = open_artifact_store(env["storage"])
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        loaded = load_trial_model(study, trial.number, store=store)
+        assert loaded.cnn_config.depth == trial.params["depth"]
+        assert loaded.config["params"] == trial.params
+        batches = {
+            s: eval_batches(definition, data, data.val, s, VAL_MASK_SEED, torch.device("cpu"))
+            for s in definition.test_sparsities
+        }
+        again = evaluate_at_sparsities(loaded.model, batches, definition.test_sparsities)
+        stored = trial.user_attrs[keys.VAL_METRICS]
+        for k, m in again.items():
+            assert m.accuracy == stored[k]["accuracy"]
+            assert m.mae == pytest.approx(stored[k]["mae"], abs=1e-6)
+        # The check can fail: untrained weights of the same shape score differently.
+        fresh = build_model(loaded.family, loaded.cnn_config).eval()
+        other = evaluate_at_sparsities(fresh, batches, definition.test_sparsities)
+        assert any(other[k].mae != pytest.approx(stored[k]["mae"], abs=1e-6) for k in stored)
+    # Default: the best trial.
+    assert load_trial_model(study, store=store).config["trial_number"] == study.best_trial.number
+
+
+# --- grid, TPE, budgets --------------------------------------------------------------------
+
+
+def test_grid_comes_first_once_then_tpe_and_n_is_exact_across_resumes(
+    env: dict[str, str],
+) -> None:
+    assert main(_argv(env, 2)) == 0
+    assert main(_argv(env, 2)) == 0  # same command again: nothing left to do
+    study = _load(env)
+    assert len(study.get_trials(deepcopy=False)) == len(GRID.points())  # 2 run + 2 waiting
+    assert count_trials(study).finished == 2
+    assert main(_argv(env, 7)) == 0  # resume with a larger budget
+    trials = _load(env).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 7
+    grid = [t for t in trials if t.user_attrs[keys.PHASE] == keys.PHASE_GRID]
+    assert [t.number for t in grid] == [0, 1, 2, 3]
+    assert [t.user_attrs[keys.GRID_ID] for t in grid] == [0, 1, 2, 3]
+    assert [t.params for t in grid] == GRID.points()
+    assert [t.user_attrs[keys.PHASE] for t in trials[4:]] == [keys.PHASE_TPE] * 3
+
+
+def test_tpe_is_seeded(env: dict[str, str], tmp_path: Path) -> None:
+    other = {**env, "storage": f"sqlite:///{tmp_path / 'other.db'}"}
+    for e in (env, other):
+        run_worker(_settings(e, 6, seed=3))
+    params = [[t.params for t in _load(e).get_trials(deepcopy=False)] for e in (env, other)]
+    assert params[0] == params[1]
+
+
+def test_budget_rule_keeps_the_first_n_claims_and_requeues_a_popped_surplus(
+    tmp_path: Path,
+) -> None:
+    no_heartbeat = StorageOptions(heartbeat_interval=None, grace_period=None)
+    study = optuna.create_study(
+        storage=open_storage(f"sqlite:///{tmp_path / 'b.db'}", no_heartbeat)
+    )
+    enqueue_grid(study, get_study(STUDY))  # trials 0-3 WAITING
+    first = study.ask()  # pops grid point 0
+    assert not is_surplus(study, first.number, n_trials=1)
+    late = study.ask()  # pops grid point 1; trial 0 (RUNNING) already holds the only slot
+    assert is_surplus(study, late.number, n_trials=1)
+    release_surplus(study, late, n_trials=1)
+    assert study.get_trials()[1].state == TrialState.WAITING  # the grid point is not lost
+    study.tell(first, 0.5)
+    for _ in range(3):
+        study.ask()  # pops grid points 1, 2, 3
+    fresh = study.ask()  # a new trial 4; trials 0-3 hold all four slots
+    assert is_surplus(study, fresh.number, n_trials=4)
+    release_surplus(study, fresh, n_trials=4)
+    t = study.get_trials()[fresh.number]
+    assert t.state == TrialState.FAIL and "surplus" in t.user_attrs[keys.FAIL_REASON]
+
+
+def test_study_whose_creator_died_mid_grid_is_repaired_once(env: dict[str, str]) -> None:
+    settings = _settings(env, 4, grid_wait_seconds=0.2)
+    storage = open_storage(
+        env["storage"], StorageOptions(heartbeat_interval=None, grace_period=None)
+    )
+    study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+    study.set_user_attr(keys.DEFINITION, settings.resolved_config())
+    for grid_id, params in enumerate(GRID.points()[:2]):  # died after two grid points
+        study.enqueue_trial(params, user_attrs={keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: grid_id})
+    sampler = make_sampler(settings.definition(), 0)
+    for _ in range(2):  # two joiners, one after the other: the second finds it repaired
+        open_study(storage, settings, sampler, make_pruner("none", 1), poll_seconds=0.05)
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.user_attrs[keys.GRID_ID] for t in trials) == [0, 1, 2, 3]
+    assert study.user_attrs[keys.GRID_ENQUEUED] == 4
+
+
+# --- pruning and failures ----------------------------------------------------------------
+
+
+def _fake_scores_by_depth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No training; the shallowest networks score 0.9 and deeper ones 0.1 at every epoch."""
+
+    def evaluate(model: torch.nn.Module, batches: object) -> hpo.objective.EvalMetrics:
+        convs = sum(1 for m in model.modules() if getattr(m, "weight", None) is not None
+                    and m.weight.dim() == 4)  # fmt: skip
+        return hpo.objective.EvalMetrics(accuracy=0.9 if convs <= 3 else 0.1, mae=0.1, n=1)
+
+    monkeypatch.setattr(hpo.objective, "train_one_epoch", lambda *a, **k: 0.0)
+    monkeypatch.setattr(hpo.objective, "evaluate", evaluate)
+
+
+@pytest.mark.parametrize(("pruner", "expected_pruned"), [("median", [5, 6]), ("none", [])])
+def test_median_pruner_prunes_poor_trials(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, pruner: str, expected_pruned: list[int]
+) -> None:
+    _fake_scores_by_depth(monkeypatch)
+    # Grid: depth 3, 3, 4, 4; then TPE. Trials 0-4 are the median rule's 5 startup trials.
+    grid = Grid(depth=(3,), activation=("relu", "elu"), batch_size=(32, 64), lr=(1e-2,))
+    tiny = dataclasses.replace(get_study(STUDY), grid=grid, epochs=2,
+                               search_space=dataclasses.replace(
+                                   get_study(STUDY).search_space,
+                                   depth=dataclasses.replace(get_study(STUDY).search_space.depth,
+                                                             low=3, high=4)))  # fmt: skip
+    registry = StudyRegistry([tiny])
+    monkeypatch.setattr(studies.registry, "default_registry", lambda: registry)
+    # Trials 0-3: depth 3 (0.9); trial 4 onwards: enqueue depth 4 so they score 0.1.
+    settings = _settings(env, 4, pruner=pruner)
+    run_worker(settings)
+    study = _load(env)
+    for _ in range(3):
+        study.enqueue_trial({"depth": 4, "activation": "relu", "batch_size": 32, "lr": 1e-2})
+    run_worker(dataclasses.replace(settings, n_trials=7))
+    trials = _load(env).get_trials(deepcopy=False)
+    assert [t.number for t in trials if t.state == TrialState.PRUNED] == expected_pruned
+    for n in expected_pruned:
+        assert trials[n].user_attrs[keys.FAIL_REASON] == (
+            "pruned after epoch 1: val accuracy 0.1000"
+        )
+        assert trials[n].intermediate_values == {1: 0.1}
+    assert count_trials(_load(env)).finished == 7
+
+
+def _fail_on_call(monkeypatch: pytest.MonkeyPatch, error: BaseException, call: int) -> None:
+    real = hpo.objective.train_one_epoch
+    calls = {"n": 0}
+
+    def train_one_epoch(*args: object, **kwargs: object) -> float:
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hpo.objective, "train_one_epoch", train_one_epoch)
+
+
+def test_out_of_memory_is_recorded_as_failed_and_the_study_continues(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_on_call(monkeypatch, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried 2 GiB"), 2)
+    assert main(_argv(env, 3)) == 0
+    trials = _load(env).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL] + [
+        TrialState.COMPLETE
+    ] * 2
+    assert trials[1].user_attrs[keys.FAIL_REASON] == (
+        "out of memory on cpu: CUDA out of memory. Tried 2 GiB"
+    )
+
+
+def test_non_finite_loss_is_pruned_with_its_reason(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_on_call(monkeypatch, NonFiniteLossError("training loss became nan in epoch 1"), 1)
+    assert main(_argv(env, 2)) == 0
+    trials = _load(env).get_trials(deepcopy=False)
+    assert [t.state for t in trials[:2]] == [TrialState.PRUNED, TrialState.COMPLETE]
+    assert trials[0].user_attrs[keys.FAIL_REASON] == "training loss became nan in epoch 1"
+
+
+def test_unexpected_error_is_recorded_then_raised(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_on_call(monkeypatch, ValueError("bug in the objective"), 1)
+    with pytest.raises(ValueError, match="bug in the objective"):
+        main(_argv(env, 2))
+    trial = _load(env).get_trials(deepcopy=False)[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs[keys.FAIL_REASON] == "ValueError: bug in the objective"
+
+
+def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fail_on_call(monkeypatch, KeyboardInterrupt(), 2)
+    assert main(_argv(env, 3)) == EXIT_INTERRUPTED
+    assert "interrupted" in capsys.readouterr().err
+    study = _load(env)
+    interrupted = study.get_trials(deepcopy=False)[1]
+    assert interrupted.state == TrialState.FAIL
+    assert interrupted.user_attrs[keys.FAIL_REASON] == "interrupted"
+    assert TrialState.RUNNING not in _states(study)
+    assert main(_argv(env, 3)) == 0  # the same command resumes and stops at 3
+    assert count_trials(_load(env)).finished == 3
+    assert main(_argv(env, 5)) == 0
+    trials = _load(env).get_trials(deepcopy=False)
+    assert count_trials(_load(env)).finished == 5
+    # The interrupted grid point was queued again, so the whole grid still ran.
+    done = [t.user_attrs.get(keys.GRID_ID) for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(g for g in done if g is not None) == [0, 1, 2, 3]
