@@ -9,8 +9,8 @@ prints the median time of one forward+backward pass of
   convolution of the channel-broadcast mask, written with plain autograd,
 
 and the ratios to ``nn.Conv2d``. The three are interleaved within every repeat, in a fresh
-seeded random order, and the median over repeats is reported, so drifting load on shared cores
-affects them alike.
+seeded random order; times are medians over repeats and each ratio is the median of the
+per-repeat ratios, so load drifting on shared cores affects both sides of a ratio alike.
 
     .venv/bin/python bench/layer_overhead.py                # kernels 3, 5, 11; target <= 1.25x
     .venv/bin/python bench/layer_overhead.py --repeats 60 --threads 2
@@ -66,8 +66,16 @@ def _time_once(step: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def measure(kernel_size: int, repeats: int, warmup: int, seed: int) -> dict[str, float]:
-    """Median seconds of one forward+backward for the three layers at one kernel size."""
+def measure(
+    kernel_size: int, repeats: int, warmup: int, seed: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Time one forward+backward of the three layers at one kernel size.
+
+    Returns:
+        Median seconds per layer, and per sparse layer the median over repeats of its time
+        divided by ``nn.Conv2d``'s time in the same repeat (pairing cancels load that drifts
+        between repeats).
+    """
     gen = torch.Generator().manual_seed(seed)
     n, c, hw = 64, 16, 28
     x = torch.randn(n, c, hw, hw, generator=gen).requires_grad_(True)
@@ -103,7 +111,12 @@ def measure(kernel_size: int, repeats: int, warmup: int, seed: int) -> dict[str,
         for module in (dense, sparse, naive):
             module.zero_grad(set_to_none=True)
         x.grad = None
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    ratios = {
+        name: statistics.median(t / d for t, d in zip(times[name], times["nn.Conv2d"], strict=True))
+        for name in ("SparseConv2d", "naive")
+    }
+    return medians, ratios
 
 
 def main() -> None:
@@ -131,7 +144,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(
         f"batch 64, 16->16 channels, 28x28, mask density 0.5, forward+backward, CPU, "
-        f"{args.threads} thread(s), median of {args.repeats} interleaved repeats"
+        f"{args.threads} thread(s), {args.repeats} interleaved repeats; times are medians, "
+        f"ratios are medians of the per-repeat ratios"
     )
     print(
         f"{'kernel':>6} {'nn.Conv2d ms':>13} {'Sparse ms':>10} {'ratio':>6} "
@@ -139,9 +153,8 @@ def main() -> None:
     )
     worst = 0.0
     for k in args.kernels:
-        med = measure(k, args.repeats, args.warmup, args.seed)
-        ratio = med["SparseConv2d"] / med["nn.Conv2d"]
-        naive_ratio = med["naive"] / med["nn.Conv2d"]
+        med, ratios = measure(k, args.repeats, args.warmup, args.seed)
+        ratio, naive_ratio = ratios["SparseConv2d"], ratios["naive"]
         worst = max(worst, ratio)
         print(
             f"{k:>6} {med['nn.Conv2d'] * 1e3:>13.2f} {med['SparseConv2d'] * 1e3:>10.2f} "

@@ -198,10 +198,9 @@ class SparseConv2d(nn.Module):
             ones = None if m.device.type == "cpu" else self.ones
             n = window_count(m, self.kernel_size, self.stride, self.padding, self.dilation, ones)
             new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
-            # area / n. Where n == 0 this gives area, harmlessly: the window of x * m is all
-            # zeros there, so the convolution term is exactly 0 forward, and backward its input
-            # gradient is masked to 0 and its weight gradient meets only zeros.
-            scale = n.clamp_(min=1.0).reciprocal_().mul_(self.window_area)
+            # area / n, and 0 where n == 0: there the window of x * m is all zeros, but a
+            # Winograd or FFT convolution may still return rounding noise from its neighbours.
+            scale = n.clamp_(min=1.0).reciprocal_().mul_(new_mask).mul_(self.window_area)
         if not torch.is_autocast_enabled(x.device.type):
             y = _SparseConvFunction.apply(
                 x, m, scale, weight, bias, self.stride, self.padding, self.dilation

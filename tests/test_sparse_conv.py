@@ -152,12 +152,14 @@ def test_sparsity_invariance_mean_output_approaches_dense(density):
         z_plain = _invariance_z_scores(plain[(slice(None), *inner)],
                                        new_mask[:, :, 1:-1, 1:-1] == 1, reference)  # fmt: skip
 
-    # 3 * 12 * 12 = 432 z-scores, each ~N(0, 1) when unbiased: the mean of z^2 is 1 +- 0.07
-    # and max |z| exceeds 4.5 with probability < 0.3 %.
+    # 3 * 12 * 12 = 432 z-scores, each ~N(0, 1) when unbiased. Neighbouring positions share
+    # masks, so their mean square varies more than for independent ones (over 48 seeds it
+    # stayed below 1.35); P(max |z| > 5) is about 432 * 5.7e-7 = 2.5e-4. The plain
+    # convolution's mean square is >= 60 at every density.
     assert torch.isfinite(z_sparse).all()
-    assert (z_sparse**2).mean() < 1.4
-    assert z_sparse.abs().max() < 4.5
-    assert (z_plain**2).mean() > 5.0
+    assert (z_sparse**2).mean() < 1.6
+    assert z_sparse.abs().max() < 5.0
+    assert (z_plain**2).mean() > 10.0
 
 
 # --- 4. new mask ---------------------------------------------------------------------------
