@@ -79,10 +79,10 @@ _DEFINITIONS: tuple[ExperimentDefinition, ...] = (
             "0.3-0.95 (paper stack 11-7-5-3-3-1, 16 channels)"
         ),
         dataset=DatasetName.MNIST,
-        dataset_options=MNISTOptions(train_size=20_000),
+        dataset_options=MNISTOptions(train_size=10_000),
         train_sparsities=(0.5, 0.7, 0.8, 0.9),
         test_sparsities=_MNIST_TEST,
-        epochs=4,
+        epochs=3,
     ),
     ExperimentDefinition(
         name="caltech101_sparsity",

@@ -1,0 +1,77 @@
+"""The comparison-experiment runner on the tiny synthetic MNIST: rows, resume, summary."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import statistics
+from pathlib import Path
+
+import pytest
+
+from data import MNISTOptions
+from hpo import experiments
+from models import ModelFamily
+from studies.experiments import get_experiment
+
+
+@pytest.fixture
+def tiny_definition():
+    return dataclasses.replace(
+        get_experiment("mnist_sparsity"),
+        name="tiny",
+        dataset_options=MNISTOptions(val_size=100, train_size=200),
+        train_sparsities=(0.5, 0.9),
+        test_sparsities=(0.5, 0.9),
+        seeds=(0, 1),
+        epochs=1,
+        depth=3,
+    )
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_runs_every_combination_once_and_resumes(tiny_definition, data_env, tmp_path):
+    out = tmp_path / "results"
+    csv_path = experiments.run_experiment(tiny_definition, data_dir=None, out_dir=out, device="cpu")
+    rows = _rows(csv_path)
+    # 3 families x 2 train sparsities x 2 seeds, each scored at 2 test sparsities.
+    assert len(rows) == 3 * 2 * 2 * 2
+    runs = {(r["family"], r["train_sparsity"], r["seed"]) for r in rows}
+    assert len(runs) == 12
+    # Every model is scored on the same test images.
+    assert {r["n_test"] for r in rows} == {"200"}
+    # Resume: nothing is trained again.
+    experiments.run_experiment(tiny_definition, data_dir=None, out_dir=out, device="cpu")
+    assert len(_rows(csv_path)) == len(rows)
+
+    md = (out / "tiny.md").read_text()
+    assert (out / "tiny_accuracy.png").stat().st_size > 0
+    assert (out / "tiny_invariance.png").stat().st_size > 0
+    sparse = [
+        float(r["accuracy"])
+        for r in rows
+        if r["family"] == "sparse" and r["train_sparsity"] == r["test_sparsity"] == "0.9"
+    ]
+    expected = f"{100 * statistics.fmean(sparse):.2f} +/- {100 * statistics.stdev(sparse):.2f}"
+    assert expected in md
+    assert "Invariance" in md
+
+
+def test_same_seed_gives_same_numbers(tiny_definition, data_env, tmp_path):
+    one = dataclasses.replace(
+        tiny_definition, train_sparsities=(0.9,), seeds=(3,), families=(ModelFamily.SPARSE,)
+    )
+    a = _rows(experiments.run_experiment(one, data_dir=None, out_dir=tmp_path / "a", device="cpu"))
+    b = _rows(experiments.run_experiment(one, data_dir=None, out_dir=tmp_path / "b", device="cpu"))
+    assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+
+
+def test_unknown_experiment_is_one_clear_line(capsys):
+    assert experiments.main(["nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown experiment 'nope'")
+    assert "mnist_sparsity" in err and "\n" not in err
