@@ -291,8 +291,8 @@ def run_worker(settings: RunSettings) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we log one line per trial ourselves
     device = torch.device(settings.device)
     definition = settings.definition()
+    storage = open_storage(settings.storage_url)  # cheap checks first: URL, then data
     data = load_trial_data(definition, settings)
-    storage = open_storage(settings.storage_url)
     sampler = make_sampler(definition, settings.seed)
     pruner = make_pruner(settings.pruner, definition.epochs)
     study = open_study(storage, settings, sampler, pruner)

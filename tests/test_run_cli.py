@@ -1,0 +1,155 @@
+"""hpo.run command line: --list, --help, settings, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpo.errors import DeviceError, InvalidSettingError
+from hpo.run import EXIT_USAGE, build_parser, main, settings_from_args
+from hpo.settings import RunSettings, resolve_device
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("error: ")
+    return err
+
+
+def _base(tmp_path: Path) -> list[str]:
+    return ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--device", "cpu", "--no-progress"]
+
+
+def test_list_shows_every_study_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "dense_caltech101",
+        "dense_mnist",
+        "sparse_caltech101",
+        "sparse_mnist",
+    ]
+    assert all(len(line.split()) > 3 for line in lines)
+
+
+def test_help_states_the_defaults() -> None:
+    text = build_parser().format_help()
+    for fragment in ("--n-trials", "(default: 100)", "(default: hyperband)", "HPO_STORAGE",
+                     "--data-dir", "--timeout", "--train-size", "--epochs", "--list"):  # fmt: skip
+        assert fragment in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (
+            ["--study", "sparse_mnsit"],
+            "unknown study 'sparse_mnsit'; registered studies: "
+            "dense_caltech101, dense_mnist, sparse_caltech101, sparse_mnist",
+        ),  # fmt: skip
+        ([], "--study is required"),
+        (["--study", "sparse_mnist", "--n-trials", "0"], "--n-trials must be an integer >= 1"),
+        (["--study", "sparse_mnist", "--epochs", "0"], "--epochs must be an integer >= 1"),
+        (["--study", "sparse_mnist", "--train-size", "-5"], "--train-size must be an integer"),
+        (["--study", "sparse_mnist", "--timeout", "-1"], "--timeout must be a positive number"),
+        (["--study", "sparse_mnist", "--device", "tpu9"], "--device 'tpu9'"),
+    ],
+)
+def test_bad_values_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    args = [a for a in _base(tmp_path) if "--device" not in argv or a not in ("--device", "cpu")]
+    assert fragment in _error_line(capsys, args + argv)
+    assert not (tmp_path / "s.db").exists()  # nothing was written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_requested_without_cuda(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["--study", "sparse_mnist", "--storage", f"sqlite:///{tmp_path / 's.db'}"]
+    err = _error_line(capsys, [*argv, "--device", "cuda"])
+    assert "CUDA is not available" in err and "--device cpu" in err
+
+
+@pytest.mark.parametrize(
+    ("storage", "fragment"),
+    [
+        ("mysql://u:secret@db/hpo", "unsupported storage URL"),
+        ("sqlite://host/x.db", "invalid SQLite URL"),
+        ("not a url", "invalid storage URL"),
+    ],
+)
+def test_bad_storage_url(capsys: pytest.CaptureFixture[str], storage: str, fragment: str) -> None:
+    err = _error_line(capsys, ["--study", "sparse_mnist", "--storage", storage, "--device", "cpu"])
+    assert fragment in err and "secret" not in err
+
+
+def test_unwritable_storage(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    url = f"sqlite:///{blocker / 'study.db'}"
+    err = _error_line(capsys, ["--study", "sparse_mnist", "--storage", url, "--device", "cpu"])
+    assert "a-file" in err
+
+
+def test_missing_data_offline(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HPO_CACHE_DIR", str(tmp_path / "cache"))
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    err = _error_line(
+        capsys, ["--study", "sparse_mnist", *_base(tmp_path), "--data-dir", str(empty)]
+    )
+    assert "MNIST" in err and str(empty) in err
+
+
+def test_bad_input_exits_2_with_one_line_in_a_real_process(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpo.run",
+            "--study",
+            "nope",
+            "--storage",
+            f"sqlite:///{tmp_path}/s.db",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown study 'nope'; registered studies: dense_caltech101, dense_mnist, "
+        "sparse_caltech101, sparse_mnist (see --list)"
+    ]
+
+
+def test_settings_are_resolved_picklable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPO_STORAGE", "sqlite:///from-env.db")
+    args = build_parser().parse_args(
+        ["--study", "sparse_mnist", "--epochs", "2", "--device", "cpu"]
+    )
+    settings = settings_from_args(args)
+    assert settings.storage_url == "sqlite:///from-env.db"
+    assert settings.definition().epochs == 2 and settings.overrides() == {"epochs": 2}
+    assert pickle.loads(pickle.dumps(settings)) == settings
+    with pytest.raises(InvalidSettingError, match="--pruner"):
+        RunSettings(study="sparse_mnist", n_trials=1, storage_url="sqlite:///x.db", pruner="x")
+
+
+def test_default_device_is_cuda_only_when_available() -> None:
+    assert resolve_device(None) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(DeviceError):
+        resolve_device("cuda:99")
