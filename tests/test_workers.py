@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,223 @@ def _cmdline(pid: int) -> str:
 def _is_spawn(pid: int) -> bool:
     cmdline = _cmdline(pid)
     return "multiprocessing.spawn" in cmdline and "resource_tracker" not in cmdline
+
+
+# --- integration: the real study runner, several workers, one storage ------------------------
+
+STUDY = "tiny_mnist"
+GRID_SIZE = 12  # the registered studies' grid: 3 depths x 2 activations x 2 learning rates
+TINY = [
+    "--epochs",
+    "1",
+    "--train-size",
+    "64",
+    "--pruner",
+    "none",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
+HEARTBEAT, GRACE = 1, 3
+
+# `python -m hpo.run` with one extra registered study: sparse_mnist (its real 12-point grid)
+# sized for the synthetic data. A script file rather than `-c`, because spawned workers
+# re-import the parent's main script, so they see the same study.
+LAUNCHER = """
+import dataclasses
+import sys
+
+import studies.registry
+from data import MNISTOptions
+from studies import StudyRegistry, get_study
+
+_tiny = dataclasses.replace(
+    get_study("sparse_mnist"),
+    name="tiny_mnist",
+    description="sparse_mnist on the synthetic test data",
+    dataset_options=MNISTOptions(val_size=100),
+    eval_batch_size=100,
+    tpe_random_trials=1,
+)
+_registry = StudyRegistry([*studies.registry.default_registry(), _tiny])
+studies.registry.default_registry = lambda: _registry
+
+if __name__ == "__main__":
+    from hpo.run import main
+
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _runner_env(tmp_path: Path, synthetic_data_root: Path) -> dict[str, str]:
+    (tmp_path / "launcher.py").write_text(LAUNCHER)
+    env = dict(os.environ)
+    env.update(
+        HPO_DATA_DIR=str(synthetic_data_root),
+        HPO_CACHE_DIR=str(tmp_path / "cache"),
+        HPO_ARTIFACT_DIR=str(tmp_path / "artifacts"),
+        HPO_HEARTBEAT_INTERVAL=str(HEARTBEAT),
+        HPO_HEARTBEAT_GRACE=str(GRACE),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
+    env.pop("HPO_STORAGE", None)
+    return env
+
+
+def _hpo_run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(cwd / "launcher.py"), "--study", STUDY, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(processes: list[subprocess.Popen], timeout: float = 300) -> list[str]:
+    outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+        assert "database is locked" not in output, output[-3000:]
+    return outputs
+
+
+def _load(url: str, study_name: str):
+    import optuna
+
+    from hpo.storage import open_storage
+
+    return optuna.load_study(study_name=study_name, storage=open_storage(url))
+
+
+def _assert_exact_budget_and_grid_once(study, n_trials: int) -> list:
+    """Exactly ``n_trials`` finished, none RUNNING, every grid point run or queued exactly once."""
+    from optuna.trial import TrialState
+
+    from hpo import keys
+
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == n_trials, [(t.number, t.state) for t in trials]
+    assert not [t for t in trials if t.state == TrialState.RUNNING], "trial stuck in RUNNING"
+    ran = [t.user_attrs[keys.GRID_ID] for t in finished if keys.GRID_ID in t.user_attrs]
+    queued = [
+        t.user_attrs[keys.GRID_ID]
+        for t in trials
+        if t.state == TrialState.WAITING and keys.GRID_ID in t.user_attrs
+    ]
+    assert len(ran) == min(n_trials, GRID_SIZE), "the grid runs before TPE"
+    assert sorted(ran + queued) == list(range(GRID_SIZE)), "a grid point was lost or run twice"
+    return trials
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_four_workers_on_one_sqlite_file(tmp_path: Path, synthetic_data_root: Path) -> None:
+    from optuna.trial import TrialState
+
+    from hpo import keys
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    n_trials = GRID_SIZE + 2
+    env = _runner_env(tmp_path, synthetic_data_root)
+    args = ["--n-trials", str(n_trials), "--storage", url, "--workers", "4", *TINY]
+    (output,) = _finish([_hpo_run(args, env, tmp_path)])
+    for k in range(4):  # each worker logs its own seed
+        assert f"worker {k}: pid" in output and f"seed {k}," in output, output[-3000:]
+    trials = _assert_exact_budget_and_grid_once(_load(url, STUDY), n_trials)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert all(t.user_attrs.get(keys.FAIL_REASON, "").startswith("surplus") for t in failed)
+    ran_on = {t.user_attrs.get(keys.WORKER) for t in trials if t.state.is_finished()}
+    assert len(ran_on) >= 2, "trials should be shared between the worker processes"
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_three_workers_on_postgresql(tmp_path: Path, synthetic_data_root: Path) -> None:
+    """Three independent runner processes, as on three machines, against one database."""
+    import optuna
+
+    url = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("HPO_TEST_POSTGRES_URL is unset; start a server with .ci/postgres.sh (CI does)")
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    n_trials = GRID_SIZE + 1
+    env = _runner_env(tmp_path, synthetic_data_root)
+    args = ["--n-trials", str(n_trials), "--storage", url, "--study-name", name, *TINY]
+    runs = [_hpo_run([*args, "--seed", str(seed)], env, tmp_path) for seed in (0, 100, 200)]
+    _finish(runs)
+    study = _load(url, name)
+    try:
+        _assert_exact_budget_and_grid_once(study, n_trials)
+    finally:
+        optuna.delete_study(study_name=name, storage=study._storage)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_sigkilled_worker_trial_is_failed_retried_and_budget_still_exact(
+    tmp_path: Path, synthetic_data_root: Path
+) -> None:
+    """Two runner processes; one is SIGKILLed in the middle of its first trial."""
+    from optuna.trial import TrialState
+
+    from hpo import keys
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    n_trials = 4
+    env = _runner_env(tmp_path, synthetic_data_root)
+    args = ["--n-trials", str(n_trials), "--storage", url, *TINY, "--epochs", "2"]
+    victim = _hpo_run(args, env, tmp_path)
+    survivor = _hpo_run([*args, "--seed", "1"], env, tmp_path)
+
+    # Kill the victim as soon as it runs a trial (its heartbeat thread is already beating).
+    victim_trial = None
+    deadline = time.monotonic() + 240
+    while victim_trial is None:
+        assert victim.poll() is None, victim.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "the victim never started a trial"
+        try:
+            trials = _load(url, STUDY).get_trials()
+        except KeyError:  # the study does not exist yet
+            trials = []
+        mine = [t for t in trials if str(t.user_attrs.get(keys.WORKER)).endswith(f":{victim.pid}")]
+        if any(t.state == TrialState.RUNNING for t in mine):
+            victim.send_signal(signal.SIGKILL)
+            killed_at = datetime.datetime.now()
+            victim.wait()
+            victim_trial = next(t for t in mine if t.state == TrialState.RUNNING)
+        time.sleep(0.05)
+    study = _load(url, STUDY)
+    assert study._storage.get_trial(victim_trial._trial_id).state == TrialState.RUNNING
+
+    (output,) = _finish([survivor])
+    trials = _assert_exact_budget_and_grid_once(study, n_trials)
+    killed = study._storage.get_trial(victim_trial._trial_id)
+    assert killed.state == TrialState.FAIL, "the killed worker's trial was never failed"
+
+    # Failed by the heartbeat rule: not before its last beat was GRACE seconds old (SQLite
+    # timestamps have 1 s resolution) ...
+    failed_after = (killed.datetime_complete - killed_at).total_seconds()
+    assert failed_after >= GRACE - HEARTBEAT - 1, failed_after
+    # ... and at the survivor's first check once it was due: the survivor looks between its
+    # trials, and once a second while it waits for the last slot.
+    due = killed_at + datetime.timedelta(seconds=GRACE + HEARTBEAT + 1)
+    survivor_ends = [
+        t.datetime_complete
+        for t in trials
+        if t.datetime_complete is not None
+        and str(t.user_attrs.get(keys.WORKER)).endswith(f":{survivor.pid}")
+    ]
+    busy_until = max([due, *(end for end in survivor_ends if end <= killed.datetime_complete)])
+    assert (killed.datetime_complete - busy_until).total_seconds() <= 3, (failed_after, output)
+
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim_trial.number]
+    assert len(retries) == 1, "the killed trial must be re-queued exactly once"
+    (retry,) = retries
+    # Run, or still queued if the budget was used up by grid points queued before it.
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
+    assert retry.params == victim_trial.params
+    assert retry.user_attrs[keys.GRID_ID] == victim_trial.user_attrs[keys.GRID_ID]
