@@ -114,7 +114,7 @@ def run_workers(
     A worker that fails does not stop its siblings (the study can still finish without it);
     the failure is reported through the return value once everyone is done. On Ctrl-C
     (``KeyboardInterrupt`` in this process) every worker is asked to stop with SIGTERM, which
-    it turns into a ``KeyboardInterrupt`` so Optuna records its current trial as FAIL, and is
+    it turns into a ``KeyboardInterrupt`` so its current trial is recorded as FAIL, and is
     killed if it has not exited after ``terminate_timeout`` seconds.
 
     Args:
@@ -147,7 +147,13 @@ def run_workers(
             time.sleep(poll_seconds)
     except KeyboardInterrupt:
         _logger.warning("interrupted: stopping %d workers", len(processes))
-        _terminate(processes, terminate_timeout)
+        # A second Ctrl-C must not abandon the workers half-stopped: SIGKILL after the
+        # timeout is the backstop for a worker that does not stop.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            _terminate(processes, terminate_timeout)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return EXIT_INTERRUPTED
     for process in processes:
         process.join()
@@ -213,7 +219,11 @@ def wait_for_running_trials(study: optuna.Study, poll_seconds: float = 1.0) -> b
 def _worker_main(
     target: Callable[[SettingsT], None], settings: SettingsT, assignment: WorkerAssignment
 ) -> None:
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # Ctrl-C in a terminal reaches every worker and the parent then sends SIGTERM too: the
+    # first signal interrupts the trial, later ones are ignored so that recording the trial
+    # as failed is not itself interrupted.
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    signal.signal(signal.SIGINT, _interrupt_once)
     import torch  # imported in the child only: the parent never needs it
 
     torch.set_num_threads(assignment.num_threads)
@@ -235,7 +245,9 @@ def _worker_main(
         raise SystemExit(EXIT_INTERRUPTED) from None
 
 
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+def _interrupt_once(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

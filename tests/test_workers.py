@@ -374,3 +374,49 @@ def test_sigkilled_worker_trial_is_failed_retried_and_budget_still_exact(
     assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)
     assert retry.params == victim_trial.params
     assert retry.user_attrs[keys.GRID_ID] == victim_trial.user_attrs[keys.GRID_ID]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_ctrl_c_on_workers_run_stops_everything_and_records_the_trials(
+    tmp_path: Path, synthetic_data_root: Path
+) -> None:
+    """Ctrl-C in a terminal (SIGINT to the whole process group) during `--workers 2`."""
+    from optuna.trial import TrialState
+
+    from hpo import keys
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    env = _runner_env(tmp_path, synthetic_data_root)
+    args = ["--n-trials", "20", "--storage", url, "--workers", "2", *TINY, "--epochs", "3"]
+    run = subprocess.Popen(
+        [sys.executable, str(tmp_path / "launcher.py"), "--study", STUDY, *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, like a shell job
+    )
+    workers = set()
+    deadline = time.monotonic() + 240
+    while True:
+        assert run.poll() is None, run.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no trial started"
+        workers |= {p for p in _children(run.pid) if _is_spawn(p)}
+        try:
+            states = [t.state for t in _load(url, STUDY).get_trials()]
+        except KeyError:
+            states = []
+        if TrialState.RUNNING in states:
+            break
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGINT)
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == EXIT_INTERRUPTED, output[-3000:]
+    assert "interrupted" in output
+    assert len(workers) == 2 and not any(_alive(p) for p in workers), "a worker outlived Ctrl-C"
+    trials = _load(url, STUDY).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING], "trial left RUNNING"
+    interrupted = [t for t in trials if t.user_attrs.get(keys.FAIL_REASON) == "interrupted"]
+    assert interrupted, [(t.number, t.state, t.user_attrs.get(keys.FAIL_REASON)) for t in trials]
