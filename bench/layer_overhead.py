@@ -67,7 +67,7 @@ def _time_once(step: Callable[[], None]) -> float:
 
 
 def measure(
-    kernel_size: int, repeats: int, warmup: int, seed: int
+    kernel_size: int, repeats: int, warmup: int, seed: int, channels_last: bool = False
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Time one forward+backward of the three layers at one kernel size.
 
@@ -87,6 +87,12 @@ def measure(
     dense = nn.Conv2d(c, c, kernel_size, padding=kernel_size // 2)
     sparse = SparseConv2d(c, c, kernel_size, padding=kernel_size // 2)
     naive = NaiveSparseConv2d(c, kernel_size)
+    if channels_last:  # every tensor and weight in NHWC; the layers follow their input's layout
+        fmt = torch.channels_last
+        x = x.detach().contiguous(memory_format=fmt).requires_grad_(True)
+        grad_y = grad_y.contiguous(memory_format=fmt)
+        for module in (dense, sparse, naive):
+            module.to(memory_format=fmt)
 
     def run_dense() -> None:
         dense(x).backward(grad_y)
@@ -139,11 +145,17 @@ def main() -> None:
         help="torch intra-op threads (default: 1: steadier on shared cores)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="inputs, gradients and weights in channels_last (NHWC) layout (default: NCHW)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     print(
         f"batch 64, 16->16 channels, 28x28, mask density 0.5, forward+backward, CPU, "
+        f"{'channels_last' if args.channels_last else 'NCHW'}, "
         f"{args.threads} thread(s), {args.repeats} interleaved repeats; times are medians, "
         f"ratios are medians of the per-repeat ratios"
     )
@@ -153,7 +165,7 @@ def main() -> None:
     )
     worst = 0.0
     for k in args.kernels:
-        med, ratios = measure(k, args.repeats, args.warmup, args.seed)
+        med, ratios = measure(k, args.repeats, args.warmup, args.seed, args.channels_last)
         ratio, naive_ratio = ratios["SparseConv2d"], ratios["naive"]
         worst = max(worst, ratio)
         print(

@@ -50,7 +50,7 @@ class SparseConv2d(nn.Module):
     .. math::
 
         y = \frac{k_h k_w}{n} \sum_{u \in \mathcal{W}} w_u \, m_u \, x_u + b
-        \quad (n > 0), \qquad y = 0 \quad (n = 0),
+        \quad (n > 0), \qquad y = b \quad (n = 0),
 
     and the new mask is ``max_pool(mask)`` with the same kernel, stride, padding and dilation
     (equivalently ``n > 0`` for a binary mask).
@@ -70,8 +70,8 @@ class SparseConv2d(nn.Module):
     unexplained "multiply by kernel size".)
 
     **Where no pixel of the window is observed** (``n == 0``) the convolution term is dropped
-    (its scale is 0) and the output is the bias alone, as in the paper's Eq. 2 where the bias is
-    added after the normalization; the new mask is 0 there. So ``y`` carries no information
+    (its scale is 0) and the output is the bias alone, as in the paper, where the bias is added
+    after the normalization; the new mask is 0 there. So ``y`` carries no information
     from ``x`` at those positions, and every consumer of a sparse layer's output must use
     ``new_mask`` (the next ``SparseConv2d`` multiplies by it, the networks' pooling and head
     average only over it). Zeroing the bias there as well would cost one more full-size pass in
@@ -80,9 +80,8 @@ class SparseConv2d(nn.Module):
     **Cost.** The count ``n`` is one single-channel pass over the mask (see :func:`window_count`),
     done once per call under ``no_grad`` and shared by all output channels; the renormalization
     and bias are one fused in-place ``addcmul`` and the backward is written by hand, so the
-    layer adds four full-size elementwise passes to ``nn.Conv2d``'s work (``bench/
-    layer_overhead.py``). The layer keeps no state
-    between calls.
+    layer adds four full-size elementwise passes to ``nn.Conv2d``'s work (measured by
+    ``bench/layer_overhead.py``). The layer keeps no state between calls.
 
     Args:
         in_channels: Channels of ``x``.

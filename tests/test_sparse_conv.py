@@ -361,3 +361,17 @@ def test_double_backward_is_refused_with_a_clear_error():
         torch.autograd.grad(y.sum(), x, create_graph=True)
     (grad,) = torch.autograd.grad(y.sum(), x)  # first order is fine
     assert grad.shape == x.shape
+
+
+def test_channels_last_input_gives_the_same_result_and_keeps_its_layout():
+    layer = _layer(3, 1, 1, 1)
+    x = torch.randn(2, 3, 9, 9, generator=_gen(1))
+    mask = _random_mask((2, 1, 9, 9), 0.4, seed=2)
+    y, new_mask = layer(x, mask)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y_cl, new_mask_cl = layer(x_cl, mask)
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_cl, y)
+    assert torch.equal(new_mask_cl, new_mask)
+    y_cl.sum().backward()
+    assert torch.all(x_cl.grad[~mask.expand_as(x)] == 0)
