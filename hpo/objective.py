@@ -126,16 +126,17 @@ class Objective:
                 seed=seed,
             )
             val = self._val_batches[d.train_sparsity]
-            best, best_state = -1.0, None
+            best, best_state, best_metrics = -1.0, None, None
             started = time.perf_counter()
             try:
                 with self.progress.epochs(trial.number, d.epochs) as bar:
                     for epoch in range(1, d.epochs + 1):
                         train_one_epoch(model, train.epoch(epoch), optimizer, epoch)
-                        accuracy = evaluate(model, val.epoch(0)).accuracy
+                        metrics = evaluate(model, val.epoch(0))
+                        accuracy = metrics.accuracy
                         trial.report(accuracy, epoch)
                         if accuracy > best:
-                            best = accuracy
+                            best, best_metrics = accuracy, metrics
                             best_state = {
                                 k: v.detach().clone() for k, v in model.state_dict().items()
                             }
@@ -150,7 +151,11 @@ class Objective:
             assert best_state is not None  # epochs >= 1
             model.load_state_dict(best_state)
             started = time.perf_counter()
-            val_metrics = evaluate_at_sparsities(model, self._val_batches, d.test_sparsities)
+            # The training sparsity was just scored with these weights and masks: reuse it.
+            known = {keys.sparsity_key(d.train_sparsity): best_metrics}
+            val_metrics = evaluate_at_sparsities(
+                model, self._val_batches, d.test_sparsities, known=known
+            )
             trial.set_user_attr(keys.EVAL_SECONDS, time.perf_counter() - started)
         trial.set_user_attr(keys.VAL_METRICS, {k: m.to_dict() for k, m in val_metrics.items()})
         trial.set_user_attr(keys.N_PARAMS, sum(p.numel() for p in model.parameters()))
@@ -215,9 +220,20 @@ def evaluate_at_sparsities(
     model: torch.nn.Module,
     batches: dict[float, SparseBatches],
     sparsities: tuple[float, ...],
+    known: dict[str, EvalMetrics | None] | None = None,
 ) -> dict[str, EvalMetrics]:
-    """Score ``model`` at every sparsity, keyed by ``keys.sparsity_key``."""
-    return {keys.sparsity_key(s): evaluate(model, batches[s].epoch(0)) for s in sparsities}
+    """Score ``model`` at every sparsity, keyed by ``keys.sparsity_key``.
+
+    ``known`` holds scores already computed for this model on the same batches; they are
+    reused instead of evaluated again.
+    """
+    known = known or {}
+    out: dict[str, EvalMetrics] = {}
+    for s in sparsities:
+        k = keys.sparsity_key(s)
+        cached = known.get(k)
+        out[k] = cached if cached is not None else evaluate(model, batches[s].epoch(0))
+    return out
 
 
 @contextlib.contextmanager
