@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # Bump when the layout or content of cached files changes, so stale files are not reused.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 _COMPLETE_MARKER = ".complete"
 

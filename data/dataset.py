@@ -189,20 +189,35 @@ class SparseDataset:
     seed: int = 0
 
 
-def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images on the [0, 1] scale (float64 accumulation)."""
-    c = images.shape[1]
-    total = torch.zeros(c, dtype=torch.float64)
-    total_sq = torch.zeros(c, dtype=torch.float64)
-    for chunk in images.split(4096):  # bounded temporary memory for 60k x 784 or 5k x 67k
-        x = chunk.to(torch.float64).transpose(0, 1).reshape(c, -1)
-        total += x.sum(dim=1)
-        total_sq += (x * x).sum(dim=1)
-    n = images.numel() // c
-    mean = total / n / 255.0
-    var = (total_sq / n / 65025.0 - mean * mean).clamp_min(0.0)
-    std = var.sqrt().clamp_min(1e-6)  # a constant channel must not divide by zero
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+def _pixel_sums(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image, per-channel sums of pixel values and of their squares: int64 (N, C) each.
+
+    Stored with the decoded images, so the statistics of any subset (whatever the split seed
+    or ``train_size``) are a sum over N rows instead of a pass over every pixel: exact integer
+    arithmetic, and ~10x faster than recomputing on a warm load of Caltech-101 at 150 px.
+    """
+    n, c = images.shape[:2]
+    sums = torch.empty(n, c, dtype=torch.int64)
+    squares = torch.empty(n, c, dtype=torch.int64)
+    step = max(1, (1 << 22) // max(1, images[0].numel()))  # ~4M pixels (16 MB of int32) per chunk
+    for start in range(0, n, step):
+        chunk = images[start : start + step].reshape(-1, c, images[0, 0].numel()).to(torch.int32)
+        sums[start : start + step] = chunk.sum(dim=2, dtype=torch.int64)
+        squares[start : start + step] = (chunk * chunk).sum(dim=2, dtype=torch.int64)
+    return sums, squares
+
+
+def _channel_stats(
+    sums: Tensor, squares: Tensor, index: Tensor, pixels_per_image: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std, on the [0, 1] scale, of the images ``index`` selects."""
+    n = len(index) * pixels_per_image
+    total = sums[index].sum(dim=0).double()
+    total_sq = squares[index].sum(dim=0).double()
+    mean = total / n
+    var = (total_sq / n - mean * mean).clamp_min(0.0)
+    std = (var.sqrt() / 255.0).clamp_min(1e-6)  # a constant channel must not divide by zero
+    return tuple(float(v) for v in mean / 255.0), tuple(float(v) for v in std)
 
 
 def _subset(labels: Tensor, n: int | None, what: str, generator: torch.Generator) -> Tensor:
@@ -233,6 +248,7 @@ def _load_mnist(
             "test_labels": arrays.test_labels,
             "class_names": list(arrays.class_names),
         }
+        cached["train_sums"], cached["train_squares"] = _pixel_sums(arrays.train_images)
         save_tensors_atomic(cached, path)
     train_images, train_labels = cached["train_images"], cached["train_labels"]
     n_train = len(train_labels)
@@ -248,7 +264,7 @@ def _load_mnist(
     )
     train_idx = train_idx[keep]
     train = TensorSplit(train_images[train_idx], train_labels[train_idx])
-    mean, std = _channel_stats(train.images)
+    mean, std = _channel_stats(cached["train_sums"], cached["train_squares"], train_idx, 28 * 28)
     return SparseDataset(
         name=DatasetName.MNIST,
         train=train,
@@ -293,6 +309,7 @@ def _load_caltech101(
             "labels": arrays.labels,
             "class_names": list(arrays.class_names),
         }
+        cached["sums"], cached["squares"] = _pixel_sums(arrays.images)
         save_tensors_atomic(cached, path)
     images, labels = cached["images"], cached["labels"]
     n = len(labels)
@@ -303,7 +320,7 @@ def _load_caltech101(
     keep = _subset(labels[train_idx], options.train_size, "Caltech101Options.train_size", generator)
     train_idx = train_idx[keep]
     train = TensorSplit(images[train_idx], labels[train_idx])
-    mean, std = _channel_stats(train.images)
+    mean, std = _channel_stats(cached["sums"], cached["squares"], train_idx, options.image_size**2)
     return SparseDataset(
         name=DatasetName.CALTECH101,
         train=train,
