@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-from sqlalchemy.engine import make_url
 
 from .charts import Chart, comparison_figure, study_charts, write_html, write_pngs
-from .storage import StorageError, mask_url, open_storage, resolve_storage_url, storage_kind
+from .storage import StorageError, mask_url, resolve_storage_url
 from .tables import (
     PARAM_LABELS,
     ComparisonEntry,
@@ -33,6 +32,7 @@ from .tables import (
     compare_entry,
     format_value,
     load_study,
+    open_existing_storage,
     read_study_tables,
     sorted_sparsity_keys,
     write_csv,
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = resolve_storage_url(args.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = _open_existing(url)
+        storage = open_existing_storage(url)
         if args.study is not None:
             out = args.out or DEFAULT_OUT_ROOT / args.study
             study = load_study(storage, args.study, mask_url(url))
@@ -394,18 +394,6 @@ def _render_comparison(
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _open_existing(url: str) -> optuna.storages.BaseStorage:
-    """Open ``url`` for reading; a SQLite file that does not exist is an error, not created."""
-    if storage_kind(url) == "sqlite":
-        database = make_url(url).database
-        if database not in (None, "", ":memory:") and not Path(database).exists():
-            raise StorageError(
-                f"no study storage at {database} (from {mask_url(url)}); pass --storage URL "
-                "or set HPO_STORAGE to the storage your study ran on"
-            )
-    return open_storage(url)
 
 
 def _make_dir(path: Path) -> Path:

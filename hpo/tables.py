@@ -21,8 +21,10 @@ from typing import Any
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 from . import keys
+from .storage import StorageError, mask_url, open_storage, storage_kind
 
 __all__ = [
     "PARAM_LABELS",
@@ -39,6 +41,7 @@ __all__ = [
     "completed_trials",
     "format_value",
     "load_study",
+    "open_existing_storage",
     "param_names",
     "read_study_tables",
     "sorted_sparsity_keys",
@@ -181,6 +184,32 @@ class ComparisonEntry:
     params: dict[str, Any]
     source: str
     metrics: dict[str, dict[str, float]]
+
+
+def open_existing_storage(url: str) -> optuna.storages.BaseStorage:
+    """Open the storage at ``url`` for reading results.
+
+    Unlike the study runner, a reader must not create a database: a SQLite file that does not
+    exist (a typo, the wrong working directory) is an error naming the path, not an empty
+    storage with "no studies".
+
+    Raises:
+        StorageError: The URL is invalid, names a missing SQLite file or an in-memory one, or
+            the database cannot be reached (one line, password masked).
+    """
+    if storage_kind(url) == "sqlite":
+        database = make_url(url).database
+        if database in (None, "", ":memory:"):
+            raise StorageError(
+                "an in-memory SQLite storage holds no study another process can read; "
+                "pass --storage sqlite:///path/to/hpo.db"
+            )
+        if not Path(database).exists():
+            raise StorageError(
+                f"no study storage at {database} (from {mask_url(url)}); pass --storage URL "
+                "or set HPO_STORAGE to the storage your study ran on"
+            )
+    return open_storage(url)
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str, storage_label: str) -> optuna.Study:
