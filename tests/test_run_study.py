@@ -8,6 +8,7 @@ run goes through the real command line, storage, objective and artifact code.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import studies.registry
 from data import MNISTOptions
 from hpo import keys
 from hpo.artifacts import load_trial_model, open_artifact_store
-from hpo.budget import count_trials, is_surplus, release_surplus
+from hpo.budget import count_trials, is_surplus, release_surplus, wait_for_slot
 from hpo.errors import NonFiniteLossError
 from hpo.objective import VAL_MASK_SEED, eval_batches, evaluate_at_sparsities
 from hpo.run import EXIT_INTERRUPTED, load_trial_data, main, run_worker
@@ -374,3 +375,27 @@ def test_dry_run_leaves_nothing_behind(
     assert main(["--study", STUDY, "--dry-run", "--device", "cpu", "--no-progress"]) == 0
     assert "2 complete" in capsys.readouterr().out
     assert list(work.iterdir()) == []  # no hpo.db, no artifacts
+
+
+def test_wait_for_slot_follows_the_running_trials(tmp_path: Path) -> None:
+    no_heartbeat = StorageOptions(heartbeat_interval=None, grace_period=None)
+    study = optuna.create_study(
+        storage=open_storage(f"sqlite:///{tmp_path / 'w.db'}", no_heartbeat)
+    )
+    running = study.ask()
+    started = time.monotonic()
+    # The one slot is held by a running trial: wait, until the deadline.
+    assert not wait_for_slot(study, 1, poll_seconds=0.05, deadline=started + 0.3)
+    assert time.monotonic() - started >= 0.3
+    study.tell(running, state=TrialState.FAIL)  # a failure reopens the slot
+    assert wait_for_slot(study, 1, poll_seconds=0.05)
+    study.tell(study.ask(), 1.0)  # the budget is met: nothing left to wait for
+    assert not wait_for_slot(study, 1, poll_seconds=0.05)
+
+
+def test_timeout_starts_no_new_trial(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_argv(env, 3, "--timeout", "0.001")) == 0
+    assert count_trials(_load(env)).finished == 0
+    assert "no completed trial yet" in capsys.readouterr().out
