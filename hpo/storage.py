@@ -50,6 +50,22 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
+__all__ = [
+    "ARTIFACT_DIR_ENV",
+    "DEFAULT_STORAGE_URL",
+    "GRACE_PERIOD_ENV",
+    "HEARTBEAT_INTERVAL_ENV",
+    "STORAGE_ENV",
+    "StorageError",
+    "StorageOptions",
+    "artifact_dir_for",
+    "mask_url",
+    "normalize_storage_url",
+    "open_storage",
+    "resolve_storage_url",
+    "storage_kind",
+]
+
 STORAGE_ENV = "HPO_STORAGE"
 ARTIFACT_DIR_ENV = "HPO_ARTIFACT_DIR"
 HEARTBEAT_INTERVAL_ENV = "HPO_HEARTBEAT_INTERVAL"

@@ -7,26 +7,30 @@ and share of the CPU threads. Workers on other machines are the same entry point
 against the same storage URL; nothing here is needed for them to join.
 
 A worker that dies is not restarted here: its trial is failed and re-queued by the storage
-heartbeat (see ``hpo.storage``), and :func:`wait_for_running_trials` lets the surviving workers
-pick that retry up before they exit, so the study still ends with its full budget.
+heartbeat (see ``hpo.storage``), and the surviving workers pick that retry up before they exit
+(``hpo.budget.wait_for_slot``), so the study still ends with its full budget.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import multiprocessing
 import os
 import signal
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TypeVar
 
-import optuna
-from optuna.trial import TrialState
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "WorkerAssignment",
+    "WorkerError",
+    "available_cpu_count",
+    "plan_workers",
+    "run_workers",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -166,51 +170,6 @@ def run_workers(
             )
             status = status or code
     return status
-
-
-def wait_for_running_trials(study: optuna.Study, poll_seconds: float = 1.0) -> bool:
-    """Block until no trial of ``study`` is RUNNING; return True if retried trials now wait.
-
-    A worker calls this when its own budget check says "done". Trials still RUNNING belong
-    to live siblings (they will finish them) or to dead workers (no one will). Optuna fails
-    stale trials only when some process asks for a new trial, so without this the last
-    surviving worker could exit while a dead worker's trial sits in RUNNING forever. Here
-    stale trials are failed (and, through the storage's retry callback, re-queued as WAITING)
-    on every poll; when a retry appears the caller should resume optimizing to run it.
-
-    A worker killed between creating its trial and its first heartbeat (during sampling)
-    leaves a RUNNING trial with no heartbeat at all, which Optuna never considers stale. So a
-    trial seen RUNNING for longer than the grace period gets one heartbeat recorded on its
-    behalf: harmless for a live trial (its own thread keeps beating), and it makes an orphan
-    go stale one grace period later.
-
-    With heartbeats disabled (e.g. in-memory storage) this returns at once: there is no way
-    to tell a dead worker from a slow one.
-    """
-    storage = study._storage  # Optuna exposes no public accessor; fail_stale_trials uses it too
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if interval is None:
-        return False
-    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None) or 2 * interval
-    adopted: set[int] = set()
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        if any(t.state == TrialState.WAITING for t in trials):
-            return True
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        if not running:
-            return False
-        now = datetime.datetime.now()
-        for trial in running:
-            started = trial.datetime_start
-            if trial._trial_id not in adopted and started is not None:
-                if (now - started).total_seconds() > grace:
-                    storage.record_heartbeat(trial._trial_id)
-                    adopted.add(trial._trial_id)
-        time.sleep(poll_seconds)
 
 
 # --- inside the child process ----------------------------------------------------------------

@@ -256,7 +256,7 @@ def test_in_memory_sqlite_still_opens_without_heartbeats() -> None:
 
 @pytest.mark.timeout(90)
 def test_killed_worker_trial_fails_within_grace_period_and_is_retried(tmp_path: Path) -> None:
-    from hpo.workers import wait_for_running_trials
+    from hpo.budget import wait_for_slot  # what a worker waiting for the last slot runs
 
     url = f"sqlite:///{tmp_path / 'hb.db'}"
     options = StorageOptions(heartbeat_interval=1, grace_period=2)
@@ -276,7 +276,7 @@ def test_killed_worker_trial_fails_within_grace_period_and_is_retried(tmp_path: 
     killed_at = time.monotonic()
     assert _states(url, "hb") == [TrialState.RUNNING]
 
-    assert wait_for_running_trials(study, poll_seconds=0.2) is True  # a retry now waits
+    assert wait_for_slot(study, n_trials=1, poll_seconds=0.2) is True  # the slot reopened
     elapsed = time.monotonic() - killed_at
     # Stale once the last beat is > grace old; SQLite's clock has 1 s resolution, hence + 2.
     assert elapsed < options.grace_period + options.heartbeat_interval + 2, elapsed
@@ -287,8 +287,8 @@ def test_killed_worker_trial_fails_within_grace_period_and_is_retried(tmp_path: 
     assert retry.user_attrs == {keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: 7}
     assert retry.system_attrs["failed_trial"] == 0  # RetryHeartbeatStaleTrialCallback's mark
 
-    study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=1)
-    assert wait_for_running_trials(study) is False
+    study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=1)  # pops the retry
+    assert wait_for_slot(study, n_trials=1) is False  # budget met
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].value == pytest.approx(0.0625)
 
@@ -297,13 +297,13 @@ def test_killed_worker_trial_fails_within_grace_period_and_is_retried(tmp_path: 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_trial_orphaned_before_its_first_heartbeat_is_failed_too(tmp_path: Path) -> None:
     """A worker killed while sampling leaves a RUNNING trial without any heartbeat."""
-    from hpo.workers import wait_for_running_trials
+    from hpo.budget import wait_for_slot
 
     options = StorageOptions(heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}", options))
     study.ask()  # RUNNING, and nobody will ever beat for it
     start = time.monotonic()
-    assert wait_for_running_trials(study, poll_seconds=0.2) is True
+    assert wait_for_slot(study, n_trials=1, poll_seconds=0.2) is True
     assert time.monotonic() - start < 2 * options.grace_period + 3
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
