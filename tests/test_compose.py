@@ -143,9 +143,12 @@ def test_worker_and_dashboard_share_the_artifact_volume(services: dict, compose:
 
 def test_dashboard_reads_the_same_database(services: dict) -> None:
     dashboard = services["dashboard"]
-    assert "optuna-dashboard" in _command(dashboard)
-    assert "HPO_STORAGE" in _command(dashboard)
+    command = _command(dashboard)
+    assert command.startswith("python -m hpo.dashboard")  # optuna-dashboard, our storage rules
+    assert "--storage" not in command, "the storage URL comes from HPO_STORAGE, not the file"
     assert _env(dashboard)["HPO_STORAGE"] == _env(services["worker"])["HPO_STORAGE"]
+    port = re.search(r"--port (\d+)", command).group(1)
+    assert any(str(p).endswith(f":{port}") for p in dashboard["ports"])
 
 
 def test_dashboard_is_published_on_localhost_only(services: dict) -> None:
