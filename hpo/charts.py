@@ -213,7 +213,10 @@ def comparison_figure(entries: Sequence[ComparisonEntry]) -> go.Figure:
     figure.update_layout(
         title="Best model per study: accuracy vs missing-pixel fraction "
         f"({' / '.join(sources)} figures)",
-        xaxis={"title": {"text": "sparsity (fraction of pixels missing)"}},
+        xaxis={
+            "title": {"text": "sparsity (fraction of pixels missing)"},
+            "tickvals": sorted({float(k) for e in entries for k in e.metrics}),
+        },
         yaxis={"title": {"text": "accuracy"}},
     )
     return figure
