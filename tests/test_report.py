@@ -6,12 +6,16 @@ import csv
 import importlib.util
 import json
 import math
+import os
 import socket
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 from study_fixtures import DISTRIBUTIONS, StudyShape, make_study
 
@@ -347,3 +351,42 @@ def test_dashboard_cli_errors_are_one_line(storage_url: str, tmp_path: Path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"cannot listen on 127.0.0.1:{port}" in err and "pick another --port" in err
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the CI PostgreSQL server (``.ci/postgres.sh``), dropped afterwards."""
+    base = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("HPO_TEST_POSTGRES_URL is unset; start a server with .ci/postgres.sh")
+    schema = f"report_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(base, poolclass=sqlalchemy.pool.NullPool)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = sqlalchemy.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_report_and_compare_on_postgresql(postgres_url: str, tmp_path: Path, capsys) -> None:
+    storage = open_storage(postgres_url, NO_HEARTBEAT)
+    make_study(storage, "sparse_mnist", seed=1)
+    make_study(storage, "dense_mnist", seed=2)
+    assert _report(postgres_url, tmp_path / "one", "--study", "sparse_mnist") == 0
+    rows = _read_csv(tmp_path / "one" / "trials.csv")
+    assert len(rows) == len(_load(postgres_url, "sparse_mnist").get_trials())
+    assert _report(postgres_url, tmp_path / "two", "--compare", "sparse_mnist", "dense_mnist") == 0
+    assert "dense_mnist accuracy (test)" in (tmp_path / "two" / "comparison.md").read_text()
+    assert _report(postgres_url, tmp_path / "x", "--study", "nope") == 2
+    err = capsys.readouterr().err
+    assert "studies there: dense_mnist, sparse_mnist" in err
+    assert _password_of(postgres_url) not in err  # the password is masked
+
+
+def _password_of(url: str) -> str:
+    return sqlalchemy.engine.make_url(url).password or "<no password>"
