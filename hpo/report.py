@@ -226,10 +226,17 @@ def _render_study(
             "",
         ]
         return "\n".join(lines)
-    if counts.running or counts.waiting:
+    if counts.running:
+        waiting = f", {counts.waiting} waiting" if counts.waiting else ""
         lines += [
-            f"*Still running: {counts.running} trial(s) in progress, {counts.waiting} waiting. "
-            "Figures below are a snapshot.*",
+            f"*Still running: {counts.running} trial(s) in progress{waiting}. "
+            "The figures below are a snapshot.*",
+            "",
+        ]
+    elif counts.waiting:
+        lines += [
+            f"*{counts.waiting} queued trial(s) not started yet (grid points beyond the budget "
+            "so far: a larger --n-trials runs them).*",
             "",
         ]
     lines += ["## Trials", "", "| state | trials |", "|:---|---:|"]

@@ -49,7 +49,8 @@ def storage_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         storage, "dense_mnist", seed=2, shape=StudyShape(test_metrics=False), base_accuracy=0.7
     )
     make_study(storage, "sparse_caltech101", shape=StudyShape(0, 0, 0, 0, False))
-    make_study(storage, "dense_caltech101", shape=StudyShape(1, 1, 0, 0, False))
+    one = make_study(storage, "dense_caltech101", shape=StudyShape(1, 1, 0, 0, False))
+    one.enqueue_trial({"depth": 3, "activation": "elu", "batch_size": 64, "lr": 0.01})
     return url
 
 
@@ -206,7 +207,9 @@ def test_one_complete_trial_skips_importances_only(
     }
     out = capsys.readouterr().out
     assert "chart skipped: Hyperparameter importances: needs >= 2 completed trials, have 1" in out
-    assert "Hyperparameter importances: skipped" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "Hyperparameter importances: skipped" in report
+    assert "1 queued trial(s) not started yet" in report and "Still running" not in report
 
 
 def test_unknown_study_lists_the_studies(storage_url: str, tmp_path: Path, capsys) -> None:
