@@ -142,7 +142,9 @@ class Objective:
                             }
                         bar.update()
                         bar.set_postfix(val=f"{accuracy:.4f}")
-                        if trial.should_prune():
+                        # After the last epoch there is nothing left to save: never prune a
+                        # finished trial (Hyperband would, with a one-epoch budget).
+                        if epoch < d.epochs and trial.should_prune():
                             reason = f"pruned after epoch {epoch}: val accuracy {accuracy:.4f}"
                             trial.set_user_attr(keys.FAIL_REASON, reason)
                             raise optuna.TrialPruned(reason)

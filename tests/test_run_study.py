@@ -399,3 +399,16 @@ def test_timeout_starts_no_new_trial(
     assert main(_argv(env, 3, "--timeout", "0.001")) == 0
     assert count_trials(_load(env)).finished == 0
     assert "no completed trial yet" in capsys.readouterr().out
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One epoch: nothing left to save, so even Hyperband and poor scores must not prune.
+    _fake_scores_by_depth(monkeypatch)
+    for pruner in ("hyperband", "median"):
+        run_worker(_settings(env, 7, pruner=pruner, study_name=f"{STUDY}_{pruner}"))
+        study = optuna.load_study(
+            study_name=f"{STUDY}_{pruner}", storage=open_storage(env["storage"])
+        )
+        assert count_trials(study).complete == 7
