@@ -113,18 +113,18 @@ class SparseBatches:
             images = self._images[idx]  # (B, C, H, W) uint8
             labels = self._labels[idx]
             if self._masks is not None:
-                mask = self._masks[idx]
+                mask_f = self._masks[idx].to(torch.float32)  # (B, 1, H, W)
             else:
                 assert mask_gen is not None
-                mask = random_masks(
+                mask_f = random_masks(
                     stop - start,
                     h,
                     w,
                     sparsity=self.sparsity,
                     generator=mask_gen,
                     device=self.device,
+                    dtype=torch.float32,
                 )
-            mask_f = mask.to(torch.float32)  # (B, 1, H, W)
             x = torch.addcmul(self._shift, images.to(torch.float32), self._scale)
             x.mul_(mask_f)
             yield x, mask_f, labels

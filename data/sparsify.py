@@ -53,13 +53,19 @@ def random_masks(
     sparsity: float,
     generator: torch.Generator,
     device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bool,
 ) -> Tensor:
-    """``n`` fresh masks, bool (n, 1, height, width), True where the pixel is observed.
+    """``n`` fresh masks (n, 1, height, width), 1/True where the pixel is observed.
 
     ``generator`` must live on ``device``; drawing there keeps training masks off the CPU.
+    With a floating ``dtype`` the comparison is done in place on the uniform draws, which
+    saves the training loop a kernel and an allocation per batch.
     """
     if sparsity == 0.0:
-        return torch.ones(n, 1, height, width, dtype=torch.bool, device=device)
+        return torch.ones(n, 1, height, width, dtype=dtype, device=device)
+    if dtype.is_floating_point:
+        draws = torch.rand(n, 1, height, width, generator=generator, device=device, dtype=dtype)
+        return draws.ge_(sparsity)  # 1.0 where kept (probability 1 - sparsity), else 0.0
     return torch.rand(n, 1, height, width, generator=generator, device=device) >= sparsity
 
 
