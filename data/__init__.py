@@ -22,6 +22,7 @@ from .dataset import (
     load_dataset,
 )
 from .errors import (
+    CacheNotWritableError,
     CorruptArchiveError,
     DataError,
     DataMissingError,
@@ -45,6 +46,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "MAX_IMAGE_SIZE",
     "MIN_IMAGE_SIZE",
+    "CacheNotWritableError",
     "Caltech101Options",
     "CorruptArchiveError",
     "DataError",

@@ -9,6 +9,7 @@ complete file and readers never see a half-written one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,9 +22,12 @@ from typing import Any
 
 import torch
 
+from .errors import CacheNotWritableError
+
 __all__ = [
     "CACHE_FORMAT",
     "cache_key",
+    "is_write_failure",
     "file_fingerprint",
     "load_tensors",
     "save_tensors_atomic",
@@ -34,6 +38,28 @@ __all__ = [
 CACHE_FORMAT = 2
 
 _COMPLETE_MARKER = ".complete"
+
+# errno values that mean "the cache cannot be written", not "the input is bad".
+_WRITE_FAILURES = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+}
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a permission / read-only / disk-full error."""
+    return isinstance(exc, OSError) and exc.errno in _WRITE_FAILURES
+
+
+def _not_writable(path: Path, exc: OSError) -> CacheNotWritableError:
+    return CacheNotWritableError(
+        f"cannot write to the cache at {path} ({exc.strerror or exc}); free some space or set "
+        "HPO_CACHE_DIR (or cache_dir) to a writable folder"
+    )
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
@@ -64,11 +90,18 @@ def load_tensors(path: Path) -> dict[str, Any] | None:
 
 def save_tensors_atomic(obj: Mapping[str, Any], path: Path) -> None:
     """Save ``obj`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(dict(obj), tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _not_writable(path.parent, exc) from exc
+    except RuntimeError as exc:  # torch.save reports a failed write as RuntimeError
+        raise CacheNotWritableError(
+            f"cannot write {path} ({' '.join(str(exc).split())[:200]}); free some space or set "
+            "HPO_CACHE_DIR (or cache_dir) to a writable folder"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -82,10 +115,13 @@ def staged_directory(final: Path, populate: Callable[[Path], None]) -> Path:
     """
     if (final / _COMPLETE_MARKER).is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(final)
     try:
-        tmp.mkdir()
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as exc:
+            raise _not_writable(final.parent, exc) from exc
         populate(tmp)
         (tmp / _COMPLETE_MARKER).touch()
         if final.exists() and not (final / _COMPLETE_MARKER).is_file():

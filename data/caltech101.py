@@ -25,8 +25,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from .cache import file_fingerprint, staged_directory
-from .errors import CorruptArchiveError, DataMissingError, DownloadError
+from .cache import file_fingerprint, is_write_failure, staged_directory
+from .errors import CacheNotWritableError, CorruptArchiveError, DataMissingError, DownloadError
 from .paths import DATA_DIR_ENV
 
 __all__ = [
@@ -128,6 +128,11 @@ def _extract_into(archive: Path, dest_root: Path) -> None:
                 )
             tar.extractall(target, members=members, filter="data")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        if is_write_failure(exc):
+            raise CacheNotWritableError(
+                f"cannot extract {archive} into the cache at {dest_root} ({exc}); free some space "
+                "or set HPO_CACHE_DIR (or cache_dir) to a writable folder"
+            ) from exc
         raise CorruptArchiveError(
             f"cannot extract {archive} ({type(exc).__name__}: {exc}); the archive is corrupt "
             "or truncated: replace it with the published file"

@@ -8,6 +8,7 @@ instead of a traceback, while callers that already catch ``ValueError`` keep wor
 from __future__ import annotations
 
 __all__ = [
+    "CacheNotWritableError",
     "CorruptArchiveError",
     "DataError",
     "DataMissingError",
@@ -49,3 +50,7 @@ class InvalidImageSizeError(InvalidDataOptionsError):
 
 class InvalidSparsityError(DataError):
     """A sparsity outside ``[0, 1)``."""
+
+
+class CacheNotWritableError(DataError):
+    """The cache folder cannot be created or written (permissions, read-only, disk full)."""

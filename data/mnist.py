@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .cache import file_fingerprint, staged_directory
-from .errors import CorruptArchiveError, DataMissingError, DownloadError
+from .cache import file_fingerprint, is_write_failure, staged_directory
+from .errors import CacheNotWritableError, CorruptArchiveError, DataMissingError, DownloadError
 from .paths import DATA_DIR_ENV
 
 __all__ = ["MNIST_FILES", "MNISTArrays", "MNISTSource", "find_mnist", "read_mnist"]
@@ -147,6 +147,11 @@ def _decompress_into(source: MNISTSource, dest_root: Path) -> None:
             with gzip.open(packed, "rb") as src, (raw / packed.stem).open("wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 20)
         except (OSError, EOFError, zlib.error) as exc:
+            if is_write_failure(exc):
+                raise CacheNotWritableError(
+                    f"cannot extract {packed} into the cache at {dest_root} ({exc}); free some "
+                    "space or set HPO_CACHE_DIR (or cache_dir) to a writable folder"
+                ) from exc
             raise CorruptArchiveError(
                 f"cannot decompress {packed} ({type(exc).__name__}: {exc}); the archive is "
                 "corrupt or truncated: replace it with the published file"

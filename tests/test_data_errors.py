@@ -14,6 +14,7 @@ import pytest
 from synthetic import write_caltech101, write_idx, write_mnist
 
 from data import (
+    CacheNotWritableError,
     Caltech101Options,
     CorruptArchiveError,
     DataError,
@@ -268,3 +269,19 @@ def test_options_of_the_other_dataset(synthetic_data_root: Path, tmp_path: Path)
         options=MNISTOptions(),
     )
     assert "caltech101 takes Caltech101Options, got MNISTOptions" in message
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "caltech101"])
+def test_unwritable_cache_is_a_clear_error(dataset: str, synthetic_data_root: Path, tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    options = MNISTOptions(val_size=100) if dataset == "mnist" else Caltech101Options(image_size=16)
+    message = _raises(
+        CacheNotWritableError,
+        load_dataset,
+        dataset,
+        data_dir=synthetic_data_root,
+        cache_dir=blocker / "cache",
+        options=options,
+    )
+    assert "cannot write to the cache" in message and "HPO_CACHE_DIR" in message
