@@ -4,7 +4,7 @@ The tests exercise the *real* loading code (torchvision's MNIST and Caltech-101 
 archive staging, the decode cache) offline, so the fixtures must look like the real files:
 gzip-compressed IDX files under ``MNIST/raw/`` and a ``101_ObjectCategories.tar.gz`` holding
 one folder of JPEGs per class plus ``BACKGROUND_Google``. The images are *learnable* (a distinct
-pattern per class plus noise) so that end-to-end tests can check that a model actually trains.
+texture per class plus noise) so that end-to-end tests can check that a model actually trains.
 
 Layout written under ``root``::
 
@@ -72,23 +72,35 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def mnist_pattern_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """28x28 uint8 images with a bright bar whose position encodes the class, plus noise.
+    """28x28 uint8 images: a textured patch on a dark background, the texture encoding the class.
 
-    Classes 0-4 are horizontal bars in five row bands, classes 5-9 vertical bars in five column
-    bands; each image is shifted by up to one pixel and has uniform background noise, so the
-    classes are distinct but not pixel-identical, and still recognizable at 90% sparsity.
+    The networks end in a (masked) global average pool, so classes must differ in *what* is
+    drawn, not *where*: classes 0-3 are stripes (horizontal, vertical, two diagonals) of period
+    4, classes 4-7 the same of period 8, classes 8-9 checkerboards of 2- and 4-pixel cells.
+    Each image has a random phase, a randomly placed 16-22 px patch, brightness jitter and
+    background noise, so no two images are identical. Measured with a 3-layer, width-16
+    sparse CNN (Adam 3e-3, batch 32, 500 training images): 100% validation accuracy after 5
+    epochs at sparsity 0; at sparsity 0.9 it is a hard task, ~30% after 8 epochs (chance: 10%).
     """
     n = len(labels)
-    images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.int64)
+    yy, xx = np.mgrid[0:28, 0:28]
+    images = rng.integers(0, 30, size=(n, 28, 28)).astype(np.int64)
     for i, label in enumerate(labels):
-        band = int(label) % 5
-        lo = 2 + band * 5 + int(rng.integers(-1, 2))
-        hi = lo + 4
-        value = rng.integers(180, 256, size=(28, 28))
-        if label < 5:
-            images[i, lo:hi, 2:26] = value[lo:hi, 2:26]
+        k = int(label)
+        phase = int(rng.integers(0, 8))
+        if k < 8:
+            period = 4 if k < 4 else 8
+            coord = (yy, xx, yy + xx, yy - xx)[k % 4]
+            on = (coord + phase) % period < period // 2
         else:
-            images[i, 2:26, lo:hi] = value[2:26, lo:hi]
+            cell = 2 if k == 8 else 4
+            on = ((yy + phase) // cell + (xx + phase) // cell) % 2 == 0
+        h, w = (int(v) for v in rng.integers(16, 23, size=2))
+        top, left = int(rng.integers(0, 29 - h)), int(rng.integers(0, 29 - w))
+        patch = np.zeros((28, 28), dtype=bool)
+        patch[top : top + h, left : left + w] = True
+        bright = rng.integers(170, 256, size=(28, 28))
+        images[i][patch & on] = bright[patch & on]
     return images.astype(np.uint8)
 
 
