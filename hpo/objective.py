@@ -192,6 +192,7 @@ class Objective:
                 width=d.width,
                 kernel_schedule=d.kernel_schedule,
                 pool_after=d.pool_after,
+                head_grid=d.head_grid,
             )
         except ModelConfigError as e:
             raise UnsupportedConfigError(f"unsupported configuration: {e}") from e

@@ -37,6 +37,7 @@ from studies import DefinitionError, StudyDefinition, UnknownStudyError, all_stu
 from . import keys
 from .artifacts import ArtifactError, load_trial_model, open_artifact_store
 from .budget import count_trials, is_surplus, release_surplus, wait_for_slot
+from .charts import attach_to_dashboard
 from .errors import NonFiniteLossError, TrialError, UsageError
 from .objective import (
     TEST_MASK_SEED,
@@ -435,6 +436,7 @@ def finalize_study(settings: RunSettings) -> None:
         f"{counts.failed} failed, {counts.running} running, {counts.waiting} waiting "
         f"(target {settings.n_trials} finished)"
     )
+    attach_to_dashboard(study)  # charts in optuna-dashboard; a no-op while nothing completed
     if not complete:
         print("no completed trial yet: nothing to evaluate")
         return

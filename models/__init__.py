@@ -9,7 +9,7 @@ from .config import MAX_DEPTH, MIN_DEPTH, PAPER_KERNELS, CNNConfig
 from .dense_cnn import DenseCNN
 from .errors import ModelConfigError, ModelInputError
 from .factory import ModelFamily, build_model
-from .sparse_cnn import SparseCNN, masked_global_avg_pool
+from .sparse_cnn import SparseCNN, masked_adaptive_avg_pool, masked_global_avg_pool
 from .sparse_conv import SparseConv2d, window_count
 from .sparse_pool import SparseMaxPool2d
 
@@ -28,6 +28,7 @@ __all__ = [
     "SparseMaxPool2d",
     "build_model",
     "make_activation",
+    "masked_adaptive_avg_pool",
     "masked_global_avg_pool",
     "window_count",
 ]

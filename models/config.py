@@ -43,6 +43,12 @@ class CNNConfig:
             (sparse-aware in the sparse family: features and mask are pooled together).
             Default none: the paper's stack has no downsampling; large inputs such as 150x150
             Caltech-101 images need some to be affordable.
+        head_grid: The head averages the last feature map over a ``head_grid`` x ``head_grid``
+            grid of cells (over observed positions only, in the sparse family) and maps the
+            ``width * head_grid**2`` features to the logits with one linear layer. 1 is a global
+            average: fully translation-invariant but blind to *where* strokes are, which makes
+            digits slow to learn from a few hundred steps; 4 keeps a coarse layout at the cost
+            of ``16 * width * num_classes`` more weights. Always ``num_classes`` logits.
     """
 
     in_channels: int
@@ -52,9 +58,10 @@ class CNNConfig:
     width: int = 16
     kernel_schedule: str | tuple[int, ...] = "paper"
     pool_after: tuple[int, ...] = ()
+    head_grid: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "width"):
+        for name in ("in_channels", "num_classes", "width", "head_grid"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ModelConfigError(f"CNNConfig.{name} must be an int >= 1, got {value!r}")

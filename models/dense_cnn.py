@@ -47,7 +47,7 @@ class DenseCNN(nn.Module):
         self.pools = nn.ModuleDict(
             {str(i): nn.MaxPool2d(2, 2, ceil_mode=True) for i in config.pool_after}
         )
-        self.classifier = nn.Linear(config.width, config.num_classes)
+        self.classifier = nn.Linear(config.width * config.head_grid**2, config.num_classes)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
@@ -71,4 +71,5 @@ class DenseCNN(nn.Module):
             pool = self.pools[str(i)] if str(i) in self.pools else None
             if pool is not None:
                 x = pool(x)
-        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (N, num_classes)
+        features = F.adaptive_avg_pool2d(x, self.config.head_grid).flatten(1)  # (N, width * g * g)
+        return self.classifier(features)  # (N, num_classes)

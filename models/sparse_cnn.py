@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import make_activation
@@ -11,7 +12,21 @@ from .errors import ModelInputError
 from .sparse_conv import SparseConv2d
 from .sparse_pool import SparseMaxPool2d
 
-__all__ = ["SparseCNN", "masked_global_avg_pool"]
+__all__ = ["SparseCNN", "masked_adaptive_avg_pool", "masked_global_avg_pool"]
+
+
+def masked_adaptive_avg_pool(x: Tensor, mask: Tensor, grid: int) -> Tensor:
+    """Mean of ``x`` (N, C, H, W) over the observed positions of each cell of a grid x grid split.
+
+    A cell with no observed position pools to zero (rather than dividing by zero).
+
+    Returns:
+        ``(N, C * grid * grid)``.
+    """
+    m = mask.to(x.dtype)
+    total = F.adaptive_avg_pool2d(x * m, grid)  # (N, C, g, g)
+    count = F.adaptive_avg_pool2d(m, grid)  # (N, 1, g, g): observed fraction of each cell
+    return (total / count.clamp(min=1e-6)).flatten(1)
 
 
 def masked_global_avg_pool(x: Tensor, mask: Tensor) -> Tensor:
@@ -54,7 +69,7 @@ class SparseCNN(nn.Module):
         )
         self.activation = make_activation(config.activation)
         self.pools = nn.ModuleDict({str(i): SparseMaxPool2d(2) for i in config.pool_after})
-        self.classifier = nn.Linear(config.width, config.num_classes)
+        self.classifier = nn.Linear(config.width * config.head_grid**2, config.num_classes)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
@@ -72,4 +87,8 @@ class SparseCNN(nn.Module):
             pool = self.pools[str(i)] if str(i) in self.pools else None
             if pool is not None:
                 x, mask = pool(x, mask)
-        return self.classifier(masked_global_avg_pool(x, mask))  # (N, num_classes)
+        if self.config.head_grid == 1:
+            features = masked_global_avg_pool(x, mask)  # (N, width)
+        else:  # (N, width * head_grid**2)
+            features = masked_adaptive_avg_pool(x, mask, self.config.head_grid)
+        return self.classifier(features)  # (N, num_classes)

@@ -174,6 +174,7 @@ class StudyDefinition:
         kernel_schedule: Fixed kernel-size schedule name understood by ``models.CNNConfig``.
         pool_after: Fixed layer indices followed by a 2x2 max pool (``models.CNNConfig``);
             must be valid for the smallest depth in the search space. Large images need some.
+        head_grid: Fixed grid of the classifier head (``models.CNNConfig.head_grid``).
         train_size: Training examples used per epoch (``None``: the whole training split).
         eval_batch_size: Batch size for validation and test passes (memory only, not tuned).
         data_seed: Seed of the train/validation carve-out and the training subset; fixed per
@@ -195,6 +196,7 @@ class StudyDefinition:
     width: int = 16
     kernel_schedule: str = "paper"
     pool_after: tuple[int, ...] = ()
+    head_grid: int = 1
     train_size: int | None = None
     eval_batch_size: int = 512
     data_seed: int = 0
@@ -215,6 +217,7 @@ class StudyDefinition:
             raise DefinitionError(f"study {self.name}: test sparsities must be distinct, non-empty")
         _check_positive_int(self.name, "epochs", self.epochs)
         _check_positive_int(self.name, "width", self.width)
+        _check_positive_int(self.name, "head_grid", self.head_grid)
         _check_positive_int(self.name, "eval_batch_size", self.eval_batch_size)
         if self.train_size is not None:
             _check_positive_int(self.name, "train_size", self.train_size)

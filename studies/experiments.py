@@ -38,7 +38,8 @@ class ExperimentDefinition:
         epochs: Training epochs of every run.
         batch_size: Training batch size.
         lr: Adam learning rate.
-        depth, activation, width, pool_after: The shared architecture (see ``CNNConfig``).
+        depth, activation, width, pool_after, head_grid: The shared architecture (see
+            ``CNNConfig``).
     """
 
     name: str
@@ -56,6 +57,7 @@ class ExperimentDefinition:
     activation: str = "relu"
     width: int = 16
     pool_after: tuple[int, ...] = ()
+    head_grid: int = 4
 
     def cnn_config(self, in_channels: int, num_classes: int) -> CNNConfig:
         """The architecture every family of this experiment is built with."""
@@ -66,6 +68,7 @@ class ExperimentDefinition:
             activation=self.activation,
             width=self.width,
             pool_after=self.pool_after,
+            head_grid=self.head_grid,
         )
 
 
@@ -76,13 +79,15 @@ _DEFINITIONS: tuple[ExperimentDefinition, ...] = (
         name="mnist_sparsity",
         description=(
             "MNIST: sparse vs dense vs dense+mask, trained at 0.5/0.7/0.8/0.9, tested at "
-            "0.3-0.95 (paper stack 11-7-5-3-3-1, 16 channels)"
+            "0.3-0.95 (paper stack 11-7-5-3-3-1, 16 channels, pool after layer 2, 4x4 head)"
         ),
         dataset=DatasetName.MNIST,
         dataset_options=MNISTOptions(train_size=10_000),
         train_sparsities=(0.5, 0.7, 0.8, 0.9),
         test_sparsities=_MNIST_TEST,
         epochs=3,
+        lr=3e-3,
+        pool_after=(1,),
     ),
     ExperimentDefinition(
         name="caltech101_sparsity",

@@ -243,3 +243,25 @@ def test_bad_mask_shape_raises_a_clear_error(family):
     model = build_model(family, CNNConfig(1, 10, depth=3))
     with pytest.raises(ModelInputError, match="mask must be"):
         model(torch.randn(2, 1, 12, 12), torch.ones(2, 12, 12))
+
+
+@pytest.mark.parametrize("family", list(ModelFamily))
+def test_head_grid_keeps_num_classes_logits_and_sees_layout(family):
+    """A 4x4 head still emits num_classes logits and, unlike a global average, tells a stroke
+    on the left from the same stroke on the right (same pixels, different place)."""
+    torch.manual_seed(0)
+    config = CNNConfig(in_channels=1, num_classes=7, depth=3, head_grid=4)
+    model = build_model(family, config)
+    left, right = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    left[..., 4:12, 2] = 1.0
+    right[..., 4:12, 13] = 1.0
+    mask = torch.ones(1, 1, 16, 16)
+    logits_left, logits_right = model(left, mask), model(right, mask)
+    assert logits_left.shape == (1, 7)
+    assert not torch.allclose(logits_left, logits_right, atol=1e-5)
+    assert model.classifier.in_features == 16 * 16
+
+
+def test_head_grid_must_be_positive():
+    with pytest.raises(ModelConfigError, match="head_grid"):
+        CNNConfig(in_channels=1, num_classes=10, depth=3, head_grid=0)

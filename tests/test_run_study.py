@@ -130,6 +130,10 @@ def test_study_runs_end_to_end_and_stores_everything(
     out = capsys.readouterr().out
     assert f"best trial {best.number}" in out and "3 complete, 0 pruned, 0 failed" in out
     assert "test acc" in out
+    # The run attached its charts to the study for optuna-dashboard.
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    plots = [k for k in attrs if k.startswith("dashboard:plot_data:")]
+    assert any("parallel" in k for k in plots), plots
 
 
 def test_model_reloaded_from_the_artifact_reproduces_the_stored_scores(
