@@ -73,10 +73,11 @@ def run_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{definition.name}_runs.csv"
     done = {_key(row) for row in _read_rows(csv_path)}
+    # Seed-major order: a partly finished experiment already covers every setting once.
     todo = [
         RunKey(str(family), s, seed)
-        for s in definition.train_sparsities
         for seed in definition.seeds
+        for s in definition.train_sparsities
         for family in definition.families
     ]
     todo = [k for k in todo if k not in done]

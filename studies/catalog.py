@@ -24,6 +24,8 @@ Shared choices, and why:
 
 from __future__ import annotations
 
+import dataclasses
+
 from data import Caltech101Options, DatasetName, MNISTOptions
 from models import ModelFamily
 
@@ -57,61 +59,51 @@ CALTECH_POOLS = (0, 1)
 
 DEFAULT_GRID = Grid(depth=(3, 6, 9), activation=("relu", "elu"), batch_size=(64,), lr=(1e-3, 1e-2))
 
+_SPARSE_MNIST = StudyDefinition(
+    name="sparse_mnist",
+    description="Sparsity-invariant CNN on MNIST, trained at 90% missing pixels",
+    dataset=DatasetName.MNIST,
+    dataset_options=MNISTOptions(),
+    model_family=ModelFamily.SPARSE,
+    train_sparsity=0.9,
+    test_sparsities=TEST_SPARSITIES,
+    epochs=10,
+    search_space=DEFAULT_SEARCH_SPACE,
+    grid=DEFAULT_GRID,
+    pool_after=MNIST_POOLS,
+    head_grid=HEAD_GRID,
+)
+
+_SPARSE_CALTECH101 = StudyDefinition(
+    name="sparse_caltech101",
+    description="Sparsity-invariant CNN on Caltech-101, trained at 70% missing pixels",
+    dataset=DatasetName.CALTECH101,
+    dataset_options=Caltech101Options(),
+    model_family=ModelFamily.SPARSE,
+    train_sparsity=0.7,
+    test_sparsities=TEST_SPARSITIES,
+    epochs=30,
+    search_space=DEFAULT_SEARCH_SPACE,
+    grid=DEFAULT_GRID,
+    pool_after=CALTECH_POOLS,
+    head_grid=HEAD_GRID,
+)
+
+# Each dense baseline is its sparse study with only the scientific variable changed, so the
+# pair can never drift apart in data, budget or search space.
 CATALOG: tuple[StudyDefinition, ...] = (
-    StudyDefinition(
-        name="sparse_mnist",
-        description="Sparsity-invariant CNN on MNIST, trained at 90% missing pixels",
-        dataset=DatasetName.MNIST,
-        dataset_options=MNISTOptions(),
-        model_family=ModelFamily.SPARSE,
-        train_sparsity=0.9,
-        test_sparsities=TEST_SPARSITIES,
-        epochs=10,
-        search_space=DEFAULT_SEARCH_SPACE,
-        grid=DEFAULT_GRID,
-        pool_after=MNIST_POOLS,
-        head_grid=HEAD_GRID,
-    ),
-    StudyDefinition(
+    _SPARSE_MNIST,
+    dataclasses.replace(
+        _SPARSE_MNIST,
         name="dense_mnist",
         description="Dense CNN baseline (mask as an extra channel) on MNIST at 90% missing pixels",
-        dataset=DatasetName.MNIST,
-        dataset_options=MNISTOptions(),
         model_family=ModelFamily.DENSE_MASK,
-        train_sparsity=0.9,
-        test_sparsities=TEST_SPARSITIES,
-        epochs=10,
-        search_space=DEFAULT_SEARCH_SPACE,
-        grid=DEFAULT_GRID,
-        pool_after=MNIST_POOLS,
-        head_grid=HEAD_GRID,
     ),
-    StudyDefinition(
-        name="sparse_caltech101",
-        description="Sparsity-invariant CNN on Caltech-101, trained at 70% missing pixels",
-        dataset=DatasetName.CALTECH101,
-        dataset_options=Caltech101Options(),
-        model_family=ModelFamily.SPARSE,
-        train_sparsity=0.7,
-        test_sparsities=TEST_SPARSITIES,
-        epochs=30,
-        search_space=DEFAULT_SEARCH_SPACE,
-        grid=DEFAULT_GRID,
-        pool_after=CALTECH_POOLS,
-        head_grid=HEAD_GRID,
-    ),
-    StudyDefinition(
+    _SPARSE_CALTECH101,
+    dataclasses.replace(
+        _SPARSE_CALTECH101,
         name="dense_caltech101",
         description="Dense CNN baseline (mask as an extra channel) on Caltech-101 at 70% missing",
-        dataset=DatasetName.CALTECH101,
-        dataset_options=Caltech101Options(),
         model_family=ModelFamily.DENSE_MASK,
-        train_sparsity=0.7,
-        test_sparsities=TEST_SPARSITIES,
-        epochs=30,
-        search_space=DEFAULT_SEARCH_SPACE,
-        grid=DEFAULT_GRID,
-        pool_after=CALTECH_POOLS,
-        head_grid=HEAD_GRID,
     ),
 )
