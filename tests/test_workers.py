@@ -122,8 +122,11 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process table from /proc")
 def test_ctrl_c_stops_all_workers_and_exits_130() -> None:
+    # A shell starts background jobs with SIGINT ignored and Python keeps that: restore the
+    # handler an interactive terminal gives, or the signal is lost when CI runs in background.
     code = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from hpo.workers import plan_workers, run_workers\n"
         "plan = plan_workers(2, 0, 'cpu', 0, 2)\n"
         "sys.exit(run_workers(time.sleep, [600, 600], plan, terminate_timeout=10))\n"
