@@ -90,6 +90,24 @@ _DEFINITIONS: tuple[ExperimentDefinition, ...] = (
         pool_after=(1,),
     ),
     ExperimentDefinition(
+        # The same comparison at the two ends of the range with the whole 55k training split
+        # and twice the epochs (11x the image passes of mnist_sparsity): separates what the
+        # small CPU budget costs from what the layer type costs.
+        name="mnist_full_budget",
+        description=(
+            "MNIST, whole 55k training split, 6 epochs: sparse vs dense vs dense+mask trained "
+            "at 0.5 and 0.9 (same architecture as mnist_sparsity), one seed"
+        ),
+        dataset=DatasetName.MNIST,
+        dataset_options=MNISTOptions(),
+        train_sparsities=(0.9, 0.5),
+        test_sparsities=_MNIST_TEST,
+        seeds=(0,),
+        epochs=6,
+        lr=3e-3,
+        pool_after=(1,),
+    ),
+    ExperimentDefinition(
         name="caltech101_sparsity",
         description=(
             "Caltech-101 at 70% sparsity, 64x64, 100 images/class: sparse vs dense vs dense+mask"
