@@ -28,10 +28,11 @@ from __future__ import annotations
 import datetime
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from . import keys
 
@@ -51,22 +52,42 @@ class TrialCounts:
     running: int = 0
     waiting: int = 0
 
+    @classmethod
+    def of(cls, trials: Sequence[FrozenTrial]) -> TrialCounts:
+        """Count ``trials`` by state."""
+        states = [t.state for t in trials]
+        return cls(
+            complete=states.count(TrialState.COMPLETE),
+            pruned=states.count(TrialState.PRUNED),
+            failed=states.count(TrialState.FAIL),
+            running=states.count(TrialState.RUNNING),
+            waiting=states.count(TrialState.WAITING),
+        )
+
     @property
     def finished(self) -> int:
         """Trials that count towards ``--n-trials``: complete + pruned."""
         return self.complete + self.pruned
 
+    @property
+    def total(self) -> int:
+        """Trials in any state."""
+        return self.complete + self.pruned + self.failed + self.running + self.waiting
+
+    def as_rows(self) -> list[tuple[str, int]]:
+        """``(state name, count)`` rows for report tables."""
+        return [
+            ("COMPLETE", self.complete),
+            ("PRUNED", self.pruned),
+            ("FAIL", self.failed),
+            ("RUNNING", self.running),
+            ("WAITING", self.waiting),
+        ]
+
 
 def count_trials(study: optuna.Study) -> TrialCounts:
     """Count ``study``'s trials by state (one storage read)."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    return TrialCounts(
-        complete=states.count(TrialState.COMPLETE),
-        pruned=states.count(TrialState.PRUNED),
-        failed=states.count(TrialState.FAIL),
-        running=states.count(TrialState.RUNNING),
-        waiting=states.count(TrialState.WAITING),
-    )
+    return TrialCounts.of(study.get_trials(deepcopy=False))
 
 
 def is_surplus(study: optuna.Study, trial_number: int, n_trials: int) -> bool:

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from . import keys
+from .budget import TrialCounts
 from .storage import StorageError, mask_url, open_storage, storage_kind
 
 __all__ = [
@@ -95,30 +96,6 @@ class StudyInfo:
     sparsity_keys: tuple[str, ...]
     direction: str
     objective_label: str
-
-
-@dataclass(frozen=True)
-class TrialCounts:
-    """How many trials are in each state."""
-
-    complete: int
-    pruned: int
-    failed: int
-    running: int
-    waiting: int
-
-    @property
-    def total(self) -> int:
-        return self.complete + self.pruned + self.failed + self.running + self.waiting
-
-    def as_rows(self) -> list[tuple[str, int]]:
-        return [
-            ("COMPLETE", self.complete),
-            ("PRUNED", self.pruned),
-            ("FAIL", self.failed),
-            ("RUNNING", self.running),
-            ("WAITING", self.waiting),
-        ]
 
 
 @dataclass(frozen=True)
@@ -347,7 +324,7 @@ def read_study_tables(study: optuna.Study, top: int = 5) -> StudyTables:
     test_trial = study.user_attrs.get(keys.BEST_TRIAL)
     return StudyTables(
         info=info,
-        counts=_count(trials),
+        counts=TrialCounts.of(trials),
         failures=_group_failures(trials),
         columns=columns,
         rows=rows,
@@ -443,17 +420,6 @@ def _metrics_of(value: Any) -> dict[str, dict[str, float]]:
     if not isinstance(value, Mapping):
         return {}
     return {str(k): dict(v) for k, v in value.items() if isinstance(v, Mapping)}
-
-
-def _count(trials: Sequence[FrozenTrial]) -> TrialCounts:
-    states = [t.state for t in trials]
-    return TrialCounts(
-        complete=states.count(TrialState.COMPLETE),
-        pruned=states.count(TrialState.PRUNED),
-        failed=states.count(TrialState.FAIL),
-        running=states.count(TrialState.RUNNING),
-        waiting=states.count(TrialState.WAITING),
-    )
 
 
 def _group_failures(trials: Sequence[FrozenTrial]) -> tuple[FailureGroup, ...]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from synthetic import write_synthetic_data
 
 
@@ -49,3 +51,25 @@ def data_env(synthetic_data_root: Path, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("HPO_DATA_DIR", str(synthetic_data_root))
     monkeypatch.setenv("HPO_CACHE_DIR", str(cache))
     return cache
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the CI PostgreSQL server (``.ci/postgres.sh``), dropped afterwards.
+
+    Skips the test when ``HPO_TEST_POSTGRES_URL`` is unset (``.ci/run`` sets it).
+    """
+    base = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("HPO_TEST_POSTGRES_URL is unset; start a server with .ci/postgres.sh (CI does)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(base, poolclass=sqlalchemy.pool.NullPool)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = sqlalchemy.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()

@@ -6,11 +6,8 @@ import csv
 import importlib.util
 import json
 import math
-import os
 import socket
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -354,25 +351,6 @@ def test_dashboard_cli_errors_are_one_line(storage_url: str, tmp_path: Path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"cannot listen on 127.0.0.1:{port}" in err and "pick another --port" in err
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh schema on the CI PostgreSQL server (``.ci/postgres.sh``), dropped afterwards."""
-    base = os.environ.get("HPO_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("HPO_TEST_POSTGRES_URL is unset; start a server with .ci/postgres.sh")
-    schema = f"report_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(base, poolclass=sqlalchemy.pool.NullPool)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = sqlalchemy.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 @pytest.mark.postgres

@@ -6,15 +6,12 @@ exercise the storage alone; tests/test_workers.py runs the study runner itself.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -38,7 +35,6 @@ from hpo.storage import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ENV = "HPO_TEST_POSTGRES_URL"
 
 # A worker process: opens the storage, joins the study, runs trials of a trivial objective.
 # argv: url, study, n_trials, sleep_seconds, marker_file (touched when a trial starts) or "".
@@ -87,25 +83,6 @@ def _run_workers(url: str, study: str, n_workers: int, n_trials: int) -> list[st
 def _states(url: str, study: str) -> list[TrialState]:
     loaded = optuna.load_study(study_name=study, storage=open_storage(url))
     return [t.state for t in loaded.get_trials(deepcopy=False)]
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh schema on the CI PostgreSQL server, dropped afterwards."""
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"{POSTGRES_ENV} is unset; start a server with .ci/postgres.sh (CI does)")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(base, poolclass=sqlalchemy.pool.NullPool)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = sqlalchemy.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 # --- URLs -----------------------------------------------------------------------------------
