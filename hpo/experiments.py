@@ -212,7 +212,7 @@ def summarize(definition: ExperimentDefinition, csv_path: Path, out_dir: Path) -
     families = [str(f) for f in definition.families]
     lines = [f"# {definition.name}", "", definition.description, ""]
     lines += _diagonal_table(definition, cells, families)
-    if len(definition.train_sparsities) > 1:
+    if len(definition.test_sparsities) > 1:  # one row per training sparsity
         lines += _invariance_tables(definition, cells, families)
     md_path = out_dir / f"{definition.name}.md"
     md_path.write_text("\n".join(lines) + "\n")
