@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Final
 
 # --- trial user attributes -------------------------------------------------
-PHASE: Final = "phase"  # "grid" or "tpe": which search phase proposed the trial
+PHASE: Final = "phase"  # "grid", "tpe" or "retrain": what proposed the trial
 PHASE_GRID: Final = "grid"
 PHASE_TPE: Final = "tpe"
-GRID_ID: Final = "grid_id"  # index of the grid point, only on grid-phase trials
+PHASE_RETRAIN: Final = "retrain"  # a copy of another study's best configuration (--retrain-best)
+GRID_ID: Final = "grid_id"  # index in the queue the study was created with (grid or retrain)
 VAL_METRICS: Final = "val_metrics"  # {"0.9": {"accuracy": float, "mae": float}, ...}
 N_PARAMS: Final = "n_params"  # trainable parameter count
 TRAIN_SECONDS: Final = "train_seconds"  # wall time of training + per-epoch validation
@@ -28,7 +29,8 @@ DEFINITION: Final = "definition"  # resolved study definition + overrides (JSON-
 TEST_METRICS: Final = "test_metrics"  # best configuration on the test split, per sparsity
 BEST_TRIAL: Final = "best_trial_number"
 BEST_MODEL_ARTIFACT: Final = "best_model_artifact_id"
-GRID_ENQUEUED: Final = "grid_enqueued"  # set once the grid phase is in the queue
+GRID_ENQUEUED: Final = "grid_enqueued"  # set once the grid (or retrain) queue is complete
+RETRAIN_SOURCE: Final = "retrain_source"  # {"study": name, "trial": number, "value": float}
 
 
 def sparsity_key(sparsity: float) -> str:

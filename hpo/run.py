@@ -6,6 +6,10 @@ the best trial on the test split. The worker loop, :func:`run_worker`, takes one
 :class:`~hpo.settings.RunSettings`, so several processes (``--workers K``) or machines can run
 it side by side against one storage; :func:`finalize_study` runs once, after all of them.
 
+``--retrain-best STUDY`` turns the search into a final training run: every trial trains the
+best configuration of an earlier study (usually with a larger ``--epochs`` / ``--train-size``),
+each with its own seed, and the best of them is scored on the test split (see ``hpo.search``).
+
 Exit status: 0 done, 2 bad input, 130 interrupted (Ctrl-C; the running trial is recorded as
 FAIL with reason "interrupted" and the same command resumes the study).
 """
@@ -84,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m hpo.run",
         description="Tune a registered study with Optuna: a coarse grid first, then TPE. "
         "Every trial is stored; re-running the same command resumes the study.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--study", help="registered study to run (see --list)")
     parser.add_argument(
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100,
         help="the study ends with exactly this many finished (complete or pruned) trials, "
-        "counting earlier runs and other workers",
+        "counting earlier runs and other workers (default: %(default)s)",
     )
     parser.add_argument(
         "--storage",
@@ -121,17 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch device: cpu, cuda, cuda:N (default: cuda if available, else cpu)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seeds the sampler; trial i trains with seed + i"
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the sampler; trial i trains with seed + i (default: %(default)s)",
     )
     parser.add_argument(
         "--workers",
         type=int,
         default=1,
         help="worker processes on this machine, sharing the storage: worker k uses seed + k, "
-        "GPUs round robin (--device cuda), and 1/K of the CPU cores",
+        "GPUs round robin (--device cuda), and 1/K of the CPU cores (default: %(default)s)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="override the study's epochs per trial"
+        "--epochs",
+        type=int,
+        default=None,
+        help="override the study's epochs per trial (default: the study's)",
     )
     parser.add_argument(
         "--train-size",
@@ -148,8 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pruner",
         choices=PRUNERS,
-        default="hyperband",
-        help="early stopping of poor trials on per-epoch validation accuracy",
+        default=None,
+        help="early stopping of poor trials on per-epoch validation accuracy "
+        "(default: hyperband; none with --retrain-best)",
+    )
+    parser.add_argument(
+        "--retrain-best",
+        metavar="SOURCE",
+        default=None,
+        help="instead of searching, train the best configuration of the finished study SOURCE "
+        "(same storage) --n-trials times with seeds seed+i, e.g. with a larger --epochs / "
+        "--train-size; stored as study SOURCE_retrain unless --study-name is given",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bars (log lines only)"
@@ -185,9 +203,10 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         epochs=args.epochs,
         train_size=args.train_size,
         timeout=args.timeout,
-        pruner=args.pruner,
+        pruner=args.pruner or ("none" if args.retrain_best else "hyperband"),
         show_progress=not args.no_progress,
         workers=args.workers,
+        retrain_from=args.retrain_best,
     )
     settings.definition()  # unknown study / invalid override: fail before touching storage
     normalize_storage_url(settings.storage_url)
@@ -329,6 +348,15 @@ def run_worker(settings: RunSettings) -> None:
                     # Other workers run the last trials; take over if one of them fails.
                     wait_for_slot(study, settings.n_trials, deadline=deadline)
                     continue
+                if settings.retrain_from and counts.waiting == 0:
+                    # A failed copy is not retried (its failure would repeat); never fall
+                    # through to TPE in a retrain study.
+                    _logger.warning(
+                        "no retrain copy left to run: %d finished, %d failed",
+                        counts.finished,
+                        counts.failed,
+                    )
+                    break
                 run_one_trial(study, objective, settings.n_trials)
     finally:
         progress.close()
@@ -458,6 +486,12 @@ def finalize_study(settings: RunSettings) -> None:
         study.set_user_attr(keys.BEST_MODEL_ARTIFACT, best.user_attrs[keys.MODEL_ARTIFACT])
         study.set_user_attr(keys.BEST_TRIAL, best.number)
     val_metrics = best.user_attrs.get(keys.VAL_METRICS, {})
+    source = study.user_attrs.get(keys.RETRAIN_SOURCE)
+    if source is not None:
+        print(
+            f"retraining trial {source['trial']} of study {source['study']} "
+            f"(val accuracy {source['value']:.4f} at that study's budget)"
+        )
     print(
         f"best trial {best.number} [{best.user_attrs.get(keys.PHASE, '?')}]: "
         f"val accuracy {best.value:.4f} at sparsity {definition.train_sparsity:g}; "

@@ -14,6 +14,14 @@ If the flag never appears (the creator died half-way), the waiting process *repa
 it enqueues the grid ids no trial carries yet, then, should two processes have repaired at the
 same moment, keeps the lowest-numbered trial per grid id and fails the other WAITING copies.
 Both steps are deterministic, so concurrent repairers converge on one trial per grid point.
+
+**Retraining the best configuration** (``--retrain-best SOURCE``) is the same machinery with a
+different queue: instead of the grid, the creator queues ``n_trials`` copies of the best
+parameters of study SOURCE in the same storage (phase ``retrain``), typically with a larger
+``--epochs`` / ``--train-size``. Each copy trains with its own seed, so ``--n-trials 3`` gives
+three seeds of the tuned configuration, and the runner's final step scores the best of them
+on the test split like any study. Every process tops the queue up to ``n_trials`` copies, so
+raising ``--n-trials`` later adds seeds, never TPE points.
 """
 
 from __future__ import annotations
@@ -30,10 +38,22 @@ from optuna.trial import TrialState
 from studies import StudyDefinition
 
 from . import keys
-from .errors import ConfigMismatchError
+from .errors import ConfigMismatchError, UsageError
 from .settings import RunSettings
 
-__all__ = ["enqueue_grid", "make_pruner", "make_sampler", "open_study", "repair_grid"]
+__all__ = [
+    "QueuedTrial",
+    "enqueue_grid",
+    "make_pruner",
+    "make_sampler",
+    "open_study",
+    "planned_queue",
+    "repair_grid",
+    "retrain_source",
+]
+
+# (params, user attributes) of one trial the study is created with.
+QueuedTrial = tuple[dict[str, Any], dict[str, Any]]
 
 _logger = logging.getLogger(__name__)
 
@@ -91,6 +111,8 @@ def open_study(
     name = settings.optuna_study_name
     config = _json_roundtrip(settings.resolved_config())
     definition = settings.definition()
+    source = retrain_source(storage, settings) if settings.retrain_from else None
+    queue = planned_queue(definition, settings.n_trials, source)
     try:
         study = optuna.create_study(
             study_name=name,
@@ -103,9 +125,11 @@ def open_study(
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     else:
         study.set_user_attr(keys.DEFINITION, config)
-        n_points = enqueue_grid(study, definition)
+        if source is not None:
+            study.set_user_attr(keys.RETRAIN_SOURCE, source)
+        n_points = _enqueue(study, queue)
         study.set_user_attr(keys.GRID_ENQUEUED, n_points)
-        _logger.info("created study %s with %d grid points queued", name, n_points)
+        _logger.info("created study %s with %d trials queued", name, n_points)
         return study
 
     deadline = time.monotonic() + settings.grid_wait_seconds
@@ -116,17 +140,60 @@ def open_study(
     elif _comparable(stored) != _comparable(config):
         raise ConfigMismatchError(_mismatch_message(name, stored, config))
     if _wait_for_user_attr(study, keys.GRID_ENQUEUED, deadline, poll_seconds) is None:
-        _logger.warning("study %s: grid queue incomplete (creator died?); repairing it", name)
-        study.set_user_attr(keys.GRID_ENQUEUED, repair_grid(study, definition))
+        _logger.warning("study %s: queue incomplete (creator died?); repairing it", name)
+        study.set_user_attr(keys.GRID_ENQUEUED, _repair(study, queue))
+    elif source is not None and len(queue) > study.user_attrs[keys.GRID_ENQUEUED]:
+        study.set_user_attr(keys.GRID_ENQUEUED, _repair(study, queue))  # --n-trials was raised
     return study
+
+
+def planned_queue(
+    definition: StudyDefinition, n_trials: int, source: dict[str, Any] | None = None
+) -> list[QueuedTrial]:
+    """The trials a study is created with: the grid, or ``n_trials`` retrain copies."""
+    if source is None:
+        return [
+            (params, {keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: i})
+            for i, params in enumerate(definition.grid.points())
+        ]
+    return [
+        (dict(source["params"]), {keys.PHASE: keys.PHASE_RETRAIN, keys.GRID_ID: i})
+        for i in range(n_trials)
+    ]
+
+
+def retrain_source(storage: optuna.storages.BaseStorage, settings: RunSettings) -> dict[str, Any]:
+    """The best trial of study ``settings.retrain_from``, as stored in ``keys.RETRAIN_SOURCE``.
+
+    Raises:
+        UsageError: The study does not exist, has no completed trial, or was run with another
+            study definition (its parameters would not fit this search space).
+    """
+    name = settings.retrain_from
+    try:
+        source = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise UsageError(
+            f"--retrain-best {name}: no study of that name in this storage; "
+            "run it first or pass the --storage it was run with"
+        ) from None
+    stored = source.user_attrs.get(keys.DEFINITION) or {}
+    source_definition = stored.get("definition", {}).get("name")
+    if source_definition not in (None, settings.study):
+        raise UsageError(
+            f"--retrain-best {name}: that study tuned the definition {source_definition!r}, "
+            f"not {settings.study!r}; pass --study {source_definition}"
+        )
+    complete = [t for t in source.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise UsageError(f"--retrain-best {name}: the study has no completed trial yet")
+    best = source.best_trial
+    return {"study": name, "trial": best.number, "value": best.value, "params": best.params}
 
 
 def enqueue_grid(study: optuna.Study, definition: StudyDefinition) -> int:
     """Queue every grid point of ``definition`` (WAITING trials); returns the number queued."""
-    points = definition.grid.points()
-    for grid_id, params in enumerate(points):
-        study.enqueue_trial(params, user_attrs={keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: grid_id})
-    return len(points)
+    return _enqueue(study, planned_queue(definition, n_trials=0))
 
 
 def repair_grid(study: optuna.Study, definition: StudyDefinition) -> int:
@@ -134,13 +201,20 @@ def repair_grid(study: optuna.Study, definition: StudyDefinition) -> int:
 
     Returns the number of grid points (the value stored as ``keys.GRID_ENQUEUED``).
     """
-    points = definition.grid.points()
+    return _repair(study, planned_queue(definition, n_trials=0))
+
+
+def _enqueue(study: optuna.Study, queue: list[QueuedTrial]) -> int:
+    for params, user_attrs in queue:
+        study.enqueue_trial(params, user_attrs=user_attrs)
+    return len(queue)
+
+
+def _repair(study: optuna.Study, queue: list[QueuedTrial]) -> int:
     present = {t.user_attrs.get(keys.GRID_ID) for t in _grid_trials(study)}
-    for grid_id, params in enumerate(points):
-        if grid_id not in present:
-            study.enqueue_trial(
-                params, user_attrs={keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: grid_id}
-            )
+    for params, user_attrs in queue:
+        if user_attrs[keys.GRID_ID] not in present:
+            study.enqueue_trial(params, user_attrs=user_attrs)
     kept: set[int] = set()
     storage = study._storage  # no public API to fail a WAITING trial
     for trial in sorted(_grid_trials(study), key=lambda t: t.number):
@@ -157,14 +231,15 @@ def repair_grid(study: optuna.Study, definition: StudyDefinition) -> int:
                 storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another repairer got there first
-    return len(points)
+    return len(queue)
 
 
 def _grid_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get(keys.PHASE) == keys.PHASE_GRID and keys.GRID_ID in t.user_attrs
+        if t.user_attrs.get(keys.PHASE) in (keys.PHASE_GRID, keys.PHASE_RETRAIN)
+        and keys.GRID_ID in t.user_attrs
     ]
 
 

@@ -46,6 +46,9 @@ class RunSettings:
             creator to finish queuing the grid before assuming it died and repairing the queue.
         workers: Worker processes to start on this machine (``--workers K``); each spawned
             worker gets a copy with ``workers=1`` and its own seed and device.
+        retrain_from: Name of a finished study in the same storage. Instead of searching,
+            every trial trains that study's best configuration (with seed ``seed + i``),
+            usually with a larger budget; see :mod:`hpo.search`.
     """
 
     study: str
@@ -63,6 +66,7 @@ class RunSettings:
     show_progress: bool = True
     grid_wait_seconds: float = 120.0
     workers: int = 1
+    retrain_from: str | None = None
 
     def __post_init__(self) -> None:
         _positive_int("--n-trials", self.n_trials)
@@ -83,10 +87,19 @@ class RunSettings:
             )
         if self.study_name is not None and not self.study_name.strip():
             raise InvalidSettingError("--study-name must not be empty")
+        if self.retrain_from is not None and not self.retrain_from.strip():
+            raise InvalidSettingError("--retrain-best must name a study, e.g. sparse_mnist")
+        if self.retrain_from is not None and self.retrain_from == self.optuna_study_name:
+            raise InvalidSettingError(
+                f"--retrain-best {self.retrain_from} would write into the study it reads; "
+                "pass another --study-name (default: <study>_retrain)"
+            )
 
     @property
     def optuna_study_name(self) -> str:
-        return self.study_name or self.study
+        if self.study_name:
+            return self.study_name
+        return f"{self.retrain_from}_retrain" if self.retrain_from else self.study
 
     def overrides(self) -> dict[str, Any]:
         """The definition fields this run overrides (only those given on the command line)."""
@@ -103,11 +116,14 @@ class RunSettings:
         The seed, device, data directory and trial count are deliberately absent: workers on
         different machines differ in them, and raising ``--n-trials`` extends a study.
         """
-        return {
+        config: dict[str, Any] = {
             "definition": self.definition().to_dict(),
             "overrides": self.overrides(),
             "pruner": self.pruner,
         }
+        if self.retrain_from is not None:  # absent otherwise: older stored studies still match
+            config["retrain_from"] = self.retrain_from
+        return config
 
 
 def resolve_device(requested: str | None) -> str:

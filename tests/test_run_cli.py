@@ -43,9 +43,11 @@ def test_list_shows_every_study_with_one_line(capsys: pytest.CaptureFixture[str]
 
 def test_help_states_the_defaults() -> None:
     text = build_parser().format_help()
-    for fragment in ("--n-trials", "(default: 100)", "(default: hyperband)", "HPO_STORAGE",
-                     "--data-dir", "--timeout", "--train-size", "--epochs", "--list"):  # fmt: skip
+    for fragment in ("--n-trials", "(default: 100)", "(default: hyperband;", "HPO_STORAGE",
+                     "--data-dir", "--timeout", "--train-size", "--epochs", "--list",
+                     "--retrain-best"):  # fmt: skip
         assert fragment in text
+    assert "(default: None)" not in text  # every default is said once, in words
 
 
 @pytest.mark.parametrize(

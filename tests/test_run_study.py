@@ -366,6 +366,69 @@ def test_resume_with_different_overrides_is_refused(
     assert main(_argv(env, 1, "--epochs", "2", "--study-name", "tiny_quick")) == 0
 
 
+def test_retrain_best_trains_copies_of_the_best_configuration_and_scores_them(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_argv(env, 4)) == 0
+    best = _load(env).best_trial
+    capsys.readouterr()
+    assert main(_argv(env, 2, "--retrain-best", STUDY, "--epochs", "2")) == 0
+    out = capsys.readouterr().out
+    name = f"{STUDY}_retrain"
+    study = optuna.load_study(study_name=name, storage=open_storage(env["storage"]))
+    trials = study.get_trials(deepcopy=False)
+    assert _states(study) == [TrialState.COMPLETE] * 2  # no grid, no TPE point
+    assert all(t.params == best.params for t in trials)
+    assert [t.user_attrs[keys.PHASE] for t in trials] == [keys.PHASE_RETRAIN] * 2
+    assert [t.user_attrs[keys.SEED] for t in trials] == [0, 1]  # one seed per copy
+    assert all(list(t.intermediate_values) == [1, 2] for t in trials)  # the new budget
+    assert study.user_attrs[keys.DEFINITION]["definition"]["epochs"] == 2
+    source = study.user_attrs[keys.RETRAIN_SOURCE]
+    assert (source["study"], source["trial"], source["params"]) == (STUDY, best.number, best.params)
+    assert set(study.user_attrs[keys.TEST_METRICS]) == {"0.5", "0.9"}
+    assert f"retraining trial {best.number} of study {STUDY}" in out
+    # A larger --n-trials adds another seed of the same configuration, never a TPE point.
+    assert main(_argv(env, 3, "--retrain-best", STUDY, "--epochs", "2")) == 0
+    trials = optuna.load_study(study_name=name, storage=open_storage(env["storage"])).trials
+    assert [t.params == best.params for t in trials] == [True] * 3
+    assert count_trials(_load(env)).finished == 4  # the source study is untouched
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (None, "--retrain-best tiny_mnist: no study of that name in this storage"),
+        ("other_definition", "that study tuned the definition 'sparse_mnist', not 'tiny_mnist'"),
+        ("empty", "--retrain-best tiny_mnist: the study has no completed trial yet"),
+    ],
+)
+def test_retrain_best_refuses_a_source_it_cannot_use(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], setup: str | None, message: str
+) -> None:
+    storage = open_storage(env["storage"])
+    if setup == "other_definition":
+        study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+        study.set_user_attr(keys.DEFINITION, {"definition": {"name": "sparse_mnist"}})
+    elif setup == "empty":
+        optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+    assert main(_argv(env, 1, "--retrain-best", STUDY)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert f"{STUDY}_retrain" not in names  # nothing was created
+
+
+def test_retrain_study_stops_instead_of_searching_when_a_copy_fails(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(_argv(env, 1)) == 0
+    _fail_on_call(monkeypatch, torch.cuda.OutOfMemoryError("CUDA out of memory"), call=1)
+    assert main(_argv(env, 2, "--retrain-best", STUDY)) == 0
+    study = optuna.load_study(study_name=f"{STUDY}_retrain", storage=open_storage(env["storage"]))
+    assert _states(study) == [TrialState.FAIL, TrialState.COMPLETE]
+    assert all(t.user_attrs[keys.PHASE] == keys.PHASE_RETRAIN for t in study.trials)
+
+
 def test_dry_run_leaves_nothing_behind(
     data_env: Path,  # noqa: ARG001
     tmp_path: Path,
