@@ -449,7 +449,9 @@ def _reason(trial: FrozenTrial) -> str:
     if trial.state == TrialState.PRUNED:
         last = max(trial.intermediate_values, default=None)
         return f"pruned after epoch {last}" if last is not None else "pruned"
-    return "no reason recorded"
+    # Only a worker that died mid-trial leaves a FAIL without a reason: the runner records one
+    # for every failure it sees, and a dead worker's trial is failed by heartbeat.
+    return "no reason recorded: the worker stopped mid-trial (killed, crashed or lost)"
 
 
 def _csv_cell(value: Any) -> Any:

@@ -183,6 +183,24 @@ def test_study_without_test_figures_says_so(storage_url: str, tmp_path: Path) ->
     assert "Not scored on the test split yet" in report
 
 
+def test_trial_of_a_dead_worker_is_explained(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+    study = make_study(
+        url, "sparse_mnist", shape=StudyShape(complete=2, pruned=0, failed=0, running=0)
+    )
+    # What heartbeat expiry leaves behind: FAIL, no reason (the worker died before writing one).
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params={"depth": 3},
+            distributions={"depth": DISTRIBUTIONS["depth"]},
+        )
+    )
+    assert _report(url, tmp_path / "out", "--study", "sparse_mnist") == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| FAIL | no reason recorded: the worker stopped mid-trial" in report
+
+
 def test_empty_study_reports_no_trials(storage_url: str, tmp_path: Path, capsys) -> None:
     assert _report(storage_url, tmp_path, "--study", "sparse_caltech101") == 0
     report = (tmp_path / "report.md").read_text()
