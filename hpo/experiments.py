@@ -30,6 +30,7 @@ from studies import UnknownStudyError
 from studies.experiments import EXPERIMENTS, ExperimentDefinition, get_experiment
 
 from .errors import UsageError
+from .numerics import flush_denormals
 from .objective import TEST_MASK_SEED
 from .settings import resolve_device
 from .training import evaluate, train_one_epoch
@@ -70,6 +71,8 @@ def run_experiment(
     download: bool = False,
 ) -> Path:
     """Train every missing run of ``definition``, appending rows to its CSV; returns the CSV."""
+    if torch.device(device).type == "cpu":
+        flush_denormals()  # before any parallel op starts torch's thread pool
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{definition.name}_runs.csv"
     done = {_key(row) for row in _read_rows(csv_path)}

@@ -24,6 +24,7 @@ from hpo import keys
 from hpo.artifacts import load_trial_model, open_artifact_store
 from hpo.budget import count_trials, is_surplus, release_surplus, wait_for_slot
 from hpo.errors import NonFiniteLossError
+from hpo.numerics import denormals_flushed, flush_denormals
 from hpo.objective import VAL_MASK_SEED, eval_batches, evaluate_at_sparsities
 from hpo.run import EXIT_INTERRUPTED, load_trial_data, main, run_worker
 from hpo.search import enqueue_grid, make_pruner, make_sampler, open_study
@@ -62,6 +63,7 @@ def tiny_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+    flush_denormals(False)  # a CPU worker switched it on for this process: leave no trace
 
 
 @pytest.fixture
@@ -185,6 +187,22 @@ def test_grid_comes_first_once_then_tpe_and_n_is_exact_across_resumes(
     assert [t.user_attrs[keys.GRID_ID] for t in grid] == [0, 1, 2, 3]
     assert [t.params for t in grid] == GRID.points()
     assert [t.user_attrs[keys.PHASE] for t in trials[4:]] == [keys.PHASE_TPE] * 3
+
+
+def test_flush_denormals_switches_the_cpu_mode_both_ways() -> None:
+    assert flush_denormals(True)  # x86-64 and arm64 CPUs both have the mode
+    assert denormals_flushed()
+    assert torch.tensor([1e-39]).mul(1.0).item() == 0.0
+    flush_denormals(False)
+    assert not denormals_flushed()
+    assert torch.tensor([1e-39]).mul(1.0).item() > 0.0
+
+
+def test_a_cpu_worker_flushes_denormals(env: dict[str, str]) -> None:
+    """Denormal gradients made CPU trials up to 4x slower (hpo.numerics)."""
+    flush_denormals(False)
+    run_worker(_settings(env, 1))
+    assert denormals_flushed()
 
 
 def test_tpe_is_seeded(env: dict[str, str], tmp_path: Path) -> None:
