@@ -19,4 +19,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
-dpkg-query -W -f="chromium.sh: installed chromium ${Version}\n" chromium
+dpkg-query -W -f='chromium.sh: installed chromium ${Version}\n' chromium
