@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from data import DatasetName, MNISTOptions, SparseBatches, load_dataset
 from hpo.numerics import flush_denormals
-from models import CNNConfig, build_model
+from models import build_model
 from studies import get_study
 
 _SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
@@ -88,16 +88,8 @@ def main() -> None:
         seed=0,
         options=MNISTOptions(),
     )
-    config = CNNConfig(
-        in_channels=ds.in_channels,
-        num_classes=ds.num_classes,
-        depth=args.depth,
-        activation=args.activation,
-        width=study.width,
-        kernel_schedule=study.kernel_schedule,
-        pool_after=study.pool_after,
-        head_grid=study.head_grid,
-    )
+    params = {"depth": args.depth, "activation": args.activation}
+    config = study.cnn_config(ds.in_channels, ds.num_classes, params)
     copies = []
     for _ in range(2):
         torch.manual_seed(args.seed)

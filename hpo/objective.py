@@ -182,18 +182,8 @@ class Objective:
         }
 
     def _cnn_config(self, params: dict[str, Any]) -> CNNConfig:
-        d = self.definition
         try:
-            return CNNConfig(
-                in_channels=self.data.in_channels,
-                num_classes=self.data.num_classes,
-                depth=params["depth"],
-                activation=params["activation"],
-                width=d.width,
-                kernel_schedule=d.kernel_schedule,
-                pool_after=d.pool_after,
-                head_grid=d.head_grid,
-            )
+            return self.definition.cnn_config(self.data.in_channels, self.data.num_classes, params)
         except ModelConfigError as e:
             raise UnsupportedConfigError(f"unsupported configuration: {e}") from e
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import optuna
 
 from data import Caltech101Options, DatasetName, MNISTOptions
-from models import ModelFamily
+from models import CNNConfig, ModelFamily
 
 __all__ = [
     "Categorical",
@@ -250,6 +250,25 @@ class StudyDefinition:
                 f"{', '.join(sorted(self.OVERRIDABLE))} can be overridden"
             )
         return dataclasses.replace(self, **overrides)  # __post_init__ re-validates
+
+    def cnn_config(
+        self, in_channels: int, num_classes: int, params: Mapping[str, Any]
+    ) -> CNNConfig:
+        """The network a trial with the tuned ``params`` (depth, activation) trains.
+
+        Raises:
+            models.ModelConfigError: The combination is not a valid network.
+        """
+        return CNNConfig(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            depth=params["depth"],
+            activation=params["activation"],
+            width=self.width,
+            kernel_schedule=self.kernel_schedule,
+            pool_after=self.pool_after,
+            head_grid=self.head_grid,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, stored on the study so results record what produced them."""
