@@ -29,6 +29,7 @@ from models import build_model
 from studies import UnknownStudyError
 from studies.experiments import EXPERIMENTS, ExperimentDefinition, get_experiment
 
+from .cpu_allocator import retain_freed_memory
 from .errors import UsageError
 from .numerics import flush_denormals
 from .objective import TEST_MASK_SEED
@@ -73,6 +74,7 @@ def run_experiment(
     """Train every missing run of ``definition``, appending rows to its CSV; returns the CSV."""
     if torch.device(device).type == "cpu":
         flush_denormals()  # before any parallel op starts torch's thread pool
+        retain_freed_memory()  # before the first tensors: no page faults in every step
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{definition.name}_runs.csv"
     done = {_key(row) for row in _read_rows(csv_path)}

@@ -42,6 +42,7 @@ from . import keys
 from .artifacts import ArtifactError, load_trial_model, open_artifact_store
 from .budget import count_trials, is_surplus, release_surplus, wait_for_slot
 from .charts import attach_to_dashboard
+from .cpu_allocator import retain_freed_memory
 from .errors import NonFiniteLossError, TrialError, UsageError
 from .numerics import flush_denormals
 from .objective import (
@@ -313,6 +314,7 @@ def run_worker(settings: RunSettings) -> None:
     device = torch.device(settings.device)
     if device.type == "cpu":
         flush_denormals()  # before any parallel op starts torch's thread pool
+        retain_freed_memory()  # before the first tensors: no page faults in every step
     definition = settings.definition()
     storage = open_storage(settings.storage_url)  # cheap checks first: URL, then data
     data = load_trial_data(definition, settings)

@@ -18,6 +18,7 @@ import torch
 from optuna.trial import TrialState
 
 import hpo.objective
+import hpo.run
 import studies.registry
 from data import MNISTOptions
 from hpo import keys
@@ -198,11 +199,17 @@ def test_flush_denormals_switches_the_cpu_mode_both_ways() -> None:
     assert torch.tensor([1e-39]).mul(1.0).item() > 0.0
 
 
-def test_a_cpu_worker_flushes_denormals(env: dict[str, str]) -> None:
-    """Denormal gradients made CPU trials up to 4x slower (hpo.numerics)."""
+def test_a_cpu_worker_flushes_denormals_and_retains_freed_memory(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Denormal gradients (hpo.numerics) and per-step page faults (hpo.cpu_allocator) each
+    made CPU trials much slower; every CPU worker switches both off before it trains."""
+    retained: list[bool] = []
+    monkeypatch.setattr(hpo.run, "retain_freed_memory", lambda: retained.append(True) or True)
     flush_denormals(False)
     run_worker(_settings(env, 1))
     assert denormals_flushed()
+    assert retained == [True]
 
 
 def test_tpe_is_seeded(env: dict[str, str], tmp_path: Path) -> None:
