@@ -167,7 +167,7 @@ class SparseConv2d(nn.Module):
                 f"SparseConv2d: mask must be (N, 1, H, W) = ({x.shape[0]}, 1, {x.shape[2]}, "
                 f"{x.shape[3]}) to match x, got {tuple(mask.shape)}"
             )
-        if mask.shape[2:] != x.shape[2:]:
+        if mask.shape[2] != x.shape[2] or mask.shape[3] != x.shape[3]:  # ints: no sym_eq
             raise ModelInputError(
                 f"SparseConv2d: mask spatial size {tuple(mask.shape[2:])} differs from x's "
                 f"{tuple(x.shape[2:])}"
@@ -199,7 +199,7 @@ class SparseConv2d(nn.Module):
             new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
             # area / n, and 0 where n == 0: there the window of x * m is all zeros, but a
             # Winograd or FFT convolution may still return rounding noise from its neighbours.
-            scale = n.clamp_(min=1.0).reciprocal_().mul_(new_mask).mul_(self.window_area)
+            scale = torch.div(new_mask, n.clamp_(min=1.0)).mul_(self.window_area)
         if not torch.is_autocast_enabled(x.device.type):
             y = _SparseConvFunction.apply(
                 x, m, scale, weight, bias, self.stride, self.padding, self.dilation
