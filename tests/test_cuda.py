@@ -1,0 +1,147 @@
+"""The layer, the networks and the batches on a CUDA GPU: the same results as on the CPU.
+
+On CUDA, ``SparseConv2d`` counts observed pixels with one convolution by its ones buffer (the
+CPU uses shifted adds) and cuDNN picks its own convolution algorithms, so these tests compare
+every output and gradient with the CPU in float64 and check the properties that must hold
+exactly (unobserved pixels, the new mask) on the GPU itself. Skipped where there is no GPU;
+``docs/performance.md`` records where they last ran on one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from data import SparseBatches
+from data.dataset import TensorSplit
+from models import CNNConfig, ModelFamily, SparseConv2d, build_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CUDA = torch.device("cuda")
+# (kernel_size, stride, padding, dilation), as in test_sparse_conv.py
+CONFIGS = [(3, 1, 1, 1), (5, 2, 2, 1), (3, 1, 2, 2), (11, 1, 5, 1), (4, 2, 1, 1)]
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _inputs(shape=(2, 3, 19, 17), density=0.3, seed=1):
+    x = torch.randn(shape, generator=_gen(seed), dtype=torch.float64)
+    mask = torch.rand(shape[0], 1, *shape[2:], generator=_gen(seed + 1)) < density
+    return x, mask
+
+
+def _forward_backward(layer: SparseConv2d, x: torch.Tensor, mask: torch.Tensor, grad_seed: int):
+    x = x.detach().clone().requires_grad_(True)
+    y, new_mask = layer(x, mask)
+    grad_y = torch.randn(y.shape, generator=_gen(grad_seed), dtype=y.dtype).to(y.device)
+    y.backward(grad_y)
+    return y, new_mask, x.grad, layer.weight.grad, layer.bias.grad
+
+
+@pytest.mark.parametrize("k,s,p,d", CONFIGS)
+def test_layer_on_cuda_equals_the_cpu_in_outputs_masks_and_gradients(k, s, p, d):
+    torch.manual_seed(0)
+    cpu_layer = SparseConv2d(3, 4, k, stride=s, padding=p, dilation=d).double()
+    cuda_layer = SparseConv2d(3, 4, k, stride=s, padding=p, dilation=d).double()
+    cuda_layer.load_state_dict(cpu_layer.state_dict())
+    cuda_layer.to(CUDA)
+    x, mask = _inputs()
+    on_cpu = _forward_backward(cpu_layer, x, mask, grad_seed=3)
+    on_cuda = _forward_backward(cuda_layer, x.to(CUDA), mask.to(CUDA), grad_seed=3)
+    assert torch.equal(on_cuda[1].cpu(), on_cpu[1])  # new mask: exact integer counts
+    names = ("y", "new_mask", "grad_x", "grad_w", "grad_b")
+    for name, a, b in zip(names, on_cuda, on_cpu, strict=True):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("k,s,p,d", CONFIGS)
+def test_on_cuda_unobserved_pixels_change_nothing_and_get_zero_gradient(k, s, p, d):
+    layer = SparseConv2d(3, 4, k, stride=s, padding=p, dilation=d).to(CUDA)
+    x, mask = _inputs()
+    x, mask = x.float().to(CUDA), mask.to(CUDA)
+    wild = torch.where(mask, x, 1e3 * torch.randn_like(x))
+    y, new_mask, grad_x, _, _ = _forward_backward(layer, x, mask, grad_seed=4)
+    assert torch.equal(layer(wild, mask)[0], y)
+    assert torch.all(grad_x[~mask.expand_as(grad_x)] == 0)
+    padded = F.pad(mask.float(), (p, p, p, p))
+    assert torch.equal(new_mask, F.max_pool2d(padded, k, s, 0, d))
+
+
+def test_gradcheck_float64_on_cuda():
+    torch.manual_seed(0)
+    layer = SparseConv2d(2, 3, 3, padding=1).double().to(CUDA)
+    x, mask = _inputs((2, 2, 5, 5), density=0.5, seed=21)
+    x = x.to(CUDA).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: layer(x, mask.to(CUDA))[0], (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_on_cuda_is_close_to_float32_with_float32_parameter_gradients(dtype):
+    torch.manual_seed(0)
+    layer = SparseConv2d(3, 8, 3, padding=1).to(CUDA)
+    x, mask = _inputs((4, 3, 16, 16), density=0.5)
+    x, mask = x.float().to(CUDA), mask.to(CUDA)
+    reference, _ = layer(x, mask)
+    with torch.autocast("cuda", dtype=dtype):
+        y, _ = layer(x, mask)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), reference, rtol=0.05, atol=0.05)
+    y.float().sum().backward()
+    assert layer.weight.grad.dtype == torch.float32 and layer.bias.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("family", list(ModelFamily))
+def test_networks_on_cuda_give_the_cpu_logits(family):
+    torch.manual_seed(0)
+    config = CNNConfig(1, 10, depth=6, pool_after=(0, 2))
+    cpu_model = build_model(family, config).double()
+    cuda_model = build_model(family, config).double()
+    cuda_model.load_state_dict(cpu_model.state_dict())
+    cuda_model.to(CUDA)
+    x, mask = _inputs((4, 1, 28, 28), density=0.1)
+    x = x * mask
+    expected = cpu_model(x, mask)
+    torch.testing.assert_close(cuda_model(x.to(CUDA), mask.to(CUDA)).cpu(), expected)
+
+
+@pytest.mark.parametrize("family", list(ModelFamily))
+def test_networks_learn_on_cuda(family):
+    torch.manual_seed(0)
+    gen = _gen(0)
+    labels = torch.randint(0, 2, (64,), generator=gen)
+    coords = torch.arange(12).float()
+    rows = torch.sin(coords.view(1, 12, 1) * 1.6).expand(64, 12, 12)
+    images = torch.where(labels.view(64, 1, 1) == 0, rows, rows.transpose(1, 2))
+    images = images + 0.2 * torch.randn(64, 12, 12, generator=gen)
+    mask = torch.rand(64, 1, 12, 12, generator=gen) < 0.5
+    x, mask, labels = (images.unsqueeze(1) * mask).to(CUDA), mask.to(CUDA), labels.to(CUDA)
+    model = build_model(family, CNNConfig(1, 2, depth=3, kernel_schedule=(3, 3, 1), width=8))
+    model.to(CUDA)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x, mask), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) < 0.6 * sum(losses[:5]), losses
+
+
+def test_validation_batches_on_cuda_equal_the_cpu_ones():
+    """Fixed validation masks are drawn on the CPU, so every device validates on the same inputs."""
+    images = torch.randint(0, 256, (10, 1, 8, 8), generator=_gen(0), dtype=torch.uint8)
+    split = TensorSplit(images, torch.arange(10))
+    kwargs = dict(sparsity=0.7, batch_size=4, mean=(0.5,), std=(0.25,), seed=3, fixed_masks=True)
+    on_cpu = list(SparseBatches(split, device="cpu", **kwargs).epoch(0))
+    on_cuda = list(SparseBatches(split, device=CUDA, **kwargs).epoch(0))
+    assert len(on_cpu) == len(on_cuda) == 3
+    for cpu_batch, cuda_batch in zip(on_cpu, on_cuda, strict=True):
+        for a, b in zip(cpu_batch, cuda_batch, strict=True):
+            assert b.device.type == "cuda"
+            torch.testing.assert_close(b.cpu(), a, rtol=1e-6, atol=1e-6)
