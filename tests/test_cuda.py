@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from stripes import stripes_task, training_losses
 
 from data import SparseBatches
 from data.dataset import TensorSplit
@@ -112,24 +112,9 @@ def test_networks_on_cuda_give_the_cpu_logits(family):
 @pytest.mark.parametrize("family", list(ModelFamily))
 def test_networks_learn_on_cuda(family):
     torch.manual_seed(0)
-    gen = _gen(0)
-    labels = torch.randint(0, 2, (64,), generator=gen)
-    coords = torch.arange(12).float()
-    rows = torch.sin(coords.view(1, 12, 1) * 1.6).expand(64, 12, 12)
-    images = torch.where(labels.view(64, 1, 1) == 0, rows, rows.transpose(1, 2))
-    images = images + 0.2 * torch.randn(64, 12, 12, generator=gen)
-    mask = torch.rand(64, 1, 12, 12, generator=gen) < 0.5
-    x, mask, labels = (images.unsqueeze(1) * mask).to(CUDA), mask.to(CUDA), labels.to(CUDA)
+    x, mask, labels = (t.to(CUDA) for t in stripes_task())
     model = build_model(family, CNNConfig(1, 2, depth=3, kernel_schedule=(3, 3, 1), width=8))
-    model.to(CUDA)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x, mask), labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = training_losses(model.to(CUDA), x, mask, labels)
     assert sum(losses[-5:]) < 0.6 * sum(losses[:5]), losses
 
 

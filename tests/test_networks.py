@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stripes import stripes_task, training_losses
 from torch import nn
 
 from models import (
@@ -134,34 +135,12 @@ def test_weights_and_biases_are_trained_parameters(family):
     assert {f"convs.{i}.{p}" for i in range(3) for p in ("weight", "bias")} == conv_names
 
 
-def _stripes_task(n=64, hw=12, density=0.5, seed=0):
-    """Two classes: horizontal vs vertical stripes of random phase, noisy, half observed."""
-    gen = _gen(seed)
-    labels = torch.randint(0, 2, (n,), generator=gen)
-    coords = torch.arange(hw).float()
-    phase = torch.rand(n, 1, 1, generator=gen) * 6.28
-    rows = torch.sin(coords.view(1, hw, 1) * 1.6 + phase).expand(n, hw, hw)
-    cols = torch.sin(coords.view(1, 1, hw) * 1.6 + phase).expand(n, hw, hw)
-    images = torch.where(labels.view(n, 1, 1) == 0, rows, cols)
-    images = images + 0.2 * torch.randn(n, hw, hw, generator=gen)
-    mask = torch.rand(n, 1, hw, hw, generator=gen) < density
-    return images.unsqueeze(1) * mask, mask, labels
-
-
 @pytest.mark.parametrize("family", list(ModelFamily))
 def test_loss_falls_when_trained_a_few_dozen_steps(family):
     torch.manual_seed(0)
-    x, mask, labels = _stripes_task()
+    x, mask, labels = stripes_task()
     config = CNNConfig(1, 2, depth=3, kernel_schedule=(3, 3, 1), width=8)
-    model = build_model(family, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x, mask), labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = training_losses(build_model(family, config), x, mask, labels)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.6 * first, (first, last)
 
