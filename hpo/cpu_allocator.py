@@ -2,9 +2,10 @@
 
 Why: PyTorch's CPU tensors come straight from ``malloc``, with no caching allocator in
 between. glibc serves every block above its mmap threshold (128 KiB at first, raised only
-as far as the largest block freed so far) with a fresh ``mmap`` and gives it back to the
-kernel on ``free``, and it also trims the top of its heap whenever more than twice that
-threshold lies free there. A training step allocates and frees the same few megabyte-sized
+as far as the largest block freed so far, at most 32 MiB) with a fresh ``mmap`` and gives
+it back to the kernel on ``free``, and it also trims the top of its heap whenever more than
+twice that threshold lies free there. A training step allocates and frees the same few
+megabyte-sized
 activations and gradients every step, so every step maps them anew and the kernel
 zero-fills each of their 4 KiB pages on first touch: 3,100 page faults per forward+backward
 of one 16-channel 28x28 convolution at batch 64, and 2,000-22,000 per training step of the
