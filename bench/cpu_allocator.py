@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 import torch
 import torch.nn.functional as F
 
-from hpo.cpu_allocator import retain_freed_memory
+from hpo.cpu_process import prepare_cpu_training
 from hpo.numerics import flush_denormals
 from models import CNNConfig, ModelFamily, build_model
 
@@ -35,8 +35,9 @@ SETTINGS = ("default", "retain")
 def _child(conn: Connection, retain: bool, seed: int, threads: int) -> None:
     """Serve requests ``(family, steps)``; answer ``(seconds per step, faults, last loss)``."""
     if retain:
-        retain_freed_memory()
-    flush_denormals()  # as a CPU worker does; keeps the comparison about the allocator alone
+        prepare_cpu_training()  # as every CPU worker does
+    else:
+        flush_denormals()  # the worker's other setting, so only the allocator differs
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(64, 1, 28, 28, generator=gen)

@@ -17,9 +17,9 @@ instead of shrinking between steps; for a training worker, whose peak recurs eve
 that costs nothing.
 
 Only glibc (Linux) has these knobs; elsewhere the call does nothing and returns ``False``.
-An allocator preloaded in their place (jemalloc, tcmalloc) keeps freed memory anyway.
-Call :func:`retain_freed_memory` in a process that trains on the CPU; it affects
-allocations made after the call.
+Where another allocator is preloaded (jemalloc, tcmalloc), the call only sets glibc's unused
+knobs. Training processes get it through :func:`hpo.cpu_process.prepare_cpu_training`; it
+affects allocations made after the call.
 """
 
 from __future__ import annotations

@@ -29,9 +29,8 @@ from models import build_model
 from studies import UnknownStudyError
 from studies.experiments import EXPERIMENTS, ExperimentDefinition, get_experiment
 
-from .cpu_allocator import retain_freed_memory
+from .cpu_process import prepare_cpu_training
 from .errors import UsageError
-from .numerics import flush_denormals
 from .objective import TEST_MASK_SEED
 from .settings import resolve_device
 from .training import evaluate, train_one_epoch
@@ -73,8 +72,7 @@ def run_experiment(
 ) -> Path:
     """Train every missing run of ``definition``, appending rows to its CSV; returns the CSV."""
     if torch.device(device).type == "cpu":
-        flush_denormals()  # before any parallel op starts torch's thread pool
-        retain_freed_memory()  # before the first tensors: no page faults in every step
+        prepare_cpu_training()  # denormals flushed, freed memory retained (hpo.cpu_process)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{definition.name}_runs.csv"
     done = {_key(row) for row in _read_rows(csv_path)}

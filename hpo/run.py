@@ -42,9 +42,8 @@ from . import keys
 from .artifacts import ArtifactError, load_trial_model, open_artifact_store
 from .budget import count_trials, is_surplus, release_surplus, wait_for_slot
 from .charts import attach_to_dashboard
-from .cpu_allocator import retain_freed_memory
+from .cpu_process import prepare_cpu_training
 from .errors import NonFiniteLossError, TrialError, UsageError
-from .numerics import flush_denormals
 from .objective import (
     TEST_MASK_SEED,
     Objective,
@@ -313,8 +312,7 @@ def run_worker(settings: RunSettings) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we log one line per trial ourselves
     device = torch.device(settings.device)
     if device.type == "cpu":
-        flush_denormals()  # before any parallel op starts torch's thread pool
-        retain_freed_memory()  # before the first tensors: no page faults in every step
+        prepare_cpu_training()  # denormals flushed, freed memory retained (hpo.cpu_process)
     definition = settings.definition()
     storage = open_storage(settings.storage_url)  # cheap checks first: URL, then data
     data = load_trial_data(definition, settings)

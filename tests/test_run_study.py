@@ -17,8 +17,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+import hpo.cpu_process
 import hpo.objective
-import hpo.run
 import studies.registry
 from data import MNISTOptions
 from hpo import keys
@@ -205,7 +205,7 @@ def test_a_cpu_worker_flushes_denormals_and_retains_freed_memory(
     """Denormal gradients (hpo.numerics) and per-step page faults (hpo.cpu_allocator) each
     made CPU trials much slower; every CPU worker switches both off before it trains."""
     retained: list[bool] = []
-    monkeypatch.setattr(hpo.run, "retain_freed_memory", lambda: retained.append(True) or True)
+    monkeypatch.setattr(hpo.cpu_process, "retain_freed_memory", lambda: retained.append(True))
     flush_denormals(False)
     run_worker(_settings(env, 1))
     assert denormals_flushed()
