@@ -7,66 +7,24 @@ See ``docs/design.md``::
     batches = SparseBatches(ds.val, sparsity=0.9, batch_size=256, device=device,
                             mean=ds.mean, std=ds.std, seed=1234, fixed_masks=True)
     for x, mask, y in batches.epoch(0): ...
+
+The names below load their module on first use (``lazy_loader``): the options, errors and
+paths are plain Python, so a study definition or a ``--help`` that needs only them does not
+import torch.
 """
 
-from .batches import SparseBatches
-from .dataset import (
-    MAX_IMAGE_SIZE,
-    MIN_IMAGE_SIZE,
-    Caltech101Options,
-    DatasetName,
-    DatasetOptions,
-    MNISTOptions,
-    SparseDataset,
-    TensorSplit,
-    load_dataset,
-)
-from .errors import (
-    CacheNotWritableError,
-    CorruptArchiveError,
-    DataError,
-    DataMissingError,
-    DownloadError,
-    InvalidDataOptionsError,
-    InvalidImageSizeError,
-    InvalidSparsityError,
-    UnknownDatasetError,
-)
-from .paths import (
-    CACHE_DIR_ENV,
-    DATA_DIR_ENV,
-    default_cache_dir,
-    resolve_cache_dir,
-    resolve_data_dir,
-)
-from .sparsify import check_sparsity, fixed_masks, random_masks
+import lazy_loader
 
-__all__ = [
-    "CACHE_DIR_ENV",
-    "DATA_DIR_ENV",
-    "MAX_IMAGE_SIZE",
-    "MIN_IMAGE_SIZE",
-    "CacheNotWritableError",
-    "Caltech101Options",
-    "CorruptArchiveError",
-    "DataError",
-    "DataMissingError",
-    "DatasetName",
-    "DatasetOptions",
-    "DownloadError",
-    "InvalidDataOptionsError",
-    "InvalidImageSizeError",
-    "InvalidSparsityError",
-    "MNISTOptions",
-    "SparseBatches",
-    "SparseDataset",
-    "TensorSplit",
-    "UnknownDatasetError",
-    "check_sparsity",
-    "default_cache_dir",
-    "fixed_masks",
-    "load_dataset",
-    "random_masks",
-    "resolve_cache_dir",
-    "resolve_data_dir",
-]
+from . import errors, options, paths  # plain Python: imported now, and cheap
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "batches": ["SparseBatches"],
+        "dataset": ["SparseDataset", "TensorSplit", "load_dataset"],
+        "errors": errors.__all__,
+        "options": options.__all__,
+        "paths": paths.__all__,
+        "sparsify": ["check_sparsity", "fixed_masks", "random_masks"],
+    },
+)

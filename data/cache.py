@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .errors import CacheNotWritableError
+from .paths import CACHE_DIR_ENV
 
 __all__ = [
     "CACHE_FORMAT",
@@ -58,7 +59,7 @@ def is_write_failure(exc: BaseException) -> bool:
 def _not_writable(path: Path, exc: OSError) -> CacheNotWritableError:
     return CacheNotWritableError(
         f"cannot write to the cache at {path} ({exc.strerror or exc}); free some space or set "
-        "HPO_CACHE_DIR (or cache_dir) to a writable folder"
+        f"{CACHE_DIR_ENV} (or cache_dir) to a writable folder"
     )
 
 
@@ -100,7 +101,7 @@ def save_tensors_atomic(obj: Mapping[str, Any], path: Path) -> None:
     except RuntimeError as exc:  # torch.save reports a failed write as RuntimeError
         raise CacheNotWritableError(
             f"cannot write {path} ({' '.join(str(exc).split())[:200]}); free some space or set "
-            "HPO_CACHE_DIR (or cache_dir) to a writable folder"
+            f"{CACHE_DIR_ENV} (or cache_dir) to a writable folder"
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)

@@ -25,9 +25,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from .cache import file_fingerprint, is_write_failure, staged_directory
-from .errors import CacheNotWritableError, CorruptArchiveError, DataMissingError, DownloadError
+from .cache import cache_key, file_fingerprint, staged_directory
+from .errors import CorruptArchiveError
 from .paths import DATA_DIR_ENV
+from .source import downloading, find_source, unpack_error
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -87,27 +88,16 @@ def find_caltech101(root: Path, *, download: bool) -> CaltechSource:
         DataMissingError: Not found and ``download`` is false.
         DownloadError: The download failed.
     """
-    source = _locate(root)
-    if source is not None:
-        return source
-    if not download:
-        raise DataMissingError(_missing_message(root))
+    return find_source(
+        root, download=download, locate=_locate, fetch=_download, missing_message=_missing_message
+    )
+
+
+def _download(root: Path) -> None:
     from torchvision.datasets import Caltech101
 
-    try:
-        root.mkdir(parents=True, exist_ok=True)
+    with downloading(root, what="Caltech-101", by_hand=f"caltech101/{ARCHIVE_NAME}"):
         Caltech101(os.fspath(root), download=True)
-    except (OSError, RuntimeError) as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise DownloadError(
-            f"could not download Caltech-101 into {root} ({type(exc).__name__}: {detail}); put "
-            f"caltech101/{ARCHIVE_NAME} there yourself or point --data-dir / {DATA_DIR_ENV} at "
-            "a writable folder with network access"
-        ) from exc
-    source = _locate(root)
-    if source is None:  # pragma: no cover - torchvision succeeded but left nothing
-        raise DownloadError(_missing_message(root))
-    return source
 
 
 def fingerprint(source: CaltechSource) -> list[dict[str, object]]:
@@ -128,15 +118,7 @@ def _extract_into(archive: Path, dest_root: Path) -> None:
                 )
             tar.extractall(target, members=members, filter="data")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        if is_write_failure(exc):
-            raise CacheNotWritableError(
-                f"cannot extract {archive} into the cache at {dest_root} ({exc}); free some space "
-                "or set HPO_CACHE_DIR (or cache_dir) to a writable folder"
-            ) from exc
-        raise CorruptArchiveError(
-            f"cannot extract {archive} ({type(exc).__name__}: {exc}); the archive is corrupt "
-            "or truncated: replace it with the published file"
-        ) from exc
+        raise unpack_error(archive, dest_root, exc, verb="extract") from exc
 
 
 def _decode(path: Path, size: int) -> np.ndarray:
@@ -154,13 +136,15 @@ def _decode(path: Path, size: int) -> np.ndarray:
 
 
 def read_caltech101(
-    source: CaltechSource, *, staging_dir: Path, image_size: int, max_per_class: int | None
+    source: CaltechSource, *, staging_root: Path, image_size: int, max_per_class: int | None
 ) -> CaltechArrays:
     """Decode the (capped) 101 object classes at ``image_size`` x ``image_size``, RGB.
 
     Args:
         source: Where the data is (from :func:`find_caltech101`).
-        staging_dir: Writable folder (in the cache) to extract the archive into, reused later.
+        staging_root: Writable folder (in the cache) under which the archive is extracted,
+            into ``caltech101-<key>`` keyed by its fingerprint alone: one extraction serves
+            every image size and cap, and is reused later.
         image_size: Side of the square output images.
         max_per_class: Keep at most this many images per class (a fixed pseudo-random subset),
             or all of them if ``None``.
@@ -168,7 +152,8 @@ def read_caltech101(
     from torchvision.datasets import Caltech101
 
     if source.is_archive:
-        root = staged_directory(staging_dir, lambda tmp: _extract_into(source.path, tmp))
+        staged = staging_root / f"caltech101-{cache_key({'sources': fingerprint(source)})}"
+        root = staged_directory(staged, lambda tmp: _extract_into(source.path, tmp))
     else:
         root = source.path.parent.parent
     try:

@@ -3,135 +3,34 @@
 Loading is decode-once: the first call decodes the source files (through torchvision's
 MNIST / Caltech101 readers) and caches the decoded uint8 tensors; every later call, in any
 process, reads that one file (about a second) and only redoes the cheap, seeded, stratified
-split in memory. Sparsification is *not* applied here: masks are drawn per batch on the
-training device (see :mod:`data.batches`).
+split in memory (see :mod:`data.decoded`). Sparsification is *not* applied here: masks are
+drawn per batch on the training device (see :mod:`data.batches`).
 """
 
 from __future__ import annotations
 
-import enum
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from . import caltech101, mnist
-from .cache import cache_key, load_tensors, save_tensors_atomic
-from .errors import InvalidDataOptionsError, InvalidImageSizeError, UnknownDatasetError
+from .decoded import decode_once
+from .errors import InvalidDataOptionsError
+from .options import Caltech101Options, DatasetName, DatasetOptions, MNISTOptions
 from .paths import resolve_cache_dir, resolve_data_dir
 from .splits import stratified_take
+from .stats import channel_stats
 
-__all__ = [
-    "MAX_IMAGE_SIZE",
-    "MIN_IMAGE_SIZE",
-    "Caltech101Options",
-    "DatasetName",
-    "DatasetOptions",
-    "MNISTOptions",
-    "SparseDataset",
-    "TensorSplit",
-    "load_dataset",
-]
+__all__ = ["SparseDataset", "TensorSplit", "load_dataset"]
 
-MIN_IMAGE_SIZE = 8  # below this a 6-layer network has nothing left to convolve
-MAX_IMAGE_SIZE = 1024  # larger is a typo: 101 x 100 RGB images of 1024^2 are 30 GB of uint8
-
-
-class DatasetName(enum.StrEnum):
-    """The datasets this package can load."""
-
-    MNIST = "mnist"
-    CALTECH101 = "caltech101"
-
-    @classmethod
-    def parse(cls, value: str | DatasetName) -> DatasetName:
-        """``DatasetName(value)`` with a clear error listing the valid names."""
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(m.value for m in cls)
-            msg = f"unknown dataset {value!r}; choose one of: {valid}"
-            raise UnknownDatasetError(msg) from None
-
-
-def _check_int(owner: str, name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidDataOptionsError(
-            f"{owner}.{name} must be an integer >= {minimum}, got {value!r}"
-        )
-
-
-@dataclass(frozen=True)
-class MNISTOptions:
-    """Options of MNIST.
-
-    Attributes:
-        val_size: Validation images carved (seeded, stratified) from the 60k training images;
-            the rest is the training split. The test split is always the official 10k.
-        train_size: If set, a stratified subset of this many training images (quick runs,
-            ``--train-size``); validation and test are unaffected.
-    """
-
-    val_size: int = 5000
-    train_size: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_int("MNISTOptions", "val_size", self.val_size, 1)
-        if self.train_size is not None:
-            _check_int("MNISTOptions", "train_size", self.train_size, 1)
-
-
-@dataclass(frozen=True)
-class Caltech101Options:
-    """Options of Caltech-101 (the 101 object classes; ``BACKGROUND_Google`` is excluded).
-
-    Attributes:
-        image_size: Images are resized to ``image_size`` x ``image_size`` (150 as in the
-            literature; 32-64 for CPU runs). Must be in [8, 1024].
-        max_per_class: Cap on images per class (a fixed pseudo-random subset) to balance the
-            classes, which range from 31 to 800 images; ``None`` keeps everything.
-        val_fraction: Fraction of the (capped) images in the validation split, per class.
-        test_fraction: Fraction in the test split, per class; the rest is training.
-        train_size: If set, a stratified subset of this many training images.
-    """
-
-    image_size: int = 150
-    max_per_class: int | None = 100
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    train_size: int | None = None
-
-    def __post_init__(self) -> None:
-        size = self.image_size
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise InvalidImageSizeError(
-                f"Caltech101Options.image_size must be an integer, got {size!r}"
-            )
-        if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
-            raise InvalidImageSizeError(
-                f"Caltech101Options.image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], "
-                f"got {size} (150 matches the literature; 32-64 suits CPU runs)"
-            )
-        if self.max_per_class is not None:
-            _check_int("Caltech101Options", "max_per_class", self.max_per_class, 3)
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-                raise InvalidDataOptionsError(
-                    f"Caltech101Options.{name} must be a number in (0, 1), got {value!r}"
-                )
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise InvalidDataOptionsError(
-                "Caltech101Options.val_fraction + test_fraction must be < 0.9 to leave training "
-                f"images, got {self.val_fraction} + {self.test_fraction}"
-            )
-        if self.train_size is not None:
-            _check_int("Caltech101Options", "train_size", self.train_size, 1)
-
-
-DatasetOptions = MNISTOptions | Caltech101Options
+# The decoded tensors of a dataset, by name (see :func:`~data.decoded.decode_once`).
+Decoded = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -189,35 +88,92 @@ class SparseDataset:
     seed: int = 0
 
 
-def _pixel_sums(images: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-image, per-channel sums of pixel values and of their squares: int64 (N, C) each.
+class _Rows(NamedTuple):
+    """Rows of the decoded training pool in the training and validation splits; the test split."""
 
-    Stored with the decoded images, so the statistics of any subset (whatever the split seed
-    or ``train_size``) are a sum over N rows instead of a pass over every pixel: exact integer
-    arithmetic, and ~10x faster than recomputing on a warm load of Caltech-101 at 150 px.
+    train_idx: Tensor
+    val_idx: Tensor
+    test: TensorSplit
+
+
+def _decode_mnist(root: Path, cache: Path, download: bool, options: MNISTOptions) -> Decoded:
+    source = mnist.find_mnist(root, download=download)
+    read = partial(mnist.read_mnist, source, staging_root=cache / "staged")
+    return decode_once(cache, "mnist", mnist.fingerprint(source), read, stats_prefix="train_")
+
+
+def _split_mnist(cached: Decoded, options: MNISTOptions, generator: torch.Generator) -> _Rows:
+    """Validation carved from the official training set; the official test set as is."""
+    labels = cached["train_labels"]
+    n_train = len(labels)
+    if options.val_size >= n_train:
+        raise InvalidDataOptionsError(
+            f"MNISTOptions.val_size={options.val_size} leaves no training images: the MNIST "
+            f"training set has {n_train} images; choose val_size < {n_train}"
+        )
+    val_idx, train_idx = stratified_take(labels, options.val_size, generator)
+    return _Rows(train_idx, val_idx, TensorSplit(cached["test_images"], cached["test_labels"]))
+
+
+def _decode_caltech101(
+    root: Path, cache: Path, download: bool, options: Caltech101Options
+) -> Decoded:
+    source = caltech101.find_caltech101(root, download=download)
+    size, cap = options.image_size, options.max_per_class
+    read = partial(
+        caltech101.read_caltech101,
+        source,
+        staging_root=cache / "staged",
+        image_size=size,
+        max_per_class=cap,
+    )
+    return decode_once(
+        cache,
+        "caltech101",
+        caltech101.fingerprint(source),
+        read,
+        decode_options={"image_size": size, "max_per_class": cap},
+    )
+
+
+def _split_caltech101(
+    cached: Decoded, options: Caltech101Options, generator: torch.Generator
+) -> _Rows:
+    """Test, validation and training splits carved per class from all the (capped) images."""
+    labels = cached["labels"]
+    n = len(labels)
+    test_idx, rest = stratified_take(labels, round(n * options.test_fraction), generator)
+    val_rel, train_rel = stratified_take(labels[rest], round(n * options.val_fraction), generator)
+    test = TensorSplit(cached["images"][test_idx], labels[test_idx])
+    return _Rows(rest[train_rel], rest[val_rel], test)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What is particular to one dataset; :func:`load_dataset` runs the rest the same way.
+
+    Attributes:
+        options: The dataset's options type.
+        decode: ``(root, cache, download, options)`` -> the decoded tensors (found, downloaded
+            if allowed, and decoded once; see :func:`~data.decoded.decode_once`).
+        split: ``(decoded, options, generator)`` -> the rows of the training and validation
+            splits and the test split.
+        pool: Prefix of the decoded ``<pool>images`` the training and validation rows index:
+            MNIST's ``train_`` (its test set is decoded apart), Caltech-101's none.
     """
-    n, c = images.shape[:2]
-    sums = torch.empty(n, c, dtype=torch.int64)
-    squares = torch.empty(n, c, dtype=torch.int64)
-    step = max(1, (1 << 22) // max(1, images[0].numel()))  # ~4M pixels (16 MB of int32) per chunk
-    for start in range(0, n, step):
-        chunk = images[start : start + step].reshape(-1, c, images[0, 0].numel()).to(torch.int32)
-        sums[start : start + step] = chunk.sum(dim=2, dtype=torch.int64)
-        squares[start : start + step] = (chunk * chunk).sum(dim=2, dtype=torch.int64)
-    return sums, squares
+
+    options: type[DatasetOptions]
+    decode: Callable[[Path, Path, bool, Any], Decoded]
+    split: Callable[[Decoded, Any, torch.Generator], _Rows]
+    pool: str
 
 
-def _channel_stats(
-    sums: Tensor, squares: Tensor, index: Tensor, pixels_per_image: int
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std, on the [0, 1] scale, of the images ``index`` selects."""
-    n = len(index) * pixels_per_image
-    total = sums[index].sum(dim=0).double()
-    total_sq = squares[index].sum(dim=0).double()
-    mean = total / n
-    var = (total_sq / n - mean * mean).clamp_min(0.0)
-    std = (var.sqrt() / 255.0).clamp_min(1e-6)  # a constant channel must not divide by zero
-    return tuple(float(v) for v in mean / 255.0), tuple(float(v) for v in std)
+_RECIPES: dict[DatasetName, _Recipe] = {
+    DatasetName.MNIST: _Recipe(MNISTOptions, _decode_mnist, _split_mnist, pool="train_"),
+    DatasetName.CALTECH101: _Recipe(
+        Caltech101Options, _decode_caltech101, _split_caltech101, pool=""
+    ),
+}
 
 
 def _subset(labels: Tensor, n: int | None, what: str, generator: torch.Generator) -> Tensor:
@@ -232,103 +188,34 @@ def _subset(labels: Tensor, n: int | None, what: str, generator: torch.Generator
     return stratified_take(labels, n, generator)[0]
 
 
-def _load_mnist(
-    root: Path, cache: Path, download: bool, seed: int, options: MNISTOptions
+def _dataset(
+    name: DatasetName,
+    recipe: _Recipe,
+    cached: Decoded,
+    rows: _Rows,
+    options: DatasetOptions,
+    generator: torch.Generator,
+    seed: int,
 ) -> SparseDataset:
-    source = mnist.find_mnist(root, download=download)
-    key = cache_key({"dataset": "mnist", "sources": mnist.fingerprint(source)})
-    path = cache / "decoded" / f"mnist-{key}.pt"
-    cached = load_tensors(path)
-    if cached is None:
-        arrays = mnist.read_mnist(source, staging_dir=cache / "staged" / f"mnist-{key}")
-        cached = {
-            "train_images": arrays.train_images,
-            "train_labels": arrays.train_labels,
-            "test_images": arrays.test_images,
-            "test_labels": arrays.test_labels,
-            "class_names": list(arrays.class_names),
-        }
-        cached["train_sums"], cached["train_squares"] = _pixel_sums(arrays.train_images)
-        save_tensors_atomic(cached, path)
-    train_images, train_labels = cached["train_images"], cached["train_labels"]
-    n_train = len(train_labels)
-    if options.val_size >= n_train:
-        raise InvalidDataOptionsError(
-            f"MNISTOptions.val_size={options.val_size} leaves no training images: the MNIST "
-            f"training set has {n_train} images; choose val_size < {n_train}"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    val_idx, train_idx = stratified_take(train_labels, options.val_size, generator)
-    keep = _subset(
-        train_labels[train_idx], options.train_size, "MNISTOptions.train_size", generator
-    )
-    train_idx = train_idx[keep]
-    train = TensorSplit(train_images[train_idx], train_labels[train_idx])
-    mean, std = _channel_stats(cached["train_sums"], cached["train_squares"], train_idx, 28 * 28)
-    return SparseDataset(
-        name=DatasetName.MNIST,
-        train=train,
-        val=TensorSplit(train_images[val_idx], train_labels[val_idx]),
-        test=TensorSplit(cached["test_images"], cached["test_labels"]),
-        num_classes=len(cached["class_names"]),
-        in_channels=1,
-        image_size=int(train_images.shape[-1]),
-        mean=mean,
-        std=std,
-        class_names=tuple(cached["class_names"]),
-        options=options,
-        seed=seed,
-    )
+    """The dataset of ``rows``, after the optional ``train_size`` subset of the training rows.
 
-
-def _load_caltech101(
-    root: Path, cache: Path, download: bool, seed: int, options: Caltech101Options
-) -> SparseDataset:
-    source = caltech101.find_caltech101(root, download=download)
-    sources = caltech101.fingerprint(source)
-    key = cache_key(
-        {
-            "dataset": "caltech101",
-            "sources": sources,
-            "image_size": options.image_size,
-            "max_per_class": options.max_per_class,
-        }
+    Normalization statistics are those of the training rows, from the cached pixel sums.
+    """
+    images, labels = cached[f"{recipe.pool}images"], cached[f"{recipe.pool}labels"]
+    what = f"{recipe.options.__name__}.train_size"
+    train_idx = rows.train_idx[_subset(labels[rows.train_idx], options.train_size, what, generator)]
+    _n, channels, height, width = images.shape
+    mean, std = channel_stats(
+        cached[f"{recipe.pool}sums"], cached[f"{recipe.pool}squares"], train_idx, height * width
     )
-    path = cache / "decoded" / f"caltech101-{key}.pt"
-    cached = load_tensors(path)
-    if cached is None:
-        staging = cache / "staged" / f"caltech101-{cache_key({'sources': sources})}"
-        arrays = caltech101.read_caltech101(
-            source,
-            staging_dir=staging,
-            image_size=options.image_size,
-            max_per_class=options.max_per_class,
-        )
-        cached = {
-            "images": arrays.images,
-            "labels": arrays.labels,
-            "class_names": list(arrays.class_names),
-        }
-        cached["sums"], cached["squares"] = _pixel_sums(arrays.images)
-        save_tensors_atomic(cached, path)
-    images, labels = cached["images"], cached["labels"]
-    n = len(labels)
-    generator = torch.Generator().manual_seed(seed)
-    test_idx, rest = stratified_take(labels, round(n * options.test_fraction), generator)
-    val_rel, train_rel = stratified_take(labels[rest], round(n * options.val_fraction), generator)
-    val_idx, train_idx = rest[val_rel], rest[train_rel]
-    keep = _subset(labels[train_idx], options.train_size, "Caltech101Options.train_size", generator)
-    train_idx = train_idx[keep]
-    train = TensorSplit(images[train_idx], labels[train_idx])
-    mean, std = _channel_stats(cached["sums"], cached["squares"], train_idx, options.image_size**2)
     return SparseDataset(
-        name=DatasetName.CALTECH101,
-        train=train,
-        val=TensorSplit(images[val_idx], labels[val_idx]),
-        test=TensorSplit(images[test_idx], labels[test_idx]),
+        name=name,
+        train=TensorSplit(images[train_idx], labels[train_idx]),
+        val=TensorSplit(images[rows.val_idx], labels[rows.val_idx]),
+        test=rows.test,
         num_classes=len(cached["class_names"]),
-        in_channels=3,
-        image_size=options.image_size,
+        in_channels=int(channels),
+        image_size=int(width),
         mean=mean,
         std=std,
         class_names=tuple(cached["class_names"]),
@@ -367,14 +254,13 @@ def load_dataset(
     dataset = DatasetName.parse(name)
     cache = resolve_cache_dir(cache_dir)
     root = resolve_data_dir(data_dir, cache)
-    if dataset is DatasetName.MNIST:
-        options = MNISTOptions() if options is None else options
-        if not isinstance(options, MNISTOptions):
-            raise InvalidDataOptionsError(f"mnist takes MNISTOptions, got {type(options).__name__}")
-        return _load_mnist(root, cache, download, seed, options)
-    options = Caltech101Options() if options is None else options
-    if not isinstance(options, Caltech101Options):
+    recipe = _RECIPES[dataset]
+    options = recipe.options() if options is None else options
+    if not isinstance(options, recipe.options):
         raise InvalidDataOptionsError(
-            f"caltech101 takes Caltech101Options, got {type(options).__name__}"
+            f"{dataset.value} takes {recipe.options.__name__}, got {type(options).__name__}"
         )
-    return _load_caltech101(root, cache, download, seed, options)
+    cached = recipe.decode(root, cache, download, options)
+    generator = torch.Generator().manual_seed(seed)
+    rows = recipe.split(cached, options, generator)
+    return _dataset(dataset, recipe, cached, rows, options, generator, seed)

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .cache import file_fingerprint, is_write_failure, staged_directory
-from .errors import CacheNotWritableError, CorruptArchiveError, DataMissingError, DownloadError
+from .cache import cache_key, file_fingerprint, staged_directory
+from .errors import CorruptArchiveError
 from .paths import DATA_DIR_ENV
+from .source import downloading, find_source, unpack_error
 
 __all__ = ["MNIST_FILES", "MNISTArrays", "MNISTSource", "find_mnist", "read_mnist"]
 
@@ -91,32 +92,22 @@ def find_mnist(root: Path, *, download: bool) -> MNISTSource:
         DataMissingError: Not found and ``download`` is false.
         DownloadError: The download failed (no network, read-only root).
     """
-    source = _locate(root)
-    if source is not None:
-        return source
-    if not download:
-        raise DataMissingError(_missing_message(root))
-    _download(root)
-    source = _locate(root)
-    if source is None:  # pragma: no cover - torchvision succeeded but left no files
-        raise DownloadError(_missing_message(root))
-    return source
+    return find_source(
+        root, download=download, locate=_locate, fetch=_download, missing_message=_missing_message
+    )
 
 
 def _download(root: Path) -> None:
     from torchvision.datasets import MNIST
 
-    try:
-        root.mkdir(parents=True, exist_ok=True)
+    with downloading(root, what="MNIST", by_hand="the four MNIST/raw/*-ubyte.gz files"):
         MNIST(root, train=True, download=True)
         MNIST(root, train=False, download=True)
-    except (OSError, RuntimeError) as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise DownloadError(
-            f"could not download MNIST into {root} ({type(exc).__name__}: {detail}); "
-            f"put the four MNIST/raw/*-ubyte.gz files there yourself or point --data-dir / "
-            f"{DATA_DIR_ENV} at a writable folder with network access"
-        ) from exc
+
+
+def fingerprint(source: MNISTSource) -> list[dict[str, object]]:
+    """Fingerprints of the source files, for the decode cache key."""
+    return [file_fingerprint(p) for p in source.files]
 
 
 def _check_idx(path: Path, magic: int) -> None:
@@ -147,29 +138,24 @@ def _decompress_into(source: MNISTSource, dest_root: Path) -> None:
             with gzip.open(packed, "rb") as src, (raw / packed.stem).open("wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 20)
         except (OSError, EOFError, zlib.error) as exc:
-            if is_write_failure(exc):
-                raise CacheNotWritableError(
-                    f"cannot extract {packed} into the cache at {dest_root} ({exc}); free some "
-                    "space or set HPO_CACHE_DIR (or cache_dir) to a writable folder"
-                ) from exc
-            raise CorruptArchiveError(
-                f"cannot decompress {packed} ({type(exc).__name__}: {exc}); the archive is "
-                "corrupt or truncated: replace it with the published file"
-            ) from exc
+            raise unpack_error(packed, dest_root, exc, verb="decompress") from exc
 
 
-def read_mnist(source: MNISTSource, *, staging_dir: Path) -> MNISTArrays:
-    """Decode MNIST with torchvision, staging ``.gz`` archives into ``staging_dir`` first.
+def read_mnist(source: MNISTSource, *, staging_root: Path) -> MNISTArrays:
+    """Decode MNIST with torchvision, staging ``.gz`` archives under ``staging_root`` first.
 
     Args:
         source: Where the files are (from :func:`find_mnist`).
-        staging_dir: Writable folder (in the cache) to decompress archives into; reused by
-            later calls for the same archives.
+        staging_root: Writable folder (in the cache) under which archives are decompressed,
+            into ``mnist-<key>`` keyed by their fingerprint; reused by later calls for the same
+            archives.
     """
     from torchvision.datasets import MNIST
 
     if source.compressed:
-        root = staged_directory(staging_dir, lambda tmp: _decompress_into(source, tmp))
+        key = cache_key({"dataset": "mnist", "sources": fingerprint(source)})
+        staged = staging_root / f"mnist-{key}"
+        root = staged_directory(staged, lambda tmp: _decompress_into(source, tmp))
     else:
         root = source.raw_dir.parent.parent
     raw = root / "MNIST" / "raw"
@@ -201,8 +187,3 @@ def read_mnist(source: MNISTSource, *, staging_dir: Path) -> MNISTArrays:
         test_labels=test.targets.long(),
         class_names=tuple(MNIST.classes),
     )
-
-
-def fingerprint(source: MNISTSource) -> list[dict[str, object]]:
-    """Fingerprints of the source files, for the decode cache key."""
-    return [file_fingerprint(p) for p in source.files]

@@ -20,8 +20,10 @@ import torch
 from torch import Tensor
 
 from .batches import SparseBatches
-from .dataset import Caltech101Options, DatasetName, MNISTOptions, SparseDataset, load_dataset
+from .dataset import SparseDataset, load_dataset
 from .errors import DataError
+from .options import Caltech101Options, DatasetName, MNISTOptions
+from .paths import CACHE_DIR_ENV, DATA_DIR_ENV
 from .sparsify import check_sparsity
 
 __all__ = ["main", "render_grid"]
@@ -58,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         "--sparsity", type=float, nargs="+", required=True, help="fractions dropped, in [0, 1)"
     )
     p.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
-    p.add_argument("--data-dir", default=None, help="data root (default: $HPO_DATA_DIR)")
-    p.add_argument("--cache-dir", default=None, help="cache (default: $HPO_CACHE_DIR)")
+    p.add_argument("--data-dir", default=None, help=f"data root (default: ${DATA_DIR_ENV})")
+    p.add_argument("--cache-dir", default=None, help=f"cache (default: ${CACHE_DIR_ENV})")
     p.add_argument("--download", action="store_true", help="allow downloading missing data")
     p.add_argument("--split", choices=("train", "val", "test"), default="val")
     p.add_argument("--n", type=int, default=32, help="images in the grid (default: 32)")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from .config import ACTIVATIONS
 from .errors import ModelConfigError
 
-__all__ = ["ACTIVATIONS", "make_activation"]
-
-# Every activation maps 0 to 0, so zero-filled regions stay zero through a dense network.
-ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "elu")
+__all__ = ["make_activation"]
 
 
 def make_activation(name: str) -> nn.Module:

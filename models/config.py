@@ -1,15 +1,31 @@
-"""Typed, validated configuration shared by the sparse and dense CNN families."""
+"""Typed, validated configuration shared by the sparse and dense CNN families.
+
+Plain data, no torch: study definitions, checkpoints and reports describe networks with it
+without importing the networks.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from .activations import ACTIVATIONS
 from .errors import ModelConfigError
 
-__all__ = ["CNNConfig", "MAX_DEPTH", "MIN_DEPTH", "PAPER_KERNELS"]
+__all__ = ["ACTIVATIONS", "CNNConfig", "MAX_DEPTH", "MIN_DEPTH", "PAPER_KERNELS", "ModelFamily"]
+
+# Every activation maps 0 to 0, so zero-filled regions stay zero through a dense network.
+ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "elu")
+
+
+class ModelFamily(StrEnum):
+    """Which network a study trains; every family is called as ``model(x, mask)``."""
+
+    SPARSE = "sparse"  # SparseCNN
+    DENSE = "dense"  # DenseCNN on the zero-filled image
+    DENSE_MASK = "dense_mask"  # DenseCNN with the mask as an extra input channel
+
 
 # Uhrig et al. (3DV 2017): 11, 7, 5, 3, 3 then a 1x1; deeper stacks continue with 3x3.
 PAPER_KERNELS: tuple[int, ...] = (11, 7, 5, 3, 3, 3, 3, 3)

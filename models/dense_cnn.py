@@ -6,15 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activations import make_activation
 from .config import CNNConfig
+from .conv_stack import ConvStack
 from .errors import ModelInputError
 
 __all__ = ["DenseCNN"]
 
 
-class DenseCNN(nn.Module):
-    """Classifier with the same topology as :class:`SparseCNN`, built from ``nn.Conv2d``.
+class DenseCNN(ConvStack):
+    """Classifier with :class:`SparseCNN`'s topology (one :class:`ConvStack`), of ``nn.Conv2d``.
 
     The baseline of Uhrig et al.: an ordinary CNN fed the zero-filled sparse image. The input
     is multiplied by the mask first, so unobserved pixels are exactly 0 whatever the data
@@ -34,24 +34,13 @@ class DenseCNN(nn.Module):
     """
 
     def __init__(self, config: CNNConfig, mask_channel: bool = False) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(
+            config,
+            in_channels=config.in_channels + (1 if mask_channel else 0),
+            conv=nn.Conv2d,
+            pool=lambda: nn.MaxPool2d(2, 2, ceil_mode=True),
+        )
         self.mask_channel = mask_channel
-        first = config.in_channels + (1 if mask_channel else 0)
-        channels = [first] + [config.width] * config.depth
-        self.convs = nn.ModuleList(
-            nn.Conv2d(c_in, c_out, k, padding=k // 2)
-            for c_in, c_out, k in zip(channels[:-1], channels[1:], config.kernel_sizes, strict=True)
-        )
-        self.activation = make_activation(config.activation)
-        self.pools = nn.ModuleDict(
-            {str(i): nn.MaxPool2d(2, 2, ceil_mode=True) for i in config.pool_after}
-        )
-        self.classifier = nn.Linear(config.width * config.head_grid**2, config.num_classes)
-
-    def num_parameters(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Logits ``(N, num_classes)`` for the zero-filled images ``x * mask``."""
@@ -66,9 +55,8 @@ class DenseCNN(nn.Module):
         x = x * m
         if self.mask_channel:
             x = torch.cat([x, m], dim=1)  # (N, in_channels + 1, H, W)
-        for i, conv in enumerate(self.convs):
+        for conv, pool in self.layers():
             x = self.activation(conv(x))
-            pool = self.pools[str(i)] if str(i) in self.pools else None
             if pool is not None:
                 x = pool(x)
         features = F.adaptive_avg_pool2d(x, self.config.head_grid).flatten(1)  # (N, width * g * g)

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from torch import nn
 
-from .config import CNNConfig
+from .config import CNNConfig, ModelFamily
 from .dense_cnn import DenseCNN
 from .errors import ModelConfigError
 from .sparse_cnn import SparseCNN
 
-__all__ = ["ModelFamily", "build_model"]
-
-
-class ModelFamily(StrEnum):
-    """Which network a study trains; every family is called as ``model(x, mask)``."""
-
-    SPARSE = "sparse"  # SparseCNN
-    DENSE = "dense"  # DenseCNN on the zero-filled image
-    DENSE_MASK = "dense_mask"  # DenseCNN with the mask as an extra input channel
+__all__ = ["build_model"]
 
 
 def build_model(family: ModelFamily | str, config: CNNConfig) -> nn.Module:

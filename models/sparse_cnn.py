@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .activations import make_activation
 from .config import CNNConfig
+from .conv_stack import ConvStack
 from .errors import ModelInputError
 from .sparse_conv import SparseConv2d
 from .sparse_pool import SparseMaxPool2d
@@ -42,7 +42,7 @@ def masked_global_avg_pool(x: Tensor, mask: Tensor) -> Tensor:
     return total / m.sum(dim=(2, 3)).clamp(min=1.0)  # (N, C) / (N, 1)
 
 
-class SparseCNN(nn.Module):
+class SparseCNN(ConvStack):
     """Classifier built from :class:`SparseConv2d` layers (Uhrig et al., 3DV 2017).
 
     ``depth`` sparse convolutions of ``width`` channels with the configured kernels and 'same'
@@ -50,6 +50,8 @@ class SparseCNN(nn.Module):
     :class:`SparseMaxPool2d`. The mask travels with the features through every layer. The head
     averages the last feature map over its observed positions only and maps the ``width``
     features to ``num_classes`` logits with one linear layer (no activation on the logits).
+    The layers are laid out by :class:`ConvStack`; this class picks the sparse ones and owns
+    the forward pass.
 
     Args:
         config: The topology; see :class:`CNNConfig`.
@@ -60,20 +62,12 @@ class SparseCNN(nn.Module):
     """
 
     def __init__(self, config: CNNConfig) -> None:
-        super().__init__()
-        self.config = config
-        channels = [config.in_channels] + [config.width] * config.depth
-        self.convs = nn.ModuleList(
-            SparseConv2d(c_in, c_out, k, padding=k // 2)
-            for c_in, c_out, k in zip(channels[:-1], channels[1:], config.kernel_sizes, strict=True)
+        super().__init__(
+            config,
+            in_channels=config.in_channels,
+            conv=SparseConv2d,
+            pool=lambda: SparseMaxPool2d(2),
         )
-        self.activation = make_activation(config.activation)
-        self.pools = nn.ModuleDict({str(i): SparseMaxPool2d(2) for i in config.pool_after})
-        self.classifier = nn.Linear(config.width * config.head_grid**2, config.num_classes)
-
-    def num_parameters(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Logits ``(N, num_classes)`` for sparse images ``x`` observed where ``mask`` is 1."""
@@ -81,10 +75,9 @@ class SparseCNN(nn.Module):
             mask = torch.ones_like(x[:, :1])
         elif mask.dim() != 4 or mask.shape[1] != 1:
             raise ModelInputError(f"SparseCNN: mask must be (N, 1, H, W), got {tuple(mask.shape)}")
-        for i, conv in enumerate(self.convs):
+        for conv, pool in self.layers():
             x, mask = conv(x, mask)  # (N, width, H_i, W_i), (N, 1, H_i, W_i)
             x = self.activation(x)
-            pool = self.pools[str(i)] if str(i) in self.pools else None
             if pool is not None:
                 x, mask = pool(x, mask)
         if self.config.head_grid == 1:

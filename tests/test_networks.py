@@ -214,7 +214,6 @@ def test_build_model_rejects_unknown_family_and_non_config():
         build_model("sparse_cnn", CNNConfig(1, 10, depth=3))
     with pytest.raises(ModelConfigError, match="CNNConfig"):
         build_model(ModelFamily.SPARSE, {"in_channels": 1})
-    assert ModelFamily("dense_mask") is ModelFamily.DENSE_MASK
 
 
 @pytest.mark.parametrize("family", list(ModelFamily))
