@@ -1,6 +1,6 @@
 """CPU training steps under glibc's default malloc settings vs freed memory retained, side by side.
 
-The allocator settings (``hpo.cpu_allocator``) are process-wide, so two child processes, one
+The allocator settings (``hpo.runtime.cpu``) are process-wide, so two child processes, one
 with glibc's defaults and one that retains freed memory as every CPU training worker does,
 build the same models from the same seed and take turns: every round each child trains each
 model family for ``--steps`` steps (Adam, cross-entropy, the paper's stack: depth 6, kernels
@@ -23,10 +23,9 @@ import time
 from multiprocessing.connection import Connection
 
 import torch
-import torch.nn.functional as F
 
-from hpo.cpu_process import prepare_cpu_training
-from hpo.numerics import flush_denormals
+from hpo.runtime.cpu import flush_denormals, prepare_cpu_training
+from hpo.training import train_step
 from models import CNNConfig, ModelFamily, build_model
 
 SETTINGS = ("default", "retain")
@@ -55,10 +54,7 @@ def _child(conn: Connection, retain: bool, seed: int, threads: int) -> None:
         seconds = []
         for _ in range(steps):
             start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x, mask), labels)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(model, optimizer, x, mask, labels)
             seconds.append(time.perf_counter() - start)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         conn.send((seconds, faults, loss.item()))

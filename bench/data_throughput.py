@@ -33,6 +33,7 @@ from data import (
     SparseDataset,
     load_dataset,
 )
+from hpo.training import train_step
 from models import CNNConfig, ModelFamily, build_model
 
 TARGET_SHARE = 0.05
@@ -78,7 +79,6 @@ def _step_time_share(
     config = CNNConfig(in_channels=1, num_classes=10, depth=6, activation="relu")
     model = build_model(ModelFamily.SPARSE, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
     train = SparseBatches(
         ds.train, sparsity=0.5, batch_size=batch_size, device=device, mean=ds.mean, std=ds.std,
         shuffle=True, seed=0,
@@ -96,10 +96,7 @@ def _step_time_share(
             x, mask, y = next(it)
             sync()
             t1 = time.perf_counter()
-            loss = loss_fn(model(x, mask), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(model, optimizer, x, mask, y)
             sync()
             t2 = time.perf_counter()
             data_s += t1 - t0

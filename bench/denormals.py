@@ -2,7 +2,7 @@
 
 Trains two copies of the same sparse MNIST model (same seed, same batches) in lockstep, one
 step each in turn, the first with the CPU's default denormal handling and the second with
-denormals flushed to zero (``hpo.numerics.flush_denormals``, which ``hpo.run`` and
+denormals flushed to zero (``hpo.runtime.cpu.flush_denormals``, which ``hpo.run`` and
 ``hpo.experiments`` switch on for CPU training). Both sides of each ratio run under the same
 load. Every ``--every`` steps it prints each copy's milliseconds per step, their ratio, both
 losses (they should agree: values below 1e-38 carry no information) and how many values
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data import DatasetName, MNISTOptions, SparseBatches, load_dataset
-from hpo.numerics import flush_denormals
+from hpo.runtime.cpu import flush_denormals
+from hpo.training import train_step
 from models import build_model
 from studies import get_study
 
@@ -59,11 +60,7 @@ def _denormal_gradients(model: nn.Module, batch: tuple) -> int:
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple, flush: bool) -> float:
     flush_denormals(flush)
     x, mask, y = batch
-    loss = F.cross_entropy(model(x, mask), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
+    return float(train_step(model, optimizer, x, mask, y))
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Study-runner overhead: how much of a run is *not* training and evaluation.
 
-Runs the real worker loop (``hpo.run.run_worker``: storage, grid queue, TPE, objective,
+Runs the real worker loop (``hpo.tuning.worker.run_worker``: storage, grid queue, TPE, objective,
 checkpoint artifacts) for a handful of trials of a study on the real data, in a temporary
 SQLite storage, and splits its wall time into
 
@@ -31,29 +31,33 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpo import keys
-from hpo.run import finalize_study, load_trial_data, run_worker
-from hpo.settings import RunSettings
-from hpo.storage import open_storage
+from data import DATA_DIR_ENV
+from hpo.runtime.storage import open_storage
+from hpo.tuning import keys
+from hpo.tuning.finalize import finalize_study
+from hpo.tuning.settings import RunSettings
+from hpo.tuning.trial_data import load_trial_data
+from hpo.tuning.worker import run_worker
+from studies import get_study
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="sparse_mnist", help="registered study")
-    parser.add_argument("--data-dir", default=os.environ.get("HPO_DATA_DIR"),
-                        help="dataset root (default: $HPO_DATA_DIR)")  # fmt: skip
+    parser.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV),
+                        help=f"dataset root (default: ${DATA_DIR_ENV})")  # fmt: skip
     parser.add_argument("--trials", type=int, default=6, help="trials to run")
     parser.add_argument("--train-size", type=int, default=2048, help="training examples")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per trial")
     parser.add_argument("--device", default="cpu", help="torch device")
     args = parser.parse_args(argv)
     if not args.data_dir:
-        parser.error("pass --data-dir or set HPO_DATA_DIR to the folder holding MNIST/raw")
+        parser.error(f"pass --data-dir or set {DATA_DIR_ENV} to the folder holding MNIST/raw")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="hpo-overhead-") as tmp:
         settings = RunSettings(
-            study=args.study,
+            study=get_study(args.study),
             n_trials=args.trials,
             storage_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
             device=args.device,
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             show_progress=False,
         )
         started = time.perf_counter()
-        load_trial_data(settings.definition(), settings)  # warm the decoded-data cache
+        load_trial_data(settings.definition(), settings.data_dir, False)  # warm the data cache
         warm_seconds = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -12,7 +12,7 @@ and the ratios to ``nn.Conv2d``. The three are interleaved within every repeat, 
 seeded random order; times are medians over repeats and each ratio is the median of the
 per-repeat ratios, so load drifting on shared cores affects both sides of a ratio alike.
 
-By default the process first keeps freed memory mapped (``hpo.cpu_allocator``), as every CPU
+By default the process first keeps freed memory mapped (``hpo.runtime.cpu``), as every CPU
 training worker does; ``--malloc default`` measures under glibc's default allocator settings
 instead, where every step page-faults its activations and gradients anew.
 
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hpo.cpu_allocator import retain_freed_memory
+from hpo.runtime.cpu import retain_freed_memory
 from models import CNNConfig, ModelFamily, SparseConv2d, build_model
 
 TARGET_RATIO = 1.25  # on the CPU

@@ -1,7 +1,7 @@
 """Storage throughput with 1-8 worker processes, and its cost relative to a real trial.
 
 For SQLite (one file, WAL + BEGIN IMMEDIATE) and PostgreSQL (bounded pool per worker), K spawned
-processes run a trivial objective (no training) on one study through ``hpo.storage.open_storage``
+processes run a trivial objective (no training) on one study through ``hpo.runtime.storage``
 with heartbeats on, exactly as workers do. Printed per backend and K: trials per second, and the
 storage time one trial costs its worker (``K * wall / trials``, ms), which with a trivial objective
 is all storage and Optuna bookkeeping. That cost is then compared with one epoch of training the
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import optuna
 
-from hpo.storage import StorageOptions, mask_url, open_storage
+from hpo.runtime.storage import StorageOptions, open_storage
+from hpo.runtime.storage_url import mask_url
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ENV = "HPO_TEST_POSTGRES_URL"
@@ -93,6 +94,7 @@ def one_epoch_seconds(subset: int, threads: int) -> tuple[float, str]:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     try:
+        from hpo.training import train_step
         from models import CNNConfig, ModelFamily, build_model
 
         # The grid's middle architecture: depth 6, ReLU, width 16, batch 64.
@@ -112,13 +114,8 @@ def one_epoch_seconds(subset: int, threads: int) -> tuple[float, str]:
     model.train()
     start = time.perf_counter()
     for i in range(0, subset, batch):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(
-            model(images[i : i + batch] * masks[i : i + batch], masks[i : i + batch]),
-            labels[i : i + batch],
-        )
-        loss.backward()
-        optimizer.step()
+        x, mask = images[i : i + batch] * masks[i : i + batch], masks[i : i + batch]
+        train_step(model, optimizer, x, mask, labels[i : i + batch])
     elapsed = time.perf_counter() - start
     return elapsed * MNIST_TRAIN_IMAGES / subset, what
 

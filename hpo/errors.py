@@ -1,19 +1,31 @@
-"""Exceptions of the study runner.
+"""The exceptions and exit statuses every ``hpo`` command shares, and how an error is shown.
 
-Two families with different fates:
+Two exception families with different fates:
 
 * :class:`UsageError` -- bad input (unknown study, bad override, wrong device, a resumed run
-  with a different configuration). The command line prints the message as one line on stderr
-  and exits with status 2; nothing has been written to the study yet.
+  with a different configuration). A command line prints it as one line on stderr
+  (:func:`print_usage_error`) and exits with :data:`EXIT_USAGE`; nothing has been written to a
+  study yet. Other packages' input errors (``StorageError``, ``data.DataError``, ...) are
+  treated the same way by the entry points that can meet them.
 * :class:`TrialError` -- a trial that cannot finish for a reason tied to its configuration or
   to the machine (non-finite loss, out of memory, a model the image size cannot support). The
-  runner records the trial as failed or pruned with the message as its reason and carries on
-  with the next trial; any other exception from a trial is recorded and then propagates.
+  study runner records the trial as failed or pruned with the message as its reason and
+  carries on with the next trial; any other exception from a trial is recorded, then raised.
+
+Exit statuses live here once, so that ``hpo.run``, ``hpo.report``, ``hpo.dashboard`` and
+``hpo.experiments`` cannot drift apart.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
+from typing import Final
+
 __all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
     "ConfigMismatchError",
     "DeviceError",
     "InvalidSettingError",
@@ -22,7 +34,13 @@ __all__ = [
     "TrialError",
     "UnsupportedConfigError",
     "UsageError",
+    "one_line",
+    "print_usage_error",
 ]
+
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2  # bad input, as argparse itself exits
+EXIT_INTERRUPTED: Final = 128 + signal.SIGINT  # 130: stopped by Ctrl-C, as shells report it
 
 
 class UsageError(Exception):
@@ -55,3 +73,21 @@ class OutOfMemoryTrialError(TrialError):
 
 class UnsupportedConfigError(TrialError):
     """The sampled hyperparameters describe a model that cannot be built for this dataset."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type name when the message is empty.
+
+    A database driver's error wrapped by SQLAlchemy is read from the driver's own message
+    (``error.orig``), which names the cause instead of SQLAlchemy's boilerplate.
+    """
+    orig = getattr(error, "orig", None)
+    text = str(orig if orig is not None else error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def print_usage_error(error: BaseException, prog: str | None = None) -> int:
+    """Print ``[prog: ]error: <first line>`` on stderr; returns :data:`EXIT_USAGE`."""
+    prefix = f"{prog}: " if prog else ""
+    print(f"{prefix}error: {one_line(error)}", file=sys.stderr)
+    return EXIT_USAGE

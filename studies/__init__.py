@@ -1,6 +1,8 @@
 """Study definitions: one typed, declarative registry (``studies.catalog`` lists them)."""
 
 from .definition import (
+    TEST_MASK_SEED,
+    VAL_MASK_SEED,
     Categorical,
     DefinitionError,
     Grid,
@@ -14,10 +16,13 @@ from .registry import (
     StudyRegistry,
     UnknownStudyError,
     all_studies,
+    default_registry,
     get_study,
 )
 
 __all__ = [
+    "TEST_MASK_SEED",
+    "VAL_MASK_SEED",
     "Categorical",
     "DefinitionError",
     "DuplicateStudyError",
@@ -29,5 +34,6 @@ __all__ = [
     "StudyRegistry",
     "UnknownStudyError",
     "all_studies",
+    "default_registry",
     "get_study",
 ]

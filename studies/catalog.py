@@ -57,7 +57,9 @@ HEAD_GRID = 4
 # bring the deeper layers to 37x37, affordable yet large enough for the 7x7 / 5x5 kernels.
 CALTECH_POOLS = (0, 1)
 
-DEFAULT_GRID = Grid(depth=(3, 6, 9), activation=("relu", "elu"), batch_size=(64,), lr=(1e-3, 1e-2))
+DEFAULT_GRID = Grid.of(
+    depth=(3, 6, 9), activation=("relu", "elu"), batch_size=(64,), lr=(1e-3, 1e-2)
+)
 
 _SPARSE_MNIST = StudyDefinition(
     name="sparse_mnist",

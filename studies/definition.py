@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import optuna
@@ -23,6 +24,8 @@ from data import Caltech101Options, DatasetName, MNISTOptions
 from models import CNNConfig, ModelFamily
 
 __all__ = [
+    "TEST_MASK_SEED",
+    "VAL_MASK_SEED",
     "Categorical",
     "DefinitionError",
     "Grid",
@@ -33,6 +36,11 @@ __all__ = [
 ]
 
 DatasetOptions = MNISTOptions | Caltech101Options
+
+# Fixed evaluation masks: one seed for validation, another for test, shared by every trial,
+# worker, study and experiment, so that scores differ only because the models do.
+VAL_MASK_SEED = 1234
+TEST_MASK_SEED = 4321
 
 
 class DefinitionError(ValueError):
@@ -108,19 +116,32 @@ class LogFloat:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The four nuisance hyperparameters every study tunes, each with a typed domain.
+    """The nuisance hyperparameters every study tunes, each with a typed domain.
 
-    The Optuna parameter names are the field names, so trial parameters read ``depth``,
-    ``activation``, ``batch_size`` and ``lr`` in storage, reports and the dashboard.
+    The field names *are* the Optuna parameter names (``depth``, ``activation``,
+    ``batch_size``, ``lr`` in storage, reports and the dashboard), in the order every table
+    and chart shows them; each field's ``label`` is how a person reads it. The grid, the
+    objective and the report all take the names from here.
     """
 
-    depth: IntRange
-    activation: Categorical
-    batch_size: Categorical
-    lr: LogFloat
+    depth: IntRange = field(metadata={"label": "depth"})
+    activation: Categorical = field(metadata={"label": "activation"})
+    batch_size: Categorical = field(metadata={"label": "batch size"})
+    lr: LogFloat = field(metadata={"label": "learning rate"})
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The parameter names, in display order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        """How ``name`` is labelled in tables and charts (a parameter of another space: as is)."""
+        labels = {f.name: f.metadata.get("label", f.name) for f in dataclasses.fields(cls)}
+        return labels.get(name, name)
 
     def domains(self) -> dict[str, IntRange | Categorical | LogFloat]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in self.names()}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Ask ``trial`` for every parameter (an enqueued grid point returns its fixed values)."""
@@ -132,26 +153,34 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class Grid:
-    """The coarse grid run before TPE: the cross product of the listed values.
+    """The coarse grid run before TPE: the cross product of the values listed per parameter.
 
     Its points are enqueued once per study; they give TPE well-spread startup observations
-    instead of random ones, and give users a readable first comparison.
+    instead of random ones, and give users a readable first comparison. Build it with one
+    keyword per search-space parameter, ``Grid.of(depth=(3, 6, 9), activation=(...), ...)``;
+    the study definition checks the names against its search space and every value against
+    its domain.
     """
 
-    depth: tuple[int, ...]
-    activation: tuple[str, ...]
-    batch_size: tuple[int, ...]
-    lr: tuple[float, ...]
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    @classmethod
+    def of(cls, **values: Sequence[Any]) -> Grid:
+        """A grid from ``name=(value, ...)`` keywords, in the order given."""
+        return cls(tuple((name, tuple(v)) for name, v in values.items()))
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.axes)
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point as a parameter dict, in a fixed order (the index is its grid id)."""
-        return [
-            {"depth": d, "activation": a, "batch_size": b, "lr": lr}
-            for d in self.depth
-            for a in self.activation
-            for b in self.batch_size
-            for lr in self.lr
-        ]
+        names = self.names()
+        values = [v for _, v in self.axes]
+        return [dict(zip(names, point, strict=True)) for point in itertools.product(*values)]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """``{name: [values]}``, the form stored with every study (``StudyDefinition.to_dict``)."""
+        return {name: list(v) for name, v in self.axes}
 
 
 @dataclass(frozen=True)
@@ -228,6 +257,11 @@ class StudyDefinition:
                 f"study {self.name}: pool_after {self.pool_after} must index layers "
                 f"0..{self.search_space.depth.low - 2} so every depth in the search space can pool"
             )
+        if self.grid.names() != self.search_space.names():
+            raise DefinitionError(
+                f"study {self.name}: the grid lists {', '.join(self.grid.names())}; it must list "
+                f"every search-space parameter, in order: {', '.join(self.search_space.names())}"
+            )
         domains = self.search_space.domains()
         for grid_id, point in enumerate(self.grid.points()):
             for param, value in point.items():
@@ -283,6 +317,8 @@ def _check_positive_int(study: str, name: str, value: Any) -> None:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, Grid):
+        return _jsonable(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

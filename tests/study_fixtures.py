@@ -1,7 +1,7 @@
 """Small finished (or half-finished) studies built directly with Optuna: no training, no data.
 
 They carry exactly what ``hpo.run`` stores -- the four tuned parameters with the registered
-search space's distributions, the trial attributes named in :mod:`hpo.keys`, per-epoch
+search space's distributions, the trial attributes named in :mod:`hpo.tuning.keys`, per-epoch
 validation accuracy as intermediate values, and the study's test figures -- so report,
 chart and dashboard tests run in well under a second per study.
 """
@@ -15,7 +15,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo import keys
+from hpo.tuning import keys
 from studies import get_study
 
 DISTRIBUTIONS = {
@@ -49,7 +49,7 @@ def _params(rng: random.Random) -> dict[str, object]:
 
 def _val_metrics(best: float, sparsities: tuple[float, ...], train: float, rng: random.Random):
     # Accuracy falls as more pixels are missing; the entry at the training sparsity *is* the
-    # objective, as in hpo.objective.
+    # objective, as in hpo.tuning.objective.
     metrics = {}
     for s in sparsities:
         accuracy = best if s == train else min(0.999, best + (train - s) * rng.uniform(0.02, 0.1))

@@ -1,4 +1,4 @@
-"""hpo.cpu_allocator: freed tensor memory stays mapped, so a repeated step stops page-faulting.
+"""hpo.runtime.cpu: freed tensor memory stays mapped, so a repeated step stops page-faulting.
 
 Each case runs in a fresh interpreter: the allocator settings are process-wide and cannot be
 put back exactly, and the page-fault counts must not see other tests' allocations.
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 # 10 untimed ones (with retained memory the heap reaches its steady size in 3-7 steps).
 _STEP_FAULTS = """
 import resource, sys, torch
-from hpo.cpu_allocator import retain_freed_memory
+from hpo.runtime.cpu import retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 def step():

@@ -7,6 +7,7 @@ Playwright's own browser download is never used. Everything talks to 127.0.0.1 o
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,9 +24,9 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 from study_fixtures import DISTRIBUTIONS, make_study
 
-from hpo import keys
-from hpo.charts import attach_to_dashboard
-from hpo.storage import StorageOptions, open_storage
+from hpo.runtime import optuna_compat
+from hpo.runtime.storage import StorageOptions, open_storage
+from hpo.tuning import keys
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -67,13 +68,24 @@ def _wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60.0) ->
     pytest.fail(f"dashboard did not answer {url} within {timeout:.0f} s")
 
 
+def _wait_for_charts(study: optuna.Study, server: subprocess.Popen) -> None:
+    """Until the dashboard's chart thread has attached the report's charts to ``study``."""
+    deadline = time.monotonic() + 60
+    while not any(
+        k.startswith("dashboard:plot_data:") for k in optuna_compat.study_system_attrs(study)
+    ):
+        if server.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("the dashboard attached no chart to the study")
+        time.sleep(0.2)
+
+
 @dataclass(frozen=True)
 class ServedStudy:
     url: str
     artifacts: Path
     study: optuna.Study
     model_file: Path
-    model_trial_id: int
+    model_trial_number: int
     model_artifact_id: str
 
 
@@ -101,8 +113,7 @@ def finished_study(tmp_path: Path) -> ServedStudy:
     study.tell(trial, 0.99)
     study.set_user_attr(keys.BEST_TRIAL, trial.number)
     study.set_user_attr(keys.BEST_MODEL_ARTIFACT, artifact_id)
-    attach_to_dashboard(study)
-    return ServedStudy(url, artifacts, study, model_file, trial._trial_id, artifact_id)
+    return ServedStudy(url, artifacts, study, model_file, trial.number, artifact_id)
 
 
 @pytest.fixture
@@ -134,6 +145,7 @@ def dashboard(finished_study: ServedStudy, tmp_path: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(f"{base}/api/studies", server)
+        _wait_for_charts(finished_study.study, server)
         yield base
     finally:
         server.terminate()
@@ -167,7 +179,7 @@ def test_dashboard_shows_the_study_its_trials_and_the_saved_model(
             link.wait_for()
             page.screenshot(path=str(tmp_path / "dashboard-studies.png"))
 
-            # Its page shows the charts attached by hpo.charts.attach_to_dashboard.
+            # Its page shows the report's charts, attached by the dashboard when it started.
             link.click()
             page.wait_for_url("**/dashboard/studies/*")
             page.get_by_text("sparse_mnist: hyperparameters vs val accuracy").first.wait_for()
@@ -178,8 +190,8 @@ def test_dashboard_shows_the_study_its_trials_and_the_saved_model(
             page.goto(f"{page.url.rstrip('/')}/trials?numbers={best.number}")
             page.get_by_text(f"{len(trials)} Trials").wait_for()
             body = page.inner_text("body")
-            for trial in trials:
-                assert f"Trial {trial.number}" in body
+            for trial in trials:  # "Trial 1" must not be found inside "Trial 10"
+                assert re.search(rf"\bTrial {trial.number}\b", body), trial.number
             for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
                 assert state.name.capitalize() in body
             assert "Running" in body
@@ -191,9 +203,11 @@ def test_dashboard_shows_the_study_its_trials_and_the_saved_model(
     for name in ("dashboard-studies.png", "dashboard-study.png", "dashboard-trials.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The listing alone comes from the storage; the download proves the store is attached.
-    download = (
-        f"{dashboard}/artifacts/{study._study_id}/{finished_study.model_trial_id}/"
-        f"{finished_study.model_artifact_id}"
+    storage = open_storage(finished_study.url)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        study_id, finished_study.model_trial_number
     )
+    download = f"{dashboard}/artifacts/{study_id}/{trial_id}/{finished_study.model_artifact_id}"
     with urllib.request.urlopen(download, timeout=10) as response:
         assert response.read() == finished_study.model_file.read_bytes()

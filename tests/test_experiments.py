@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from data import MNISTOptions
-from hpo import experiments
+from hpo.experiments import cli
+from hpo.experiments.runner import run_experiment
+from hpo.experiments.summary import summarize
 from models import ModelFamily
 from studies.experiments import get_experiment
 
@@ -36,7 +38,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_runs_every_combination_once_and_resumes(tiny_definition, data_env, tmp_path):
     out = tmp_path / "results"
-    csv_path = experiments.run_experiment(tiny_definition, data_dir=None, out_dir=out, device="cpu")
+    csv_path = run_experiment(tiny_definition, data_dir=None, out_dir=out, device="cpu")
     rows = _rows(csv_path)
     # 3 families x 2 train sparsities x 2 seeds, each scored at 2 test sparsities.
     assert len(rows) == 3 * 2 * 2 * 2
@@ -45,9 +47,11 @@ def test_runs_every_combination_once_and_resumes(tiny_definition, data_env, tmp_
     # Every model is scored on the same test images.
     assert {r["n_test"] for r in rows} == {"200"}
     # Resume: nothing is trained again.
-    experiments.run_experiment(tiny_definition, data_dir=None, out_dir=out, device="cpu")
+    run_experiment(tiny_definition, data_dir=None, out_dir=out, device="cpu")
     assert len(_rows(csv_path)) == len(rows)
+    assert not (out / "tiny.md").exists()  # the summary is written once, by the caller
 
+    summarize(tiny_definition, csv_path, out)
     md = (out / "tiny.md").read_text()
     assert (out / "tiny_accuracy.png").stat().st_size > 0
     assert (out / "tiny_invariance.png").stat().st_size > 0
@@ -65,13 +69,13 @@ def test_same_seed_gives_same_numbers(tiny_definition, data_env, tmp_path):
     one = dataclasses.replace(
         tiny_definition, train_sparsities=(0.9,), seeds=(3,), families=(ModelFamily.SPARSE,)
     )
-    a = _rows(experiments.run_experiment(one, data_dir=None, out_dir=tmp_path / "a", device="cpu"))
-    b = _rows(experiments.run_experiment(one, data_dir=None, out_dir=tmp_path / "b", device="cpu"))
+    a = _rows(run_experiment(one, data_dir=None, out_dir=tmp_path / "a", device="cpu"))
+    b = _rows(run_experiment(one, data_dir=None, out_dir=tmp_path / "b", device="cpu"))
     assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
 
 
 def test_unknown_experiment_is_one_clear_line(capsys):
-    assert experiments.main(["nope"]) == 2
+    assert cli.main(["nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown experiment 'nope'")
     assert "mnist_sparsity" in err and "\n" not in err

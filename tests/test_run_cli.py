@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpo.errors import DeviceError, InvalidSettingError
-from hpo.run import EXIT_USAGE, build_parser, main, settings_from_args
-from hpo.settings import RunSettings, resolve_device
+from hpo.errors import EXIT_USAGE, DeviceError, InvalidSettingError
+from hpo.runtime.device import resolve_device
+from hpo.tuning.cli import build_parser, main, settings_from_args
+from hpo.tuning.settings import RunSettings
+from studies import default_registry, get_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,16 +144,27 @@ def test_settings_are_resolved_picklable_and_validated(monkeypatch: pytest.Monke
     args = build_parser().parse_args(
         ["--study", "sparse_mnist", "--epochs", "2", "--device", "cpu"]
     )
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, default_registry())
     assert settings.storage_url == "sqlite:///from-env.db"
+    assert settings.study == get_study("sparse_mnist")  # the definition itself travels
     assert settings.definition().epochs == 2 and settings.overrides() == {"epochs": 2}
     assert pickle.loads(pickle.dumps(settings)) == settings
     with pytest.raises(InvalidSettingError, match="--pruner"):
-        RunSettings(study="sparse_mnist", n_trials=1, storage_url="sqlite:///x.db", pruner="x")
+        RunSettings(
+            study=get_study("sparse_mnist"), n_trials=1, storage_url="sqlite:///x.db", pruner="x"
+        )
 
 
-def test_default_device_is_cuda_only_when_available() -> None:
-    assert resolve_device(None) == ("cuda" if torch.cuda.is_available() else "cpu")
+@pytest.mark.parametrize(("gpus", "default"), [(0, "cpu"), (2, "cuda")])
+def test_default_device_is_cuda_only_when_available(
+    monkeypatch: pytest.MonkeyPatch, gpus: int, default: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert resolve_device(None) == default
     assert resolve_device("cpu") == "cpu"
-    with pytest.raises(DeviceError):
-        resolve_device("cuda:99")
+    message = "only 2 CUDA device" if gpus else "CUDA is not available"
+    with pytest.raises(DeviceError, match=message):
+        resolve_device("cuda:9")
+    if gpus:
+        assert resolve_device("cuda:1") == "cuda:1"

@@ -1,4 +1,4 @@
-"""Plotly figures of a study, written as HTML (and PNG when possible) or attached to the dashboard.
+"""Plotly figures of a study, written as HTML (and PNG when possible) or shown on the dashboard.
 
 * **Parallel coordinates** of depth, activation, batch size and learning rate against the
   objective, the seed work's one figure. Built with ``go.Parcoords`` directly rather than
@@ -36,18 +36,14 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial
 
-from .tables import (
-    PARAM_LABELS,
-    ComparisonEntry,
-    best_trials,
-    completed_trials,
-    param_names,
-    study_info,
-)
+from studies import SearchSpace
+
+from ..errors import one_line
+from .tables import ComparisonEntry
+from .trials import StudyInfo, best_trials, completed_trials, param_names, study_info
 
 __all__ = [
     "Chart",
-    "attach_to_dashboard",
     "comparison_figure",
     "learning_curves_figure",
     "parallel_coordinate_figure",
@@ -108,7 +104,7 @@ def study_charts(study: optuna.Study, top: int = 5) -> list[Chart]:
         charts.append(Chart(OPTIMIZATION_HISTORY, "Optimization history", history))
     else:
         charts.append(Chart(OPTIMIZATION_HISTORY, "Optimization history", None, none_yet))
-    importances, why = _importances_figure(study, complete, info.objective_label)
+    importances, why = _importances_figure(study, complete, info)
     charts.append(Chart(PARAM_IMPORTANCES, "Hyperparameter importances", importances, why))
     curves = learning_curves_figure(study, top)
     charts.append(
@@ -132,7 +128,7 @@ def parallel_coordinate_figure(study: optuna.Study) -> go.Figure:
     if not trials:
         raise ValueError(f"study {study.study_name!r} has no completed trial to plot")
     info = study_info(study)
-    names = param_names(trials)
+    names = param_names(trials, info.param_order)
     # A trial without one of the plotted parameters (a conditional space) cannot be drawn as a
     # full line; hpo's search space always samples all four, so nothing is dropped there.
     trials = [t for t in trials if all(p in t.params for p in names)]
@@ -222,24 +218,6 @@ def comparison_figure(entries: Sequence[ComparisonEntry]) -> go.Figure:
     return figure
 
 
-def attach_to_dashboard(study: optuna.Study) -> None:
-    """Save the study's charts to the study, so optuna-dashboard shows them on its page.
-
-    Each chart is stored under a fixed id (its name), which optuna-dashboard overwrites in
-    place: calling this after every run replaces the charts instead of piling up copies.
-    Charts the study cannot support yet (no completed trial, too few for importances) are
-    skipped, so it is safe on an empty study; its cost is one read of the trials and one small
-    write per chart.
-    """
-    import optuna_dashboard  # imported here: only callers who attach charts pay for it
-
-    for chart in study_charts(study):
-        if chart.figure is not None:
-            optuna_dashboard.save_plotly_graph_object(
-                study, chart.figure, graph_object_id=chart.name
-            )
-
-
 def write_html(figure: go.Figure, path: Path) -> Path:
     """Write ``figure`` as interactive HTML that works offline.
 
@@ -269,8 +247,7 @@ def write_pngs(figures: Sequence[go.Figure], paths: Sequence[Path]) -> str | Non
     try:
         pio.write_images(list(figures), [str(p) for p in paths], width=1100, height=600)
     except (RuntimeError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"static PNGs skipped: {first} (needs Chrome or Chromium; set BROWSER_PATH)"
+        return f"static PNGs skipped: {one_line(e)} (needs Chrome or Chromium; set BROWSER_PATH)"
     return None
 
 
@@ -278,20 +255,20 @@ def write_pngs(figures: Sequence[go.Figure], paths: Sequence[Path]) -> str | Non
 
 
 def _importances_figure(
-    study: optuna.Study, complete: Sequence[FrozenTrial], target_name: str
+    study: optuna.Study, complete: Sequence[FrozenTrial], info: StudyInfo
 ) -> tuple[go.Figure | None, str | None]:
     if len(complete) < 2:
         return None, f"needs >= 2 completed trials, have {len(complete)}"
-    names = param_names(complete)
+    names = param_names(complete, info.param_order)
     varied = [p for p in names if len({repr(t.params.get(p)) for t in complete}) > 1]
     if not varied:
         return None, "the completed trials all share the same parameters"
     try:
         figure = optuna.visualization.plot_param_importances(
-            study, params=varied, target_name=target_name
+            study, params=varied, target_name=info.objective_label
         )
     except (ValueError, RuntimeError, ZeroDivisionError) as e:
-        return None, f"Optuna could not compute importances: {str(e).splitlines()[0]}"
+        return None, f"Optuna could not compute importances: {one_line(e)}"
     figure.update_layout(title=f"{study.study_name}: hyperparameter importances")
     return figure, None
 
@@ -307,7 +284,7 @@ def _dimension(
     name: str, distribution: BaseDistribution, trials: Sequence[FrozenTrial]
 ) -> dict[str, Any]:
     """A ``go.Parcoords`` dimension for one parameter, readable whatever its type."""
-    label = PARAM_LABELS.get(name, name)
+    label = SearchSpace.label(name)
     values = [t.params[name] for t in trials]
     if isinstance(distribution, CategoricalDistribution):
         choices = list(distribution.choices)

@@ -5,10 +5,14 @@
 
 Differences from the plain ``optuna-dashboard URL`` command, and why:
 
-* The storage is opened with :func:`hpo.storage.open_storage` (the URL rules, WAL and lock
-  waits of the study runner) and the file-system artifact store of that storage
-  (:func:`hpo.storage.artifact_dir_for`) is attached, so each trial's saved checkpoint appears
-  on its trial page without a separate ``--artifact-dir``.
+* The storage is opened with :func:`hpo.runtime.storage.open_storage` (the URL rules, WAL and
+  lock waits of the study runner) and the file-system artifact store of that storage
+  (:func:`hpo.runtime.storage_url.artifact_dir_for`) is attached, so each trial's saved
+  checkpoint appears on its trial page without a separate ``--artifact-dir``.
+* The report's charts (parallel coordinates, history, importances, learning curves) appear on
+  each study's page: a background thread attaches them for every study when the server starts
+  and again every ``--refresh-charts`` seconds for each study whose trials changed, so a
+  dashboard started before the workers (docker compose) follows the studies as they run.
 * It binds to 127.0.0.1 unless told otherwise: the dashboard has no authentication and can
   edit studies, so exposing it is a decision (``--host 0.0.0.0``), not a default.
 * The server is optuna-dashboard's WSGI app (``optuna_dashboard.wsgi``) in a *threaded*
@@ -23,23 +27,45 @@ Exit status: 0 stopped with Ctrl-C, 2 bad input (storage, port).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
+import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
 
-from .storage import StorageError, artifact_dir_for, mask_url, resolve_storage_url
-from .tables import open_existing_storage
+from ..errors import print_usage_error
+from ..runtime.storage import open_existing_storage
+from ..runtime.storage_url import (
+    ARTIFACT_DIR_ENV,
+    STORAGE_DEFAULT_HELP,
+    StorageError,
+    artifact_dir_for,
+    mask_url,
+    resolve_storage_url,
+)
+from .charts import study_charts
 
-__all__ = ["EXIT_USAGE", "DashboardError", "build_parser", "main", "make_dashboard_server"]
+__all__ = [
+    "ChartRefresher",
+    "DashboardError",
+    "attach_to_dashboard",
+    "build_parser",
+    "main",
+    "make_dashboard_server",
+]
 
-EXIT_USAGE = 2
+_logger = logging.getLogger(__name__)
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+DEFAULT_REFRESH_SECONDS = 60.0
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -67,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--storage",
         metavar="URL",
-        help="study storage (default: $HPO_STORAGE, else sqlite:///hpo.db)",
+        help=f"study storage (default: {STORAGE_DEFAULT_HELP})",
     )
     parser.add_argument(
         "--host",
@@ -81,8 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--artifact-dir",
         type=Path,
         metavar="DIR",
-        help="model artifact folder (default: $HPO_ARTIFACT_DIR, else next to a SQLite "
+        help=f"model artifact folder (default: ${ARTIFACT_DIR_ENV}, else next to a SQLite "
         "file, else ./hpo-artifacts)",
+    )
+    parser.add_argument(
+        "--refresh-charts",
+        type=float,
+        default=DEFAULT_REFRESH_SECONDS,
+        metavar="SECONDS",
+        help="re-attach the report's charts of studies whose trials changed this often; 0: "
+        "only when the server starts (default: %(default)g)",
     )
     return parser
 
@@ -99,7 +133,7 @@ def make_dashboard_server(
         storage_url: Study storage URL (an existing SQLite file or a PostgreSQL database).
         host: Address to bind.
         port: Port to bind (0: any free port; read ``server.server_port``).
-        artifact_dir: Artifact folder; :func:`hpo.storage.artifact_dir_for` when omitted.
+        artifact_dir: Artifact folder (default: ``storage_url.artifact_dir_for``).
 
     Raises:
         StorageError: The storage URL is invalid, missing or unreachable.
@@ -135,10 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = resolve_storage_url(args.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
+        if args.refresh_charts < 0:
+            raise DashboardError(f"--refresh-charts must be >= 0, got {args.refresh_charts:g}")
         server = make_dashboard_server(url, args.host, args.port, args.artifact_dir)
     except (StorageError, DashboardError) as e:
-        print(f"hpo.dashboard: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return print_usage_error(e, prog="hpo.dashboard")
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     artifacts = args.artifact_dir or artifact_dir_for(url)
@@ -154,7 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    return _serve(server)
+    refresher = ChartRefresher(open_existing_storage(url), args.refresh_charts)
+    refresher.start()
+    try:
+        return _serve(server)
+    finally:
+        refresher.stop()
 
 
 def _serve(server: WSGIServer) -> int:
@@ -165,6 +205,78 @@ def _serve(server: WSGIServer) -> int:
     finally:
         server.server_close()
     return 0
+
+
+# --- the report's charts on the dashboard ------------------------------------------------
+
+
+def attach_to_dashboard(study: optuna.Study) -> None:
+    """Save the study's charts to the study, so optuna-dashboard shows them on its page.
+
+    Each chart is stored under a fixed id (its name), which optuna-dashboard overwrites in
+    place: calling this again replaces the charts instead of piling up copies. Charts the
+    study cannot support yet (no completed trial, too few for importances) are skipped, so it
+    is safe on an empty study; its cost is one read of the trials and one small write per chart.
+    """
+    import optuna_dashboard  # imported here: only callers who attach charts pay for it
+
+    for chart in study_charts(study):
+        if chart.figure is not None:
+            optuna_dashboard.save_plotly_graph_object(
+                study, chart.figure, graph_object_id=chart.name
+            )
+
+
+class ChartRefresher:
+    """Attaches every study's charts now, then again for each study whose trials changed.
+
+    Runs in a daemon thread beside the server. A storage hiccup is logged and retried at the
+    next round, never fatal to the dashboard.
+
+    Args:
+        storage: The dashboard's storage.
+        every: Seconds between rounds after the first; 0 runs the first round only.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, every: float) -> None:
+        self._rdb = storage
+        self._every = every
+        self._seen: dict[str, tuple[int, ...]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chart-refresher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def refresh(self) -> list[str]:
+        """One round: attach the charts of the studies that changed; returns their names."""
+        refreshed = []
+        for summary in self._rdb.get_all_studies():
+            study = optuna.load_study(study_name=summary.study_name, storage=self._rdb)
+            trials = study.get_trials(deepcopy=False)
+            state = tuple(sum(t.state == s for t in trials) for s in _CHART_STATES)
+            if self._seen.get(study.study_name) != state:
+                attach_to_dashboard(study)
+                self._seen[study.study_name] = state
+                refreshed.append(study.study_name)
+        return refreshed
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.refresh()
+            except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as e:
+                _logger.warning("could not refresh the dashboard charts: %s", e)
+            if self._every <= 0 or self._stop.wait(self._every):
+                return
+
+
+# What the charts show: a change in these counts is a reason to draw them again.
+_CHART_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 if __name__ == "__main__":

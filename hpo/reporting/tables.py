@@ -1,11 +1,11 @@
-"""The numbers of a study, read from its storage: trial rows, best trials, counts, comparisons.
+"""The tables of a study, read from its storage: trial rows, best trials, counts, comparisons.
 
 Everything the report prints comes from here, and everything here is read through the names in
-:mod:`hpo.keys`, so the markdown, the CSV files and the charts cannot disagree with each other or
-with the storage. Nothing is recomputed: validation figures are the ones the runner stored on each
-trial (``keys.VAL_METRICS``), test figures the ones it stored on the study once
-(``keys.TEST_METRICS``), so a report of a running study is as trustworthy as one of a finished
-study -- it just has fewer rows.
+:mod:`hpo.tuning.keys` (by way of :mod:`hpo.reporting.trials`), so the markdown, the CSV files
+and the charts cannot disagree with each other or with the storage. Nothing is recomputed:
+validation figures are the ones the runner stored on each trial (``keys.VAL_METRICS``), test
+figures the ones it stored on the study once (``keys.TEST_METRICS``), so a report of a running
+study is as trustworthy as one of a finished study -- it just has fewer rows.
 """
 
 from __future__ import annotations
@@ -19,83 +19,32 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
 
-from . import keys
-from .budget import TrialCounts
-from .storage import StorageError, mask_url, open_storage, storage_kind
+from ..tuning import keys
+from ..tuning.budget import TrialCounts
+from .trials import (
+    ReportError,
+    StudyInfo,
+    best_trials,
+    metrics_of,
+    param_names,
+    study_info,
+)
 
 __all__ = [
-    "PARAM_LABELS",
-    "PARAM_ORDER",
     "ComparisonEntry",
     "FailureGroup",
-    "ReportError",
-    "StudyInfo",
-    "StudyNotFoundError",
     "StudyTables",
-    "TrialCounts",
-    "best_trials",
     "compare_entry",
-    "completed_trials",
     "format_value",
-    "load_study",
-    "open_existing_storage",
-    "param_names",
     "read_study_tables",
-    "sorted_sparsity_keys",
-    "study_info",
     "trial_row",
+    "trial_row_columns",
     "write_csv",
 ]
 
-# The tuned hyperparameters in the order every table and chart shows them; parameters a future
-# study adds are appended after these, alphabetically.
-PARAM_ORDER: tuple[str, ...] = ("depth", "activation", "batch_size", "lr")
-PARAM_LABELS: dict[str, str] = {
-    "depth": "depth",
-    "activation": "activation",
-    "batch_size": "batch size",
-    "lr": "learning rate",
-}
-
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-class ReportError(Exception):
-    """The report cannot be written as asked (message is one line saying what to do)."""
-
-
-class StudyNotFoundError(ReportError):
-    """The storage holds no study of that name; the message lists the studies it does hold."""
-
-
-@dataclass(frozen=True)
-class StudyInfo:
-    """What a study measures, from its stored definition (``keys.DEFINITION``).
-
-    Attributes:
-        name: Study name.
-        description: The definition's one-line description, if stored.
-        model_family: ``sparse`` / ``dense`` / ``dense_mask``, if stored.
-        dataset: Dataset name, if stored.
-        train_sparsity: The sparsity the objective is measured at, if stored.
-        sparsity_keys: Every test sparsity (``keys.sparsity_key`` form), ascending: the
-            definition's plus any found in stored metrics.
-        direction: ``maximize`` or ``minimize``.
-        objective_label: Human name of the objective, e.g. ``val accuracy @ sparsity 0.9``.
-    """
-
-    name: str
-    description: str | None
-    model_family: str | None
-    dataset: str | None
-    train_sparsity: float | None
-    sparsity_keys: tuple[str, ...]
-    direction: str
-    objective_label: str
 
 
 @dataclass(frozen=True)
@@ -163,120 +112,6 @@ class ComparisonEntry:
     metrics: dict[str, dict[str, float]]
 
 
-def open_existing_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open the storage at ``url`` for reading results.
-
-    Unlike the study runner, a reader must not create a database: a SQLite file that does not
-    exist (a typo, the wrong working directory) is an error naming the path, not an empty
-    storage with "no studies".
-
-    Raises:
-        StorageError: The URL is invalid, names a missing SQLite file or an in-memory one, or
-            the database cannot be reached (one line, password masked).
-    """
-    if storage_kind(url) == "sqlite":
-        database = make_url(url).database
-        if database in (None, "", ":memory:"):
-            raise StorageError(
-                "an in-memory SQLite storage holds no study another process can read; "
-                "pass --storage sqlite:///path/to/hpo.db"
-            )
-        if not Path(database).exists():
-            raise StorageError(
-                f"no study storage at {database} (from {mask_url(url)}); pass --storage URL "
-                "or set HPO_STORAGE to the storage your study ran on"
-            )
-    return open_storage(url)
-
-
-def load_study(storage: optuna.storages.BaseStorage, name: str, storage_label: str) -> optuna.Study:
-    """Load study ``name``, or fail with one line naming the studies the storage does hold.
-
-    Args:
-        storage: An opened storage.
-        name: The study to load.
-        storage_label: How to name the storage in the message (a masked URL).
-
-    Raises:
-        StudyNotFoundError: No such study.
-    """
-    names = sorted(s.study_name for s in storage.get_all_studies())
-    if name not in names:
-        held = ", ".join(names) if names else "none"
-        raise StudyNotFoundError(
-            f"no study named {name!r} in {storage_label}; studies there: {held} "
-            "(pass --storage URL or set HPO_STORAGE to read another storage)"
-        )
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def study_info(study: optuna.Study) -> StudyInfo:
-    """What ``study`` measures, from its stored definition (tolerates a study without one)."""
-    stored = study.user_attrs.get(keys.DEFINITION) or {}
-    # hpo.run stores {"definition": {...}, "overrides": ..., "pruner": ...}; accept a bare
-    # definition dict too, so studies written by hand still get labels.
-    definition = stored.get("definition", stored) if isinstance(stored, Mapping) else {}
-    train_sparsity = definition.get("train_sparsity")
-    found: set[str] = {keys.sparsity_key(float(s)) for s in definition.get("test_sparsities", ())}
-    for trial in study.get_trials(deepcopy=False):
-        found.update(_metrics_of(trial.user_attrs.get(keys.VAL_METRICS)))
-    found.update(_metrics_of(study.user_attrs.get(keys.TEST_METRICS)))
-    if len(study.directions) != 1:
-        raise ReportError(
-            f"study {study.study_name!r} has {len(study.directions)} objectives; the report "
-            "reads single-objective studies (the ones hpo.run creates)"
-        )
-    direction = "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize"
-    if train_sparsity is not None:
-        label = f"val accuracy @ sparsity {keys.sparsity_key(float(train_sparsity))}"
-    else:
-        label = "objective value"
-    return StudyInfo(
-        name=study.study_name,
-        description=definition.get("description"),
-        model_family=definition.get("model_family"),
-        dataset=definition.get("dataset"),
-        train_sparsity=float(train_sparsity) if train_sparsity is not None else None,
-        sparsity_keys=sorted_sparsity_keys(found),
-        direction=direction,
-        objective_label=label,
-    )
-
-
-def sorted_sparsity_keys(found: Iterable[str]) -> tuple[str, ...]:
-    """Sparsity keys in ascending numeric order (keys that are not numbers go last)."""
-
-    def order(key: str) -> tuple[int, float, str]:
-        try:
-            return (0, float(key), key)
-        except ValueError:
-            return (1, 0.0, key)
-
-    return tuple(sorted(set(found), key=order))
-
-
-def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials with a finite objective value."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-
-
-def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The ``top`` best completed trials, best first (ties: lower trial number first)."""
-    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
-    ranked = sorted(completed_trials(study), key=lambda t: (sign * t.value, t.number))
-    return ranked[:top]
-
-
-def param_names(trials: Sequence[FrozenTrial]) -> list[str]:
-    """Parameters appearing in ``trials``: the known four in order, then the rest sorted."""
-    present = {name for t in trials for name in t.params}
-    return [p for p in PARAM_ORDER if p in present] + sorted(present - set(PARAM_ORDER))
-
-
 def trial_row(
     trial: FrozenTrial, params: Sequence[str], sparsity_keys: Sequence[str]
 ) -> dict[str, Any]:
@@ -290,7 +125,7 @@ def trial_row(
     }
     for name in params:
         row[name] = trial.params.get(name)
-    metrics = _metrics_of(attrs.get(keys.VAL_METRICS))
+    metrics = metrics_of(attrs.get(keys.VAL_METRICS))
     for key in sparsity_keys:
         figures = metrics.get(key, {})
         row[f"val_accuracy@{key}"] = figures.get("accuracy")
@@ -313,7 +148,7 @@ def read_study_tables(study: optuna.Study, top: int = 5) -> StudyTables:
         raise ReportError(f"--top must be >= 1, got {top}")
     info = study_info(study)
     trials = study.get_trials(deepcopy=False)
-    params = param_names(trials)
+    params = param_names(trials, info.param_order)
     rows = tuple(trial_row(t, params, info.sparsity_keys) for t in trials)
     best = tuple(
         {"rank": rank, **trial_row(t, params, info.sparsity_keys)}
@@ -329,7 +164,7 @@ def read_study_tables(study: optuna.Study, top: int = 5) -> StudyTables:
         columns=columns,
         rows=rows,
         best=best,
-        test_metrics=_metrics_of(test_metrics) if test_metrics else None,
+        test_metrics=metrics_of(test_metrics) if test_metrics else None,
         test_trial=int(test_trial) if test_trial is not None else None,
         best_model_artifact=study.user_attrs.get(keys.BEST_MODEL_ARTIFACT),
     )
@@ -364,7 +199,7 @@ def compare_entry(study: optuna.Study) -> ComparisonEntry:
         ReportError: The study has no completed trial yet.
     """
     info = study_info(study)
-    test_metrics = _metrics_of(study.user_attrs.get(keys.TEST_METRICS))
+    test_metrics = metrics_of(study.user_attrs.get(keys.TEST_METRICS))
     test_trial = study.user_attrs.get(keys.BEST_TRIAL)
     if test_metrics and test_trial is not None:
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -378,7 +213,7 @@ def compare_entry(study: optuna.Study) -> ComparisonEntry:
             "(run it first: python -m hpo.run --study NAME)"
         )
     best = ranked[0]
-    metrics = _metrics_of(best.user_attrs.get(keys.VAL_METRICS))
+    metrics = metrics_of(best.user_attrs.get(keys.VAL_METRICS))
     return ComparisonEntry(info, best.number, dict(best.params), "validation", metrics)
 
 
@@ -396,16 +231,17 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, An
 
 
 def format_value(value: Any, kind: str = "") -> str:
-    """A cell of a markdown table: 4 decimals for scores, 3 significant digits for lr, etc."""
+    """A cell of a markdown table: 4 decimals for scores, 3 significant digits for a float
+    hyperparameter (``kind="param"``: a learning rate reads 0.00251, not 0.0025), etc."""
     if value is None:
         return "-"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value).replace("|", "\\|")
-    if kind == "int" or (isinstance(value, int) and kind != "lr"):
+    if kind == "int" or isinstance(value, int):
         return f"{int(value):,}"
     if not math.isfinite(value):
         return str(value)
-    if kind == "lr":
+    if kind == "param":
         return f"{value:.3g}"
     if kind == "seconds":
         return f"{value:.1f} s"
@@ -413,13 +249,6 @@ def format_value(value: Any, kind: str = "") -> str:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _metrics_of(value: Any) -> dict[str, dict[str, float]]:
-    """A stored ``{sparsity: {metric: value}}`` dict, or ``{}`` if absent or malformed."""
-    if not isinstance(value, Mapping):
-        return {}
-    return {str(k): dict(v) for k, v in value.items() if isinstance(v, Mapping)}
 
 
 def _group_failures(trials: Sequence[FrozenTrial]) -> tuple[FailureGroup, ...]:

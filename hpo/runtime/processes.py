@@ -7,8 +7,12 @@ and share of the CPU threads. Workers on other machines are the same entry point
 against the same storage URL; nothing here is needed for them to join.
 
 A worker that dies is not restarted here: its trial is failed and re-queued by the storage
-heartbeat (see ``hpo.storage``), and the surviving workers pick that retry up before they exit
-(``hpo.budget.wait_for_slot``), so the study still ends with its full budget.
+heartbeat (see ``hpo.runtime.storage``), and the surviving workers pick that retry up before
+they exit (``hpo.tuning.budget.wait_for_slot``), so the study still ends with its full budget.
+
+Nothing here imports torch: a worker whose target never trains (a test, a storage benchmark)
+does not pay for it. The thread share is set through the OpenMP environment before the target
+imports torch, or directly if the target's module already did.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TypeVar
 
+from ..errors import EXIT_INTERRUPTED
+
 __all__ = [
-    "EXIT_INTERRUPTED",
     "WorkerAssignment",
     "WorkerError",
     "available_cpu_count",
@@ -36,8 +42,7 @@ _logger = logging.getLogger(__name__)
 
 SettingsT = TypeVar("SettingsT")
 
-# Exit status of a program stopped by Ctrl-C (128 + SIGINT), what shells report too.
-EXIT_INTERRUPTED = 128 + signal.SIGINT
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class WorkerError(Exception):
@@ -183,9 +188,7 @@ def _worker_main(
     # as failed is not itself interrupted.
     signal.signal(signal.SIGTERM, _interrupt_once)
     signal.signal(signal.SIGINT, _interrupt_once)
-    import torch  # imported in the child only: the parent never needs it
-
-    torch.set_num_threads(assignment.num_threads)
+    _limit_threads(assignment.num_threads)
     logging.basicConfig(
         level=logging.INFO,
         format=f"[worker {assignment.index}] %(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -202,6 +205,15 @@ def _worker_main(
         target(settings)
     except KeyboardInterrupt:
         raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def _limit_threads(num_threads: int) -> None:
+    """Give torch ``num_threads`` intra-op threads without importing it here."""
+    for name in _THREAD_ENV:  # read by torch's thread pool when it is first imported
+        os.environ[name] = str(num_threads)
+    torch = sys.modules.get("torch")  # already imported by the target's module: set it now
+    if torch is not None:
+        torch.set_num_threads(num_threads)
 
 
 def _interrupt_once(signum: int, frame: FrameType | None) -> None:

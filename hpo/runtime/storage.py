@@ -28,8 +28,7 @@ Optuna ``RDBStorage`` that survives concurrency:
   for a trial, and ``RetryHeartbeatStaleTrialCallback`` enqueues a copy (same parameters and user
   attributes, so a grid point stays that grid point) as WAITING.
 
-Credentials come only from the URL, i.e. from ``--storage`` or ``HPO_STORAGE``; error messages
-mask the password.
+What a URL may be, and how it is shown in messages, is :mod:`hpo.runtime.storage_url`.
 """
 
 from __future__ import annotations
@@ -37,51 +36,31 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import sqlite3
 import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import optuna
 import sqlalchemy
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
+
+from ..errors import one_line
+from .storage_url import SQLITE_DRIVERS, STORAGE_ENV, StorageError, mask_url, parse_storage_url
 
 __all__ = [
-    "ARTIFACT_DIR_ENV",
-    "DEFAULT_STORAGE_URL",
     "GRACE_PERIOD_ENV",
     "HEARTBEAT_INTERVAL_ENV",
-    "STORAGE_ENV",
-    "StorageError",
     "StorageOptions",
-    "artifact_dir_for",
-    "mask_url",
-    "normalize_storage_url",
+    "open_existing_storage",
     "open_storage",
-    "resolve_storage_url",
-    "storage_kind",
 ]
 
-STORAGE_ENV = "HPO_STORAGE"
-ARTIFACT_DIR_ENV = "HPO_ARTIFACT_DIR"
-HEARTBEAT_INTERVAL_ENV = "HPO_HEARTBEAT_INTERVAL"
-GRACE_PERIOD_ENV = "HPO_HEARTBEAT_GRACE"
-DEFAULT_STORAGE_URL = "sqlite:///hpo.db"
-
-_SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
-_POSTGRES_ALIASES = frozenset({"postgresql", "postgres"})
-_EXPECTED = (
-    "expected sqlite:///path/to/study.db (one machine) or "
-    "postgresql+psycopg://user:password@host:5432/dbname (many machines)"
-)
-
-
-class StorageError(Exception):
-    """The storage URL is unusable or the database cannot be reached (message is one line)."""
+HEARTBEAT_INTERVAL_ENV: Final = "HPO_HEARTBEAT_INTERVAL"
+GRACE_PERIOD_ENV: Final = "HPO_HEARTBEAT_GRACE"
 
 
 @dataclass(frozen=True)
@@ -149,35 +128,6 @@ class StorageOptions:
             raise StorageError("pool_size must be >= 1 and max_overflow >= 0")
 
 
-def resolve_storage_url(cli_value: str | None) -> str:
-    """Command line beats environment beats the SQLite default in the working directory."""
-    return cli_value or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE_URL
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, safe for logs and error messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
-        # Not parseable: blank out anything between "user:" and "@" ourselves.
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def normalize_storage_url(url: str) -> str:
-    """Validate ``url`` and return the form SQLAlchemy should open.
-
-    Raises:
-        StorageError: If the URL cannot be parsed or names an unsupported database.
-    """
-    parsed = _parse(url)
-    return parsed.render_as_string(hide_password=False)
-
-
-def storage_kind(url: str) -> str:
-    """``"sqlite"`` or ``"postgresql"``: which backend ``url`` uses (after validation)."""
-    return "sqlite" if _parse(url).drivername in _SQLITE_DRIVERS else "postgresql"
-
-
 def open_storage(url: str, options: StorageOptions | None = None) -> optuna.storages.RDBStorage:
     """Open (creating tables if needed) the storage behind ``url``, ready for many workers.
 
@@ -192,9 +142,9 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
         StorageError: One line naming the (masked) URL and what went wrong.
     """
     options = options or StorageOptions.from_env()
-    parsed = _parse(url)
+    parsed = parse_storage_url(url)
     masked = parsed.render_as_string(hide_password=True)
-    is_sqlite = parsed.drivername in _SQLITE_DRIVERS
+    is_sqlite = parsed.drivername in SQLITE_DRIVERS
     in_memory = is_sqlite and parsed.database in (None, "", ":memory:")
     heartbeat = {} if in_memory else _heartbeat_kwargs(options)
     try:
@@ -224,52 +174,40 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
     except StorageError:
         raise
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
-        raise StorageError(f"cannot open storage {masked}: {_one_line(e)}") from e
+        raise StorageError(f"cannot open storage {masked}: {one_line(e)}") from e
     except ImportError as e:
         raise StorageError(
-            f"cannot open storage {masked}: database driver missing ({_one_line(e)})"
+            f"cannot open storage {masked}: database driver missing ({one_line(e)})"
         ) from e
 
 
-def artifact_dir_for(url: str) -> Path:
-    """Where trial artifacts (model checkpoints) go for the study stored at ``url``.
+def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open the storage at ``url`` for reading results.
 
-    ``HPO_ARTIFACT_DIR`` wins (the compose file points every container at one shared volume);
-    otherwise next to a SQLite file, else ``hpo-artifacts`` under the working directory.
+    Unlike the study runner, a reader must not create a database: a SQLite file that does not
+    exist (a typo, the wrong working directory) is an error naming the path, not an empty
+    storage with "no studies".
+
+    Raises:
+        StorageError: The URL is invalid, names a missing SQLite file or an in-memory one, or
+            the database cannot be reached (one line, password masked).
     """
-    override = os.environ.get(ARTIFACT_DIR_ENV)
-    if override:
-        return Path(override)
-    if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
-        db_path = Path(url.removeprefix("sqlite:///"))
-        return db_path.parent / f"{db_path.stem}-artifacts"
-    return Path("hpo-artifacts")
+    parsed = parse_storage_url(url)
+    if parsed.drivername in SQLITE_DRIVERS:
+        if parsed.database in (None, "", ":memory:"):
+            raise StorageError(
+                "an in-memory SQLite storage holds no study another process can read; "
+                "pass --storage sqlite:///path/to/hpo.db"
+            )
+        if not Path(parsed.database).exists():
+            raise StorageError(
+                f"no study storage at {parsed.database} (from {mask_url(url)}); pass --storage "
+                f"URL or set {STORAGE_ENV} to the storage your study ran on"
+            )
+    return open_storage(url)
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _parse(url: str) -> URL:
-    if not url or not url.strip():
-        raise StorageError(f"empty storage URL: {_EXPECTED}")
-    try:
-        parsed = make_url(url.strip())
-    except (sqlalchemy.exc.ArgumentError, ValueError) as e:
-        raise StorageError(f"invalid storage URL {mask_url(url)!r}: {_EXPECTED}") from e
-    if parsed.drivername in _SQLITE_DRIVERS:
-        if parsed.host or parsed.username or parsed.password or parsed.port:
-            raise StorageError(
-                f"invalid SQLite URL {mask_url(url)!r}: use three slashes for a relative path "
-                "(sqlite:///study.db) or four for an absolute one (sqlite:////abs/study.db)"
-            )
-        return parsed
-    if parsed.drivername in _POSTGRES_ALIASES:
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() == "postgresql":
-        if not parsed.database:
-            raise StorageError(f"PostgreSQL URL {mask_url(url)!r} names no database: {_EXPECTED}")
-        return parsed
-    raise StorageError(f"unsupported storage URL {mask_url(url)!r}: {_EXPECTED}")
 
 
 def _sqlite_path(parsed: URL) -> Path:
@@ -280,7 +218,7 @@ def _sqlite_path(parsed: URL) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StorageError(f"cannot create the directory for {path}: {_one_line(e)}") from e
+        raise StorageError(f"cannot create the directory for {path}: {one_line(e)}") from e
     return path
 
 
@@ -377,9 +315,3 @@ def _env_seconds(name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise StorageError(f"{name}={raw!r} must be a whole number of seconds") from None
-
-
-def _one_line(error: BaseException) -> str:
-    orig = getattr(error, "orig", None)  # SQLAlchemy wraps the driver's error
-    text = str(orig if orig is not None else error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -1,50 +1,78 @@
-"""Training one epoch and evaluating a model: the only code that touches batches.
+"""The one training loop: a step, an epoch, and a fit with per-epoch validation and a hook.
+
+Every caller trains through here -- the tuning objective (per-epoch validation, Optuna's
+report / prune hook, best-epoch weights), the fixed-configuration experiments (no validation,
+final weights) and the benchmarks (single steps) -- so a change to how a network is trained
+(the loss, the optimizer step, a schedule) is made once and measured where it is used.
 
 Every model family is called as ``model(x, mask)`` and every batch source yields
-``(x, mask, y)`` already on the device, so nothing here branches on the family or the dataset.
+``(x, mask, y)`` already on the device, so nothing here branches on the family or dataset.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import NonFiniteLossError
+from ..errors import NonFiniteLossError
+from .evaluation import Batches, EvalMetrics, evaluate
 
-__all__ = ["EvalMetrics", "evaluate", "train_one_epoch"]
+__all__ = ["EpochBatches", "EpochHook", "FitResult", "fit", "train_one_epoch", "train_step"]
 
-Batches = Iterable[tuple[Tensor, Tensor, Tensor]]
+# Called after each validated epoch with (epoch, its validation scores); returning True stops
+# training after that epoch (a pruned trial). It may also raise to abort.
+EpochHook = Callable[[int, EvalMetrics], bool]
+
+
+class EpochBatches(Protocol):
+    """A batch source that draws one epoch at a time (``data.SparseBatches``)."""
+
+    def epoch(self, epoch: int) -> Batches: ...
 
 
 @dataclass(frozen=True)
-class EvalMetrics:
-    """Scores of one pass over a split.
+class FitResult:
+    """What :func:`fit` leaves behind.
 
     Attributes:
-        accuracy: Fraction of examples whose arg-max logit is the label.
-        mae: Mean absolute error between the softmax probabilities and the one-hot labels,
-            averaged over examples *and* classes (the metric the seed work reports; 0 is
-            perfect, 2 / num_classes is confidently wrong everywhere).
-        n: Number of examples scored.
+        state: The weights to keep: those of the best validated epoch, or the final weights
+            when there is no validation (tensors on the training device, detached copies).
+        best_epoch: The epoch ``state`` belongs to.
+        best_metrics: Its validation scores (``None`` without validation).
+        last_metrics: The validation scores of the last epoch trained (``None`` without).
+        epochs_run: Epochs actually trained (fewer than asked when the hook stopped it).
+        stopped: Whether the hook stopped training early.
     """
 
-    accuracy: float
-    mae: float
-    n: int
+    state: dict[str, Tensor]
+    best_epoch: int
+    best_metrics: EvalMetrics | None
+    last_metrics: EvalMetrics | None
+    epochs_run: int
+    stopped: bool
 
-    def to_dict(self) -> dict[str, float]:
-        return {"accuracy": self.accuracy, "mae": self.mae}
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, mask: Tensor, y: Tensor
+) -> Tensor:
+    """One optimizer step of cross-entropy on one batch; returns the loss (detached, on device)."""
+    loss = F.cross_entropy(model(x, mask), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def train_one_epoch(
     model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, epoch: int
 ) -> float:
-    """One pass of ``batches`` with cross-entropy; returns the mean training loss.
+    """One pass of ``batches``; returns the mean training loss.
 
     The loss is summed on the device and checked once at the end of the epoch, so training
     does not synchronize with the GPU on every batch; a NaN anywhere propagates into the sum.
@@ -56,11 +84,7 @@ def train_one_epoch(
     total: Tensor | None = None
     count = 0
     for x, mask, y in batches:
-        loss = F.cross_entropy(model(x, mask), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        batch_loss = loss.detach() * y.shape[0]
+        batch_loss = train_step(model, optimizer, x, mask, y) * y.shape[0]
         total = batch_loss if total is None else total + batch_loss
         count += y.shape[0]
     if total is None or count == 0:
@@ -71,26 +95,52 @@ def train_one_epoch(
     return mean
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches) -> EvalMetrics:
-    """Accuracy and MAE (see :class:`EvalMetrics`) of ``model`` over ``batches``."""
-    model.eval()
-    correct: Tensor | None = None
-    abs_error: Tensor | None = None
-    count = 0
-    num_classes = 0
-    for x, mask, y in batches:
-        logits = model(x, mask)  # (B, K)
-        num_classes = logits.shape[1]
-        probs = logits.float().softmax(dim=1)
-        onehot = F.one_hot(y, num_classes).to(probs.dtype)
-        hits = (logits.argmax(dim=1) == y).sum()
-        err = (probs - onehot).abs().sum()
-        correct = hits if correct is None else correct + hits
-        abs_error = err if abs_error is None else abs_error + err
-        count += y.shape[0]
-    if correct is None or abs_error is None or count == 0:
-        raise ValueError("evaluation split is empty")
-    return EvalMetrics(
-        accuracy=int(correct) / count, mae=float(abs_error) / (count * num_classes), n=count
-    )
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: EpochBatches,
+    epochs: int,
+    *,
+    validation: EpochBatches | None = None,
+    on_epoch: EpochHook | None = None,
+    first_epoch: int = 1,
+) -> FitResult:
+    """Train ``epochs`` epochs, validating after each and keeping the best epoch's weights.
+
+    Args:
+        model: The network, on the training device.
+        optimizer: Its optimizer.
+        train: Training batches; epoch ``e`` draws its own masks and order from ``e``.
+        epochs: How many epochs to train (>= 1).
+        validation: Fixed-mask validation batches scored after every epoch (the same masks
+            each time, so epochs are compared on the same pixels); ``None`` skips validation
+            and keeps the final weights.
+        on_epoch: Called after each validated epoch; returning ``True`` stops training there.
+        first_epoch: Number of the first epoch (the training masks depend on it). Tuning
+            trials count from 1 (the step Optuna reports); the experiments count from 0, as
+            when their published results were drawn.
+
+    Raises:
+        NonFiniteLossError: An epoch's training loss was NaN or infinite.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    best_epoch, best, metrics, state = first_epoch, None, None, None
+    last = first_epoch + epochs - 1
+    for epoch in range(first_epoch, last + 1):
+        train_one_epoch(model, train.epoch(epoch), optimizer, epoch)
+        if validation is None:
+            continue
+        metrics = evaluate(model, validation.epoch(0))
+        if best is None or metrics.accuracy > best.accuracy:
+            best_epoch, best, state = epoch, metrics, _copy_state(model)
+        if on_epoch is not None and on_epoch(epoch, metrics):
+            return FitResult(state, best_epoch, best, metrics, epoch - first_epoch + 1, True)
+    if validation is None:
+        best_epoch, state = last, _copy_state(model)
+    assert state is not None  # epochs >= 1
+    return FitResult(state, best_epoch, best, metrics, epochs, False)
+
+
+def _copy_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -4,8 +4,8 @@ A checkpoint is a ``torch.save`` file of plain types only (so ``torch.load(weigh
 reads it without executing code): the best-epoch ``state_dict`` plus everything needed to
 rebuild and feed the network -- model family, :class:`models.CNNConfig`, the input
 normalization and the resolved study definition. It is uploaded to a file-system artifact
-store next to the storage (``hpo.storage.artifact_dir_for``), where optuna-dashboard finds it
-too, and its id is stored on the trial as ``keys.MODEL_ARTIFACT``.
+store next to the storage (``hpo.runtime.storage_url.artifact_dir_for``), where
+optuna-dashboard finds it too, and its id is stored on the trial as ``keys.MODEL_ARTIFACT``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from torch import nn
 
 from models import CNNConfig, ModelFamily, build_model
 
+from ..runtime.storage_url import artifact_dir_for
 from . import keys
-from .storage import artifact_dir_for
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -18,7 +18,7 @@ without a lock. Two checks do it:
    ``study.ask()`` pops the lowest-numbered one first, so they are next in line.
 
 A surplus trial never runs (:func:`release_surplus`): if it was popped from the queue (a grid
-point or a retried trial, which carry their parameters in ``fixed_params``), it goes back to
+point or a retried trial, which carry the parameters they were enqueued with), it goes back to
 WAITING so the grid point is not lost; a freshly created one is marked FAIL with the reason in
 ``keys.FAIL_REASON`` (failed trials do not count, and Optuna cannot delete a trial).
 """
@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import datetime
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..runtime import optuna_compat
 from . import keys
 
 __all__ = ["TrialCounts", "count_trials", "is_surplus", "release_surplus", "wait_for_slot"]
@@ -100,17 +100,15 @@ def is_surplus(study: optuna.Study, trial_number: int, n_trials: int) -> bool:
 
 def release_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
     """Give up ``trial`` without running it: back to the queue if it came from there, else FAIL."""
-    storage = study._storage  # Optuna has no public API to re-queue a trial
-    frozen = storage.get_trial(trial._trial_id)
-    if "fixed_params" in frozen.system_attrs:
-        storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+    if optuna_compat.queued_params(optuna_compat.frozen_trial(study, trial)) is not None:
+        optuna_compat.return_to_queue(study, trial)
         return
-    storage.set_trial_user_attr(
-        trial._trial_id,
+    optuna_compat.fail_without_running(
+        study,
+        trial,
         keys.FAIL_REASON,
         f"surplus: the budget of {n_trials} trials was already claimed by other workers",
     )
-    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
 def wait_for_slot(
@@ -130,16 +128,10 @@ def wait_for_slot(
     gets one heartbeat recorded on its behalf (harmless for a live trial, whose own heartbeat
     thread keeps beating), so it goes stale one grace period later.
     """
-    storage = study._storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDBStorage in a cache
-    grace = getattr(backend, "grace_period", None) or (2 * interval if interval else None)
+    grace = optuna_compat.heartbeat_grace_period(study)
     adopted: set[int] = set()
     while True:
-        if interval is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
+        optuna_compat.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
         running = [t for t in trials if t.state == TrialState.RUNNING]
@@ -153,9 +145,9 @@ def wait_for_slot(
             now = datetime.datetime.now()
             for trial in running:
                 started = trial.datetime_start
-                if trial._trial_id in adopted or started is None:
+                if trial.number in adopted or started is None:
                     continue
                 if (now - started).total_seconds() > grace:
-                    storage.record_heartbeat(trial._trial_id)
-                    adopted.add(trial._trial_id)
+                    optuna_compat.record_heartbeat(study, trial)
+                    adopted.add(trial.number)
         time.sleep(poll_seconds)

@@ -11,59 +11,24 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from data import SparseBatches
+from data import SparseBatches, SparseDataset
 from models import CNNConfig, ModelConfigError, build_model
-from studies import StudyDefinition
+from studies import VAL_MASK_SEED, StudyDefinition
 
+from ..errors import OutOfMemoryTrialError, UnsupportedConfigError, one_line
+from ..training import EpochHook, EvalMetrics, fit
 from . import keys
 from .artifacts import save_checkpoint
-from .errors import OutOfMemoryTrialError, UnsupportedConfigError
 from .progress import RunProgress
-from .training import EvalMetrics, evaluate, train_one_epoch
+from .trial_data import eval_batches, evaluate_at_sparsities
 
-__all__ = [
-    "TEST_MASK_SEED",
-    "VAL_MASK_SEED",
-    "Objective",
-    "TrialData",
-    "eval_batches",
-    "evaluate_at_sparsities",
-]
-
-# Fixed evaluation masks: one seed for validation, another for test, shared by every trial
-# and worker, so scores differ only because the models do.
-VAL_MASK_SEED = 1234
-TEST_MASK_SEED = 4321
-
-
-@dataclass(frozen=True)
-class TrialData:
-    """The splits and input statistics a worker trains with (loaded once per worker).
-
-    Attributes:
-        train: Training split (already cut to the definition's ``train_size``).
-        val: Validation split.
-        test: Test split (only for the final evaluation of the best trial).
-        in_channels: Image channels.
-        num_classes: Number of classes.
-        mean: Per-channel normalization mean over observed pixels.
-        std: Per-channel normalization std over observed pixels.
-    """
-
-    train: Any
-    val: Any
-    test: Any
-    in_channels: int
-    num_classes: int
-    mean: Any
-    std: Any
+__all__ = ["Objective"]
 
 
 class Objective:
@@ -71,7 +36,7 @@ class Objective:
 
     Args:
         definition: The resolved study definition (overrides applied).
-        data: The worker's data.
+        data: The worker's data (``load_trial_data``: loaded once per worker).
         device: Torch device to train on (decided once by the entry point).
         seed: The worker seed; the trial trains with ``seed + trial.number``.
         store: Artifact store for the best-epoch checkpoints.
@@ -82,7 +47,7 @@ class Objective:
     def __init__(
         self,
         definition: StudyDefinition,
-        data: TrialData,
+        data: SparseDataset,
         device: torch.device,
         seed: int,
         store: FileSystemArtifactStore,
@@ -103,130 +68,108 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         d = self.definition
-        seed = self.seed + trial.number
-        if keys.PHASE not in trial.user_attrs:
-            trial.set_user_attr(keys.PHASE, keys.PHASE_TPE)
-        trial.set_user_attr(keys.SEED, seed)
-        trial.set_user_attr(keys.WORKER, self.worker)
-        trial.set_user_attr(keys.DEVICE, str(self.device))
+        seed = self._label(trial)
         params = d.search_space.suggest(trial)
         torch.manual_seed(seed)
         with _out_of_memory_as_trial_error(self.device):
             cnn_config = self._cnn_config(params)
             model = build_model(d.model_family, cnn_config).to(self.device)
             optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"])
-            train = SparseBatches(
-                self.data.train,
-                sparsity=d.train_sparsity,
-                batch_size=params["batch_size"],
-                device=self.device,
-                mean=self.data.mean,
-                std=self.data.std,
-                shuffle=True,
-                seed=seed,
-            )
-            val = self._val_batches[d.train_sparsity]
-            best, best_state, best_metrics = -1.0, None, None
+            train = self._train_batches(params["batch_size"], seed)
             started = time.perf_counter()
             try:
                 with self.progress.epochs(trial.number, d.epochs) as bar:
-                    for epoch in range(1, d.epochs + 1):
-                        train_one_epoch(model, train.epoch(epoch), optimizer, epoch)
-                        metrics = evaluate(model, val.epoch(0))
-                        accuracy = metrics.accuracy
-                        trial.report(accuracy, epoch)
-                        if accuracy > best:
-                            best, best_metrics = accuracy, metrics
-                            best_state = {
-                                k: v.detach().clone() for k, v in model.state_dict().items()
-                            }
-                        bar.update()
-                        bar.set_postfix(val=f"{accuracy:.4f}")
-                        # After the last epoch there is nothing left to save: never prune a
-                        # finished trial (Hyperband would, with a one-epoch budget).
-                        if epoch < d.epochs and trial.should_prune():
-                            reason = f"pruned after epoch {epoch}: val accuracy {accuracy:.4f}"
-                            trial.set_user_attr(keys.FAIL_REASON, reason)
-                            raise optuna.TrialPruned(reason)
+                    result = fit(
+                        model,
+                        optimizer,
+                        train,
+                        d.epochs,
+                        validation=self._val_batches[d.train_sparsity],
+                        on_epoch=self._report_and_prune(trial, bar),
+                    )
             finally:
                 trial.set_user_attr(keys.TRAIN_SECONDS, time.perf_counter() - started)
-            assert best_state is not None  # epochs >= 1
-            model.load_state_dict(best_state)
-            started = time.perf_counter()
-            # The training sparsity was just scored with these weights and masks: reuse it.
-            known = {keys.sparsity_key(d.train_sparsity): best_metrics}
-            val_metrics = evaluate_at_sparsities(
-                model, self._val_batches, d.test_sparsities, known=known
-            )
-            trial.set_user_attr(keys.EVAL_SECONDS, time.perf_counter() - started)
+            assert result.best_metrics is not None and result.last_metrics is not None
+            if result.stopped:
+                last = result.last_metrics.accuracy
+                reason = f"pruned after epoch {result.epochs_run}: val accuracy {last:.4f}"
+                trial.set_user_attr(keys.FAIL_REASON, reason)
+                raise optuna.TrialPruned(reason)
+            model.load_state_dict(result.state)
+            val_metrics = self._score_best(trial, model, result.best_metrics)
         trial.set_user_attr(keys.VAL_METRICS, {k: m.to_dict() for k, m in val_metrics.items()})
         trial.set_user_attr(keys.N_PARAMS, sum(p.numel() for p in model.parameters()))
-        artifact_id = save_checkpoint(
-            trial, self.store, best_state, self.checkpoint_config(trial.number, params, cnn_config)
-        )
+        config = self.checkpoint_config(trial.number, params, cnn_config)
+        artifact_id = save_checkpoint(trial, self.store, result.state, config)
         trial.set_user_attr(keys.MODEL_ARTIFACT, artifact_id)
-        return best
+        return result.best_metrics.accuracy
 
     def checkpoint_config(
         self, trial_number: int, params: dict[str, Any], cnn_config: CNNConfig
     ) -> dict[str, Any]:
-        """What a checkpoint needs to be rebuilt and fed (see ``hpo.artifacts``)."""
+        """What a checkpoint needs to be rebuilt and fed (see ``hpo.tuning.artifacts``)."""
         return {
             "trial_number": trial_number,
             "params": params,
             "model_family": self.definition.model_family.value,
             "cnn_config": cnn_config.to_dict(),
-            "mean": _as_list(self.data.mean),
-            "std": _as_list(self.data.std),
+            "mean": [float(v) for v in self.data.mean],
+            "std": [float(v) for v in self.data.std],
             "definition": self.definition.to_dict(),
         }
+
+    def _label(self, trial: optuna.Trial) -> int:
+        """Record who ran ``trial``, where and with which seed; returns that seed."""
+        seed = self.seed + trial.number
+        if keys.PHASE not in trial.user_attrs:
+            trial.set_user_attr(keys.PHASE, keys.PHASE_TPE)
+        trial.set_user_attr(keys.SEED, seed)
+        trial.set_user_attr(keys.WORKER, self.worker)
+        trial.set_user_attr(keys.DEVICE, str(self.device))
+        return seed
+
+    def _train_batches(self, batch_size: int, seed: int) -> SparseBatches:
+        return SparseBatches(
+            self.data.train,
+            sparsity=self.definition.train_sparsity,
+            batch_size=batch_size,
+            device=self.device,
+            mean=self.data.mean,
+            std=self.data.std,
+            shuffle=True,
+            seed=seed,
+        )
+
+    def _report_and_prune(self, trial: optuna.Trial, bar: Any) -> EpochHook:
+        last_epoch = self.definition.epochs
+
+        def on_epoch(epoch: int, metrics: EvalMetrics) -> bool:
+            trial.report(metrics.accuracy, epoch)
+            bar.update()
+            bar.set_postfix(val=f"{metrics.accuracy:.4f}")
+            # After the last epoch there is nothing left to save: never prune a finished
+            # trial (Hyperband would, with a one-epoch budget).
+            return epoch < last_epoch and trial.should_prune()
+
+        return on_epoch
+
+    def _score_best(
+        self, trial: optuna.Trial, model: torch.nn.Module, best: EvalMetrics
+    ) -> dict[str, EvalMetrics]:
+        """The best-epoch weights at every test sparsity (the training one is already known)."""
+        started = time.perf_counter()
+        known = {keys.sparsity_key(self.definition.train_sparsity): best}
+        metrics = evaluate_at_sparsities(
+            model, self._val_batches, self.definition.test_sparsities, known=known
+        )
+        trial.set_user_attr(keys.EVAL_SECONDS, time.perf_counter() - started)
+        return metrics
 
     def _cnn_config(self, params: dict[str, Any]) -> CNNConfig:
         try:
             return self.definition.cnn_config(self.data.in_channels, self.data.num_classes, params)
         except ModelConfigError as e:
             raise UnsupportedConfigError(f"unsupported configuration: {e}") from e
-
-
-def eval_batches(
-    definition: StudyDefinition,
-    data: TrialData,
-    split: Any,
-    sparsity: float,
-    mask_seed: int,
-    device: torch.device,
-) -> SparseBatches:
-    """Batches of ``split`` at ``sparsity`` with masks fixed by ``mask_seed`` (evaluation)."""
-    return SparseBatches(
-        split,
-        sparsity=sparsity,
-        batch_size=definition.eval_batch_size,
-        device=device,
-        mean=data.mean,
-        std=data.std,
-        seed=mask_seed,
-        fixed_masks=True,
-    )
-
-
-def evaluate_at_sparsities(
-    model: torch.nn.Module,
-    batches: dict[float, SparseBatches],
-    sparsities: tuple[float, ...],
-    known: dict[str, EvalMetrics | None] | None = None,
-) -> dict[str, EvalMetrics]:
-    """Score ``model`` at every sparsity, keyed by ``keys.sparsity_key``.
-
-    ``known`` holds scores already computed for this model on the same batches; they are
-    reused instead of evaluated again.
-    """
-    known = known or {}
-    out: dict[str, EvalMetrics] = {}
-    for s in sparsities:
-        k = keys.sparsity_key(s)
-        cached = known.get(k)
-        out[k] = cached if cached is not None else evaluate(model, batches[s].epoch(0))
-    return out
 
 
 @contextlib.contextmanager
@@ -236,27 +179,14 @@ def _out_of_memory_as_trial_error(device: torch.device) -> Iterator[None]:
         yield
     except torch.cuda.OutOfMemoryError as e:
         _free(device)
-        raise OutOfMemoryTrialError(f"out of memory on {device}: {_first_line(e)}") from e
+        raise OutOfMemoryTrialError(f"out of memory on {device}: {one_line(e)}") from e
     except RuntimeError as e:
         if "out of memory" not in str(e):
             raise
         _free(device)
-        raise OutOfMemoryTrialError(f"out of memory on {device}: {_first_line(e)}") from e
+        raise OutOfMemoryTrialError(f"out of memory on {device}: {one_line(e)}") from e
 
 
 def _free(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _as_list(value: Any) -> list[float]:
-    if isinstance(value, torch.Tensor):
-        return [float(v) for v in value.flatten().tolist()]
-    if isinstance(value, list | tuple):
-        return [float(v) for v in value]
-    return [float(value)]

@@ -1,9 +1,10 @@
 """The resolved settings of one run: what the command line and the environment asked for.
 
-:class:`RunSettings` is a frozen, picklable dataclass of plain values, because ``--workers K``
-hands one copy to each of K spawned processes (``dataclasses.replace`` gives each its own seed
-and device). Everything derived from it -- the study definition with overrides, the sampler, the
-pruner -- is rebuilt inside each worker from these values.
+:class:`RunSettings` is a frozen, picklable dataclass, because ``--workers K`` hands one copy
+to each of K spawned processes (``dataclasses.replace`` gives each its own seed and device).
+It carries the study definition itself, resolved once at the entry point from the registry the
+entry point was given, so a worker -- in this process, a spawned one, or a test -- never looks
+a name up again. The sampler and the pruner are rebuilt inside each worker from these values.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+from studies import StudyDefinition
 
-from studies import StudyDefinition, get_study
+from ..errors import InvalidSettingError
 
-from .errors import DeviceError, InvalidSettingError
-
-__all__ = ["PRUNERS", "RunSettings", "resolve_device"]
+__all__ = ["PRUNERS", "RunSettings"]
 
 PRUNERS = ("hyperband", "median", "none")
 
@@ -28,13 +27,13 @@ class RunSettings:
     """One worker's run of one study.
 
     Attributes:
-        study: Registered study definition name (``studies.get_study``).
+        study: The registered study definition (before this run's overrides).
         n_trials: Finished (complete + pruned) trials the study must end with, over all workers.
         storage_url: SQLAlchemy URL of the shared Optuna storage.
-        device: Torch device string, already validated by :func:`resolve_device`.
+        device: Torch device string, already validated by ``hpo.runtime.device``.
         seed: This worker's seed: seeds the sampler, and ``seed + trial.number`` seeds torch.
-        study_name: Optuna study name; defaults to ``study``. A different name keeps a quick
-            run with overrides apart from the real study in the same storage.
+        study_name: Optuna study name; defaults to ``study.name``. A different name keeps a
+            quick run with overrides apart from the real study in the same storage.
         data_dir: Root of the dataset archives (``None``: ``HPO_DATA_DIR`` / the default).
         download: Whether the data loader may download missing archives.
         epochs: Override of the definition's epoch budget (``None``: keep it).
@@ -48,10 +47,10 @@ class RunSettings:
             worker gets a copy with ``workers=1`` and its own seed and device.
         retrain_from: Name of a finished study in the same storage. Instead of searching,
             every trial trains that study's best configuration (with seed ``seed + i``),
-            usually with a larger budget; see :mod:`hpo.search`.
+            usually with a larger budget; see :mod:`hpo.tuning.study_setup`.
     """
 
-    study: str
+    study: StudyDefinition
     n_trials: int
     storage_url: str
     device: str = "cpu"
@@ -69,6 +68,8 @@ class RunSettings:
     retrain_from: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.study, StudyDefinition):
+            raise TypeError(f"RunSettings.study must be a StudyDefinition, got {self.study!r}")
         _positive_int("--n-trials", self.n_trials)
         _positive_int("--workers", self.workers)
         if self.epochs is not None:
@@ -94,12 +95,13 @@ class RunSettings:
                 f"--retrain-best {self.retrain_from} would write into the study it reads; "
                 "pass another --study-name (default: <study>_retrain)"
             )
+        self.definition()  # an invalid override fails here, before any storage is touched
 
     @property
     def optuna_study_name(self) -> str:
         if self.study_name:
             return self.study_name
-        return f"{self.retrain_from}_retrain" if self.retrain_from else self.study
+        return f"{self.retrain_from}_retrain" if self.retrain_from else self.study.name
 
     def overrides(self) -> dict[str, Any]:
         """The definition fields this run overrides (only those given on the command line)."""
@@ -107,8 +109,8 @@ class RunSettings:
         return {k: v for k, v in values.items() if v is not None}
 
     def definition(self) -> StudyDefinition:
-        """The registered definition with this run's overrides applied (and validated)."""
-        return get_study(self.study).with_overrides(self.overrides())
+        """The study definition with this run's overrides applied (and validated)."""
+        return self.study.with_overrides(self.overrides())
 
     def resolved_config(self) -> dict[str, Any]:
         """What must be identical for two runs to share one study (stored as keys.DEFINITION).
@@ -124,40 +126,6 @@ class RunSettings:
         if self.retrain_from is not None:  # absent otherwise: older stored studies still match
             config["retrain_from"] = self.retrain_from
         return config
-
-
-def resolve_device(requested: str | None) -> str:
-    """Validate ``--device`` once, at the entry point (default: CUDA if available, else CPU).
-
-    Raises:
-        DeviceError: Unparseable device, or CUDA / MPS requested but not available.
-    """
-    if requested is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise DeviceError(
-            f"--device {requested!r} is not a torch device; use cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise DeviceError(
-                f"--device {requested} requested but CUDA is not available on this machine; "
-                "use --device cpu"
-            )
-        if device.index is not None and device.index >= count:
-            raise DeviceError(
-                f"--device {requested}: only {count} CUDA device(s) visible "
-                f"(cuda:0..cuda:{count - 1})"
-            )
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise DeviceError(f"--device {requested}: MPS is not available; use --device cpu")
-    elif device.type != "cpu":
-        raise DeviceError(f"--device {requested!r} is not supported; use cpu, cuda or cuda:N")
-    return str(device)
 
 
 def _positive_int(flag: str, value: Any) -> None:

@@ -1,0 +1,43 @@
+"""The torch device a run trains on: decided once, at the entry point, and passed down."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import DeviceError
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(requested: str | None) -> str:
+    """Validate ``--device`` once, at the entry point (default: CUDA if available, else CPU).
+
+    Raises:
+        DeviceError: Unparseable device, or CUDA / MPS requested but not available.
+    """
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise DeviceError(
+            f"--device {requested!r} is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(
+                f"--device {requested} requested but CUDA is not available on this machine; "
+                "use --device cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise DeviceError(
+                f"--device {requested}: only {count} CUDA device(s) visible "
+                f"(cuda:0..cuda:{count - 1})"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"--device {requested}: MPS is not available; use --device cpu")
+    elif device.type != "cpu":
+        raise DeviceError(f"--device {requested!r} is not supported; use cpu, cuda or cuda:N")
+    return str(device)

@@ -1,0 +1,20 @@
+"""Training and scoring one network: the one loop every caller shares.
+
+Used by the tuning objective, the fixed-configuration experiments and the benchmarks; it
+imports nothing from the rest of ``hpo`` except :mod:`hpo.errors`.
+"""
+
+from .evaluation import Batches, EvalMetrics, evaluate
+from .loop import EpochBatches, EpochHook, FitResult, fit, train_one_epoch, train_step
+
+__all__ = [
+    "Batches",
+    "EpochBatches",
+    "EpochHook",
+    "EvalMetrics",
+    "FitResult",
+    "evaluate",
+    "fit",
+    "train_one_epoch",
+    "train_step",
+]

@@ -1,0 +1,110 @@
+"""After the workers: score the best trial on the test split once, store and print the figures.
+
+The test split is touched here only, for one trial per study: the best by validation accuracy.
+Its figures go on the study (``keys.TEST_METRICS``, ``keys.BEST_TRIAL``), where the report
+and the dashboard read them.
+"""
+
+from __future__ import annotations
+
+import optuna
+import torch
+
+from studies import TEST_MASK_SEED
+
+from ..runtime.storage import open_storage
+from ..runtime.storage_url import artifact_dir_for
+from . import keys
+from .artifacts import load_trial_model, open_artifact_store
+from .budget import TrialCounts, count_trials
+from .progress import format_params
+from .settings import RunSettings
+from .trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
+
+__all__ = ["finalize_study"]
+
+
+def finalize_study(settings: RunSettings) -> None:
+    """Score the best trial on the test split, store the figures, print a summary.
+
+    Runs once per run, after every worker has returned (``--workers K`` calls it in the
+    parent). Idempotent: if the best trial has not changed since the last run, the stored
+    test figures are reused instead of evaluating again.
+    """
+    storage = open_storage(settings.storage_url)
+    study = optuna.load_study(study_name=settings.optuna_study_name, storage=storage)
+    counts = count_trials(study)
+    print(_counts_line(study.study_name, counts, settings.n_trials))
+    if counts.complete == 0:
+        print("no completed trial yet: nothing to evaluate")
+        return
+    best = study.best_trial
+    test_metrics = study.user_attrs.get(keys.TEST_METRICS)
+    if study.user_attrs.get(keys.BEST_TRIAL) != best.number or test_metrics is None:
+        test_metrics = _score_on_test(study, best, settings)
+    _print_summary(study, best, test_metrics, settings)
+
+
+def _score_on_test(
+    study: optuna.Study, best: optuna.trial.FrozenTrial, settings: RunSettings
+) -> dict[str, dict[str, float]]:
+    definition = settings.definition()
+    store = open_artifact_store(settings.storage_url)
+    loaded = load_trial_model(study, best.number, store=store, device=settings.device)
+    data = load_trial_data(definition, settings.data_dir, settings.download)
+    device = torch.device(settings.device)
+    batches = {
+        s: eval_batches(definition, data, data.test, s, TEST_MASK_SEED, device)
+        for s in definition.test_sparsities
+    }
+    metrics = evaluate_at_sparsities(loaded.model, batches, definition.test_sparsities)
+    test_metrics = {k: m.to_dict() for k, m in metrics.items()}
+    study.set_user_attr(keys.TEST_METRICS, test_metrics)
+    study.set_user_attr(keys.BEST_MODEL_ARTIFACT, best.user_attrs[keys.MODEL_ARTIFACT])
+    study.set_user_attr(keys.BEST_TRIAL, best.number)
+    return test_metrics
+
+
+def _counts_line(name: str, counts: TrialCounts, n_trials: int) -> str:
+    return (
+        f"study {name}: {counts.complete} complete, {counts.pruned} pruned, "
+        f"{counts.failed} failed, {counts.running} running, {counts.waiting} waiting "
+        f"(target {n_trials} finished)"
+    )
+
+
+def _print_summary(
+    study: optuna.Study,
+    best: optuna.trial.FrozenTrial,
+    test_metrics: dict[str, dict[str, float]],
+    settings: RunSettings,
+) -> None:
+    definition = settings.definition()
+    val_metrics = best.user_attrs.get(keys.VAL_METRICS, {})
+    source = study.user_attrs.get(keys.RETRAIN_SOURCE)
+    if source is not None:
+        print(
+            f"retraining trial {source['trial']} of study {source['study']} "
+            f"(val accuracy {source['value']:.4f} at that study's budget)"
+        )
+    print(
+        f"best trial {best.number} [{best.user_attrs.get(keys.PHASE, '?')}]: "
+        f"val accuracy {best.value:.4f} at sparsity {definition.train_sparsity:g}; "
+        f"{format_params(best.params)}"
+    )
+    print(f"{'sparsity':>8}  {'val acc':>8}  {'val MAE':>8}  {'test acc':>8}  {'test MAE':>8}")
+    for sparsity in definition.test_sparsities:
+        k = keys.sparsity_key(sparsity)
+        v, t = val_metrics.get(k, {}), test_metrics.get(k, {})
+        print(
+            f"{k:>8}  {_fmt(v.get('accuracy'))}  {_fmt(v.get('mae'))}  "
+            f"{_fmt(t.get('accuracy'))}  {_fmt(t.get('mae'))}"
+        )
+    print(
+        f"best model: artifact {study.user_attrs.get(keys.BEST_MODEL_ARTIFACT)} in "
+        f"{artifact_dir_for(settings.storage_url)}"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:8.4f}" if isinstance(value, float | int) else f"{'-':>8}"
