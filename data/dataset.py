@@ -55,6 +55,23 @@ class TensorSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def stratified_subset(self, n: int, seed: int) -> TensorSplit:
+        """A fixed subset of ``n`` images, stratified by class and drawn with ``seed``.
+
+        The same ``(n, seed)`` gives the same images in every process, so a smaller
+        validation set can still judge every trial on the same images. ``n`` at least the
+        split's size returns the split itself.
+
+        Raises:
+            InvalidDataOptionsError: ``n`` is not a positive integer.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidDataOptionsError(f"subset size must be an integer >= 1, got {n!r}")
+        if n >= len(self):
+            return self
+        taken, _ = stratified_take(self.labels, n, torch.Generator().manual_seed(seed))
+        return TensorSplit(self.images[taken], self.labels[taken])
+
 
 @dataclass(frozen=True)
 class SparseDataset:

@@ -205,6 +205,9 @@ class StudyDefinition:
             must be valid for the smallest depth in the search space. Large images need some.
         head_grid: Fixed grid of the classifier head (``models.CNNConfig.head_grid``).
         train_size: Training examples used per epoch (``None``: the whole training split).
+        val_size: Validation images every trial is scored on, per epoch and at the end: a
+            fixed stratified subset of the validation split (``None``: all of it). Large
+            enough to rank trials, small enough that scoring stays a small part of a trial.
         eval_batch_size: Batch size for validation and test passes (memory only, not tuned).
         data_seed: Seed of the train/validation carve-out and the training subset; fixed per
             study so every trial and every worker scores on the same validation images.
@@ -227,12 +230,13 @@ class StudyDefinition:
     pool_after: tuple[int, ...] = ()
     head_grid: int = 1
     train_size: int | None = None
+    val_size: int | None = None
     eval_batch_size: int = 512
     data_seed: int = 0
     tpe_random_trials: int = 4
 
     # Budget knobs a quick run may change; everything else defines the study itself.
-    OVERRIDABLE: ClassVar[frozenset[str]] = frozenset({"epochs", "train_size"})
+    OVERRIDABLE: ClassVar[frozenset[str]] = frozenset({"epochs", "train_size", "val_size"})
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -250,6 +254,8 @@ class StudyDefinition:
         _check_positive_int(self.name, "eval_batch_size", self.eval_batch_size)
         if self.train_size is not None:
             _check_positive_int(self.name, "train_size", self.train_size)
+        if self.val_size is not None:
+            _check_positive_int(self.name, "val_size", self.val_size)
         if self.tpe_random_trials < 0:
             raise DefinitionError(f"study {self.name}: tpe_random_trials must be >= 0")
         if any(i < 0 or i > self.search_space.depth.low - 2 for i in self.pool_after):

@@ -45,7 +45,7 @@ def test_list_shows_every_study_with_one_line(capsys: pytest.CaptureFixture[str]
 
 def test_help_states_the_defaults() -> None:
     text = build_parser().format_help()
-    for fragment in ("--n-trials", "(default: 100)", "(default: hyperband;", "HPO_STORAGE",
+    for fragment in ("--n-trials", "(default: 100)", "(default: asha;", "HPO_STORAGE",
                      "--data-dir", "--timeout", "--train-size", "--epochs", "--list",
                      "--retrain-best"):  # fmt: skip
         assert fragment in text

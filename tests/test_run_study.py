@@ -29,7 +29,8 @@ from hpo.tuning import keys
 from hpo.tuning.artifacts import load_trial_model, open_artifact_store
 from hpo.tuning.budget import count_trials, is_surplus, release_surplus, wait_for_slot
 from hpo.tuning.cli import main as cli_main
-from hpo.tuning.search import make_pruner, make_sampler
+from hpo.tuning.pruning import make_pruner
+from hpo.tuning.search import make_sampler
 from hpo.tuning.settings import RunSettings
 from hpo.tuning.study_setup import open_study, planned_queue
 from hpo.tuning.trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
@@ -191,7 +192,10 @@ def test_grid_comes_first_once_then_tpe_and_n_is_exact_across_resumes(
     assert [t.user_attrs[keys.GRID_ID] for t in grid] == [0, 1, 2, 3]
     assert [t.params for t in grid] == GRID.points()
     assert [p for p, _ in planned_queue(TINY, n_trials=7)] == GRID.points()
-    assert [t.user_attrs[keys.PHASE] for t in trials[4:]] == [keys.PHASE_TPE] * 3
+    # tpe_random_trials=1: one random startup draw after the grid, then the model proposes.
+    assert [t.user_attrs[keys.PHASE] for t in trials[4:]] == [keys.PHASE_RANDOM] + [
+        keys.PHASE_TPE
+    ] * 2
 
 
 def test_flush_denormals_switches_the_cpu_mode_both_ways() -> None:
@@ -260,7 +264,13 @@ def test_study_whose_creator_died_mid_grid_is_repaired_once(env: dict[str, str])
         study.enqueue_trial(params, user_attrs={keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: grid_id})
     sampler = make_sampler(settings.definition(), 0)
     for _ in range(2):  # two joiners, one after the other: the second finds it repaired
-        open_study(storage, settings, sampler, make_pruner("none", 1), poll_seconds=0.05)
+        open_study(
+            storage,
+            settings,
+            sampler,
+            make_pruner("none", 1, num_classes=10, n_val=100),
+            poll_seconds=0.05,
+        )
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.user_attrs[keys.GRID_ID] for t in trials) == [0, 1, 2, 3]
     assert study.user_attrs[keys.GRID_ENQUEUED] == 4
@@ -269,13 +279,13 @@ def test_study_whose_creator_died_mid_grid_is_repaired_once(env: dict[str, str])
 # --- pruning and failures ----------------------------------------------------------------
 
 
-def _fake_scores_by_depth(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No training; the shallowest networks score 0.9 and deeper ones 0.1 at every epoch."""
+def _fake_scores_by_depth(monkeypatch: pytest.MonkeyPatch, deep: float = 0.1) -> None:
+    """No training; the shallowest networks score 0.9 and deeper ones ``deep`` every epoch."""
 
     def evaluate(model: torch.nn.Module, batches: object) -> EvalMetrics:
         convs = sum(1 for m in model.modules() if getattr(m, "weight", None) is not None
                     and m.weight.dim() == 4)  # fmt: skip
-        return EvalMetrics(accuracy=0.9 if convs <= 3 else 0.1, mae=0.1, n=1)
+        return EvalMetrics(accuracy=0.9 if convs <= 3 else deep, mae=0.1, n=1)
 
     monkeypatch.setattr(hpo.training.loop, "train_one_epoch", lambda *a, **k: 0.0)
     monkeypatch.setattr(hpo.training.loop, "evaluate", evaluate)
@@ -285,8 +295,8 @@ def _fake_scores_by_depth(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_median_pruner_prunes_poor_trials(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, pruner: str, expected_pruned: list[int]
 ) -> None:
-    _fake_scores_by_depth(monkeypatch)
-    # Grid: depth 3, 3, 4, 4; then TPE. Trials 0-4 are the median rule's 5 startup trials.
+    _fake_scores_by_depth(monkeypatch, deep=0.5)  # poor, but well above chance
+    # Grid: depth 3, 3, 3, 3; then TPE. Trials 0-4 are the median rule's 5 startup trials.
     grid = Grid.of(depth=(3,), activation=("relu", "elu"), batch_size=(32, 64), lr=(1e-2,))
     tiny = dataclasses.replace(TINY, grid=grid, epochs=2)
     # Trials 0-3: depth 3 (0.9); trial 4 onwards: enqueue depth 4 so they score 0.1.
@@ -300,9 +310,9 @@ def test_median_pruner_prunes_poor_trials(
     assert [t.number for t in trials if t.state == TrialState.PRUNED] == expected_pruned
     for n in expected_pruned:
         assert trials[n].user_attrs[keys.FAIL_REASON] == (
-            "pruned after epoch 1: val accuracy 0.1000"
+            "pruned after epoch 1: val accuracy 0.5000"
         )
-        assert trials[n].intermediate_values == {1: 0.1}
+        assert trials[n].intermediate_values == {1: 0.5}
     assert count_trials(_load(env)).finished == 7
 
 
@@ -496,7 +506,7 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(
 ) -> None:
     # One epoch: nothing left to save, so even Hyperband and poor scores must not prune.
     _fake_scores_by_depth(monkeypatch)
-    for pruner in ("hyperband", "median"):
+    for pruner in ("asha", "hyperband", "median"):
         run_worker(_settings(env, 7, pruner=pruner, study_name=f"{STUDY}_{pruner}"))
         study = optuna.load_study(
             study_name=f"{STUDY}_{pruner}", storage=open_storage(env["storage"])

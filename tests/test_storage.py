@@ -301,7 +301,7 @@ def test_retries_are_bounded(tmp_path: Path) -> None:
     for _ in range(2):  # the original and its one retry both "die"
         trial = study.ask()
         trial.suggest_float("x", 0, 1)
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL)  # as a dead worker's trial is failed
         callback(study, study.trials[trial.number])
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]  # nothing re-queued

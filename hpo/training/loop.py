@@ -12,6 +12,7 @@ Every model family is called as ``model(x, mask)`` and every batch source yields
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,6 +49,8 @@ class FitResult:
         last_metrics: The validation scores of the last epoch trained (``None`` without).
         epochs_run: Epochs actually trained (fewer than asked when the hook stopped it).
         stopped: Whether the hook stopped training early.
+        validation_seconds: Wall time spent validating (and copying the best weights).
+        train_losses: Mean training loss of each epoch trained.
     """
 
     state: dict[str, Tensor]
@@ -56,6 +59,8 @@ class FitResult:
     last_metrics: EvalMetrics | None
     epochs_run: int
     stopped: bool
+    validation_seconds: float
+    train_losses: tuple[float, ...]
 
 
 def train_step(
@@ -127,19 +132,23 @@ def fit(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     best_epoch, best, metrics, state = first_epoch, None, None, None
     last = first_epoch + epochs - 1
+    validating, losses = 0.0, []
     for epoch in range(first_epoch, last + 1):
-        train_one_epoch(model, train.epoch(epoch), optimizer, epoch)
+        losses.append(train_one_epoch(model, train.epoch(epoch), optimizer, epoch))
         if validation is None:
             continue
+        started = time.perf_counter()
         metrics = evaluate(model, validation.epoch(0))
         if best is None or metrics.accuracy > best.accuracy:
             best_epoch, best, state = epoch, metrics, _copy_state(model)
+        validating += time.perf_counter() - started
         if on_epoch is not None and on_epoch(epoch, metrics):
-            return FitResult(state, best_epoch, best, metrics, epoch - first_epoch + 1, True)
+            ran = epoch - first_epoch + 1
+            return FitResult(state, best_epoch, best, metrics, ran, True, validating, (*losses,))
     if validation is None:
         best_epoch, state = last, _copy_state(model)
     assert state is not None  # epochs >= 1
-    return FitResult(state, best_epoch, best, metrics, epochs, False)
+    return FitResult(state, best_epoch, best, metrics, epochs, False, validating, (*losses,))
 
 
 def _copy_state(model: nn.Module) -> dict[str, Tensor]:

@@ -29,7 +29,7 @@ import torch
 from data import DATA_DIR_ENV, DataError
 from studies import DefinitionError, StudyRegistry, UnknownStudyError, default_registry
 
-from ..errors import EXIT_INTERRUPTED, UsageError, print_usage_error
+from ..errors import EXIT_INTERRUPTED, InvalidSettingError, UsageError, print_usage_error
 from ..runtime.device import resolve_device
 from ..runtime.processes import available_cpu_count, plan_workers, run_workers
 from ..runtime.storage import open_storage
@@ -41,7 +41,8 @@ from ..runtime.storage_url import (
 )
 from .artifacts import ArtifactError
 from .finalize import finalize_study
-from .settings import PRUNERS, RunSettings
+from .pruning import DEFAULT_PRUNER, PRUNERS
+from .settings import ALL, RunSettings, fresh_seed
 from .worker import run_worker
 
 __all__ = ["DRY_RUN", "USAGE_ERRORS", "build_parser", "main", "settings_from_args"]
@@ -102,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seeds the sampler; trial i trains with seed + i (default: %(default)s)",
+        default=None,
+        help="seeds the sampler; trial i trains with seed + i (default: a fresh seed per run, "
+        "so independently started workers explore differently; logged and stored on every "
+        "trial, pass it again to reproduce a worker; 0 with --retrain-best, which samples "
+        "nothing)",
     )
     parser.add_argument(
         "--workers",
@@ -125,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the number of training examples (default: the whole training split)",
     )
     parser.add_argument(
+        "--val-size",
+        default=None,
+        metavar="N|all",
+        help="override the validation images every trial is scored on, a fixed stratified "
+        "subset of the validation split, or 'all' (default: the study's, see --list)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=None,
@@ -134,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--pruner",
         choices=PRUNERS,
         default=None,
-        help="early stopping of poor trials on per-epoch validation accuracy "
-        "(default: hyperband; none with --retrain-best)",
+        help="early stopping of poor trials on per-epoch validation accuracy: asha (successive "
+        "halving in the first half of the epochs), median, hyperband (as studies used it "
+        f"before), none (default: {DEFAULT_PRUNER}; none with --retrain-best)",
     )
     parser.add_argument(
         "--retrain-best",
@@ -172,20 +184,40 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
         n_trials=args.n_trials,
         storage_url=resolve_storage_url(args.storage),
         device=resolve_device(args.device),
-        seed=args.seed,
+        seed=_seed(args),
         study_name=args.study_name,
         data_dir=args.data_dir,
         download=args.download,
         epochs=args.epochs,
         train_size=args.train_size,
+        val_size=_val_size(args.val_size),
         timeout=args.timeout,
-        pruner=args.pruner or ("none" if args.retrain_best else "hyperband"),
+        pruner=args.pruner or ("none" if args.retrain_best else DEFAULT_PRUNER),
         show_progress=not args.no_progress,
         workers=args.workers,
         retrain_from=args.retrain_best,
     )
     normalize_storage_url(settings.storage_url)
     return settings
+
+
+def _seed(args: argparse.Namespace) -> int:
+    """``--seed``, else 0 for a retrain study (no sampler) and a fresh seed for a search."""
+    if args.seed is not None:
+        return args.seed
+    return 0 if args.retrain_best else fresh_seed()
+
+
+def _val_size(value: str | None) -> int | str | None:
+    """``--val-size``: a positive integer or ``all`` (validated by ``RunSettings``)."""
+    if value is None or value == ALL:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidSettingError(
+            f"--val-size must be an integer >= 1 or '{ALL}', got {value!r}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = None) -> int:

@@ -9,16 +9,20 @@ from __future__ import annotations
 from typing import Final
 
 # --- trial user attributes -------------------------------------------------
-PHASE: Final = "phase"  # "grid", "tpe" or "retrain": what proposed the trial
+PHASE: Final = "phase"  # "grid", "random", "tpe" or "retrain": what proposed the trial
 PHASE_GRID: Final = "grid"
-PHASE_TPE: Final = "tpe"
+PHASE_RANDOM: Final = "random"  # a startup draw of the sampler (or a random-search trial)
+PHASE_TPE: Final = "tpe"  # a proposal of TPE's model
 PHASE_RETRAIN: Final = "retrain"  # a copy of another study's best configuration (--retrain-best)
 GRID_ID: Final = "grid_id"  # index in the queue the study was created with (grid or retrain)
 VAL_METRICS: Final = "val_metrics"  # {"0.9": {"accuracy": float, "mae": float}, ...}
 N_PARAMS: Final = "n_params"  # trainable parameter count
 TRAIN_SECONDS: Final = "train_seconds"  # wall time of training + per-epoch validation
+VALIDATION_SECONDS: Final = "validation_seconds"  # the per-epoch validation part of it
+TRAIN_LOSSES: Final = "train_losses"  # mean training loss of each epoch trained
 FAIL_REASON: Final = "fail_reason"  # one line: why the trial failed or was pruned early
-SEED: Final = "seed"  # seed the trial trained with
+SEED: Final = "seed"  # seed the trial trained with (the worker seed + the trial number)
+WORKER_SEED: Final = "worker_seed"  # seed of the sampler of the worker that ran the trial
 WORKER: Final = "worker"  # "<host>:<pid>" of the process that ran the trial
 DEVICE: Final = "device"  # torch device the trial trained on
 EVAL_SECONDS: Final = "eval_seconds"  # wall time of the final validation at every test sparsity

@@ -26,7 +26,8 @@ from ..training import EpochHook, EvalMetrics, fit
 from . import keys
 from .artifacts import save_checkpoint
 from .progress import RunProgress
-from .trial_data import eval_batches, evaluate_at_sparsities
+from .search import proposal_phase
+from .trial_data import eval_batches, evaluate_at_sparsities, validation_split
 
 __all__ = ["Objective"]
 
@@ -61,15 +62,16 @@ class Objective:
         self.store = store
         self.progress = progress
         self.worker = worker
+        val = validation_split(definition, data)
         self._val_batches = {
-            s: eval_batches(definition, data, data.val, s, VAL_MASK_SEED, device)
+            s: eval_batches(definition, data, val, s, VAL_MASK_SEED, device)
             for s in {definition.train_sparsity, *definition.test_sparsities}
         }
 
     def __call__(self, trial: optuna.Trial) -> float:
         d = self.definition
-        seed = self._label(trial)
         params = d.search_space.suggest(trial)
+        seed = self._label(trial)  # after suggesting: Optuna samples the parameters lazily
         torch.manual_seed(seed)
         with _out_of_memory_as_trial_error(self.device):
             cnn_config = self._cnn_config(params)
@@ -89,6 +91,8 @@ class Objective:
                     )
             finally:
                 trial.set_user_attr(keys.TRAIN_SECONDS, time.perf_counter() - started)
+            trial.set_user_attr(keys.VALIDATION_SECONDS, result.validation_seconds)
+            trial.set_user_attr(keys.TRAIN_LOSSES, list(result.train_losses))
             assert result.best_metrics is not None and result.last_metrics is not None
             if result.stopped:
                 last = result.last_metrics.accuracy
@@ -121,9 +125,10 @@ class Objective:
     def _label(self, trial: optuna.Trial) -> int:
         """Record who ran ``trial``, where and with which seed; returns that seed."""
         seed = self.seed + trial.number
-        if keys.PHASE not in trial.user_attrs:
-            trial.set_user_attr(keys.PHASE, keys.PHASE_TPE)
+        if keys.PHASE not in trial.user_attrs:  # queued trials came with theirs
+            trial.set_user_attr(keys.PHASE, proposal_phase(trial.study.sampler, trial.number))
         trial.set_user_attr(keys.SEED, seed)
+        trial.set_user_attr(keys.WORKER_SEED, self.seed)
         trial.set_user_attr(keys.WORKER, self.worker)
         trial.set_user_attr(keys.DEVICE, str(self.device))
         return seed

@@ -1,8 +1,7 @@
-"""The search: seeded multivariate TPE after the grid, and the pruner that stops poor trials.
+"""The search: what is proposed once the queue is empty (seeded multivariate TPE).
 
 What runs first -- the coarse grid, or the copies of a retrained configuration -- is queued by
-:mod:`hpo.tuning.study_setup`; this module decides what is proposed after the queue is empty
-and when a running trial is stopped.
+:mod:`hpo.tuning.study_setup`; when a running trial is stopped is :mod:`hpo.tuning.pruning`.
 """
 
 from __future__ import annotations
@@ -13,40 +12,66 @@ import optuna
 
 from studies import StudyDefinition
 
-__all__ = ["make_pruner", "make_sampler"]
+from . import keys
+
+__all__ = ["ModelledTPESampler", "make_sampler", "proposal_phase"]
 
 
-def make_sampler(definition: StudyDefinition, seed: int) -> optuna.samplers.TPESampler:
+class ModelledTPESampler(optuna.samplers.TPESampler):
+    """TPE that remembers which trials it proposed from its model.
+
+    Until the study has ``n_startup_trials`` finished trials TPE draws at random; after that
+    its model proposes. Which of the two chose a trial is stored on the trial
+    (:func:`proposal_phase`), so a report -- and a test -- can count model proposals.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._modelled: set[int] = set()
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, optuna.distributions.BaseDistribution],
+    ) -> dict[str, object]:
+        params = super().sample_relative(study, trial, search_space)
+        if params:  # empty below the startup count: the parameters are drawn at random
+            self._modelled.add(trial.number)
+        return params
+
+    def proposed_by_model(self, trial_number: int) -> bool:
+        return trial_number in self._modelled
+
+
+def proposal_phase(sampler: optuna.samplers.BaseSampler, trial_number: int) -> str:
+    """``keys.PHASE_TPE`` if TPE's model proposed the trial, else ``keys.PHASE_RANDOM``."""
+    if isinstance(sampler, ModelledTPESampler) and sampler.proposed_by_model(trial_number):
+        return keys.PHASE_TPE
+    return keys.PHASE_RANDOM
+
+
+def make_sampler(
+    definition: StudyDefinition, seed: int, *, queued: int | None = None
+) -> ModelledTPESampler:
     """Seeded multivariate TPE with the constant liar, for many workers on one study.
 
     ``multivariate`` models the parameters jointly (batch size and learning rate interact);
     ``constant_liar`` makes running trials count as bad results so parallel workers do not
     all propose the same point. The grid already provides well-spread startup observations,
     so TPE starts modelling after the grid plus ``definition.tpe_random_trials`` random points.
+
+    Args:
+        definition: The study (its grid size and ``tpe_random_trials``).
+        seed: The worker's seed.
+        queued: Startup trials queued before TPE samples (default: the grid's points).
     """
+    queued = len(definition.grid.points()) if queued is None else queued
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
+        return ModelledTPESampler(
             seed=seed,
             multivariate=True,
             constant_liar=True,
-            n_startup_trials=len(definition.grid.points()) + definition.tpe_random_trials,
+            n_startup_trials=queued + definition.tpe_random_trials,
         )
-
-
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """The pruner called ``name``; trials report validation accuracy once per epoch (step 1..E).
-
-    Hyperband's resource is the epoch; its maximum is the study's epoch budget (explicit, not
-    "auto", so pruning behaves the same from the first trial on). The median rule waits for 5
-    finished trials and one epoch, so one noisy first epoch cannot kill a trial.
-    """
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max(epochs, 1), reduction_factor=3
-        )
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}")  # RunSettings validated it already

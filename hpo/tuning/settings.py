@@ -10,16 +10,18 @@ a name up again. The sampler and the pruner are rebuilt inside each worker from 
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from studies import StudyDefinition
 
 from ..errors import InvalidSettingError
+from .pruning import DEFAULT_PRUNER, PRUNERS
 
-__all__ = ["PRUNERS", "RunSettings"]
+__all__ = ["ALL", "RunSettings", "fresh_seed"]
 
-PRUNERS = ("hyperband", "median", "none")
+ALL = "all"  # --val-size all: score every trial on the whole validation split
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,10 @@ class RunSettings:
         download: Whether the data loader may download missing archives.
         epochs: Override of the definition's epoch budget (``None``: keep it).
         train_size: Override of the number of training examples (``None``: keep it).
+        val_size: Override of the validation images scored per trial: a number, or ``"all"``
+            for the whole validation split (``None``: keep the definition's).
         timeout: Seconds after which this worker starts no new trial (``None``: no limit).
-        pruner: ``"hyperband"``, ``"median"`` or ``"none"``.
+        pruner: One of ``hpo.tuning.pruning.PRUNERS``.
         show_progress: Draw progress bars (they are also hidden when stderr is not a TTY).
         grid_wait_seconds: How long a worker that did not create the study waits for the
             creator to finish queuing the grid before assuming it died and repairing the queue.
@@ -60,8 +64,9 @@ class RunSettings:
     download: bool = False
     epochs: int | None = None
     train_size: int | None = None
+    val_size: int | str | None = None
     timeout: float | None = None
-    pruner: str = "hyperband"
+    pruner: str = DEFAULT_PRUNER
     show_progress: bool = True
     grid_wait_seconds: float = 120.0
     workers: int = 1
@@ -76,6 +81,8 @@ class RunSettings:
             _positive_int("--epochs", self.epochs)
         if self.train_size is not None:
             _positive_int("--train-size", self.train_size)
+        if self.val_size is not None and self.val_size != ALL:
+            _positive_int("--val-size", self.val_size)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InvalidSettingError(f"--seed must be an integer >= 0, got {self.seed!r}")
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
@@ -105,8 +112,11 @@ class RunSettings:
 
     def overrides(self) -> dict[str, Any]:
         """The definition fields this run overrides (only those given on the command line)."""
-        values = {"epochs": self.epochs, "train_size": self.train_size}
-        return {k: v for k, v in values.items() if v is not None}
+        values = {"epochs": self.epochs, "train_size": self.train_size, "val_size": self.val_size}
+        given = {k: v for k, v in values.items() if v is not None}
+        if given.get("val_size") == ALL:
+            given["val_size"] = None  # the definition's None: the whole validation split
+        return given
 
     def definition(self) -> StudyDefinition:
         """The study definition with this run's overrides applied (and validated)."""
@@ -126,6 +136,16 @@ class RunSettings:
         if self.retrain_from is not None:  # absent otherwise: older stored studies still match
             config["retrain_from"] = self.retrain_from
         return config
+
+
+def fresh_seed() -> int:
+    """A seed for a run started without ``--seed``: distinct for every worker started alone.
+
+    Several machines or containers started with the same command would otherwise seed their
+    samplers alike and propose the same points; the seed is logged and stored on every trial
+    (``keys.WORKER_SEED``), so any worker can be reproduced with ``--seed``.
+    """
+    return secrets.randbelow(2**31)
 
 
 def _positive_int(flag: str, value: Any) -> None:

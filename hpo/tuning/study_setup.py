@@ -41,7 +41,7 @@ from ..runtime import optuna_compat
 from . import keys
 from .settings import RunSettings
 
-__all__ = ["QueuedTrial", "open_study", "planned_queue", "retrain_source"]
+__all__ = ["QueuedTrial", "config_differences", "open_study", "planned_queue", "retrain_source"]
 
 # (params, user attributes) of one trial the study is created with.
 QueuedTrial = tuple[dict[str, Any], dict[str, Any]]
@@ -92,8 +92,8 @@ def open_study(
     if stored is None:
         _logger.warning("study %s has no stored configuration (creator died?); storing it", name)
         study.set_user_attr(keys.DEFINITION, config)
-    elif _comparable(stored) != _comparable(config):
-        raise ConfigMismatchError(_mismatch_message(name, stored, config))
+    elif differences := config_differences(stored, config):
+        raise ConfigMismatchError(_mismatch_message(name, differences))
     if _wait_for_user_attr(study, keys.GRID_ENQUEUED, deadline, poll_seconds) is None:
         _logger.warning("study %s: queue incomplete (creator died?); repairing it", name)
         study.set_user_attr(keys.GRID_ENQUEUED, _repair(study, queue))
@@ -192,13 +192,19 @@ def _wait_for_user_attr(
 
 
 def _comparable(config: Any) -> Any:
-    # Which options were *given* does not matter, only what they resolved to: `--epochs 10`
-    # on a study whose definition says 10 epochs is the same study.
-    return (
-        {k: v for k, v in config.items() if k != "overrides"}
-        if isinstance(config, dict)
-        else config
-    )
+    """What must match between a stored configuration and this run's.
+
+    Which options were *given* does not matter, only what they resolved to: ``--epochs 10``
+    on a study whose definition says 10 epochs is the same study. A definition field that is
+    ``None`` counts as absent, so a field added later (whose ``None`` keeps the earlier
+    behaviour) does not stop a study stored before it from resuming.
+    """
+    if not isinstance(config, dict):
+        return config
+    out = {k: v for k, v in config.items() if k != "overrides"}
+    if isinstance(out.get("definition"), dict):
+        out["definition"] = {k: v for k, v in out["definition"].items() if v is not None}
+    return out
 
 
 def _json_roundtrip(value: Any) -> Any:
@@ -206,15 +212,24 @@ def _json_roundtrip(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _mismatch_message(name: str, stored: Any, wanted: Any) -> str:
-    old, new = _flatten(stored), _flatten(wanted)
-    diffs = [
+def config_differences(stored: Any, wanted: Any) -> list[str]:
+    """``key=old (now new)`` for every setting in which two stored configurations differ.
+
+    Empty when a run with configuration ``wanted`` may resume the study stored with
+    ``stored`` (see :func:`_comparable` for what does not count).
+    """
+    old, new = _flatten(_comparable(stored)), _flatten(_comparable(wanted))
+    return [
         f"{k}={old.get(k, '<unset>')!r} (now {new.get(k, '<unset>')!r})"
         for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k) and not k.startswith("overrides.")
+        if old.get(k) != new.get(k)
     ]
+
+
+def _mismatch_message(name: str, differences: list[str]) -> str:
     return (
-        f"study {name!r} already exists with a different configuration: {'; '.join(diffs)}. "
+        f"study {name!r} already exists with a different configuration: "
+        f"{'; '.join(differences)}. "
         "Re-run with the original options to resume it, or pass --study-name NEW "
         "(or another --storage) to start a separate study"
     )

@@ -20,7 +20,10 @@ from studies import StudyDefinition
 from ..training import EvalMetrics, evaluate
 from .keys import sparsity_key
 
-__all__ = ["eval_batches", "evaluate_at_sparsities", "load_trial_data"]
+__all__ = ["eval_batches", "evaluate_at_sparsities", "load_trial_data", "validation_split"]
+
+# Which validation images a smaller ``val_size`` keeps: one fixed draw for every study.
+_VAL_SUBSET_SEED = 0
 
 
 def load_trial_data(
@@ -41,6 +44,17 @@ def load_trial_data(
         seed=definition.data_seed,
         options=options,
     )
+
+
+def validation_split(definition: StudyDefinition, data: SparseDataset) -> TensorSplit:
+    """The validation images every trial is scored on: ``definition.val_size`` of them.
+
+    A fixed stratified subset of the validation split, the same in every worker; the whole
+    split when ``val_size`` is ``None`` or not smaller than it.
+    """
+    if definition.val_size is None:
+        return data.val
+    return data.val.stratified_subset(definition.val_size, seed=_VAL_SUBSET_SEED)
 
 
 def eval_batches(

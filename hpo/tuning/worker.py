@@ -35,10 +35,11 @@ from .artifacts import open_artifact_store
 from .budget import count_trials, is_surplus, release_surplus, wait_for_slot
 from .objective import Objective
 from .progress import RunProgress, format_trial_line
-from .search import make_pruner, make_sampler
+from .pruning import make_pruner
+from .search import make_sampler
 from .settings import RunSettings
 from .study_setup import open_study
-from .trial_data import load_trial_data
+from .trial_data import load_trial_data, validation_split
 
 __all__ = ["run_one_trial", "run_worker"]
 
@@ -65,7 +66,10 @@ def run_worker(settings: RunSettings) -> None:
     storage = open_storage(settings.storage_url)  # cheap checks first: URL, then data
     data = load_trial_data(definition, settings.data_dir, settings.download)
     sampler = make_sampler(definition, settings.seed)
-    pruner = make_pruner(settings.pruner, definition.epochs)
+    n_val = len(validation_split(definition, data))
+    pruner = make_pruner(
+        settings.pruner, definition.epochs, num_classes=data.num_classes, n_val=n_val
+    )
     study = open_study(storage, settings, sampler, pruner)
     store = open_artifact_store(settings.storage_url)
     worker = f"{socket.gethostname()}:{os.getpid()}"
