@@ -26,6 +26,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "CheckpointError",
     "ConfigMismatchError",
     "DeviceError",
     "InvalidSettingError",
@@ -57,6 +58,13 @@ class DeviceError(UsageError):
 
 class ConfigMismatchError(UsageError):
     """A resumed study was started with a different configuration than the one stored."""
+
+
+class CheckpointError(LookupError):
+    """A trial has no checkpoint, or a checkpoint cannot be read (message is one line)."""
+
+    def __str__(self) -> str:  # LookupError would quote the message like a dict key
+        return str(self.args[0]) if self.args else ""
 
 
 class TrialError(Exception):

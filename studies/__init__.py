@@ -3,6 +3,7 @@
 from .definition import (
     TEST_MASK_SEED,
     VAL_MASK_SEED,
+    VAL_SUBSET_SEED,
     Categorical,
     DefinitionError,
     Grid,
@@ -10,6 +11,7 @@ from .definition import (
     LogFloat,
     SearchSpace,
     StudyDefinition,
+    sparsity_key,
 )
 from .registry import (
     DuplicateStudyError,
@@ -23,6 +25,7 @@ from .registry import (
 __all__ = [
     "TEST_MASK_SEED",
     "VAL_MASK_SEED",
+    "VAL_SUBSET_SEED",
     "Categorical",
     "DefinitionError",
     "DuplicateStudyError",
@@ -36,4 +39,5 @@ __all__ = [
     "all_studies",
     "default_registry",
     "get_study",
+    "sparsity_key",
 ]

@@ -16,16 +16,18 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import optuna
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from data import Caltech101Options, DatasetName, MNISTOptions
 from models import CNNConfig, ModelFamily
 
+if TYPE_CHECKING:  # a definition only calls trial.suggest_*: no need to import optuna
+    import optuna
+
 __all__ = [
     "TEST_MASK_SEED",
     "VAL_MASK_SEED",
+    "VAL_SUBSET_SEED",
     "Categorical",
     "DefinitionError",
     "Grid",
@@ -33,6 +35,7 @@ __all__ = [
     "LogFloat",
     "SearchSpace",
     "StudyDefinition",
+    "sparsity_key",
 ]
 
 DatasetOptions = MNISTOptions | Caltech101Options
@@ -41,6 +44,13 @@ DatasetOptions = MNISTOptions | Caltech101Options
 # worker, study and experiment, so that scores differ only because the models do.
 VAL_MASK_SEED = 1234
 TEST_MASK_SEED = 4321
+# Which validation images a smaller ``val_size`` keeps: one fixed stratified draw.
+VAL_SUBSET_SEED = 0
+
+
+def sparsity_key(sparsity: float) -> str:
+    """Dictionary key for a sparsity level; JSON keys must be strings, so fix one format."""
+    return f"{sparsity:g}"
 
 
 class DefinitionError(ValueError):
@@ -309,6 +319,22 @@ class StudyDefinition:
             pool_after=self.pool_after,
             head_grid=self.head_grid,
         )
+
+    def summary(self) -> list[str]:
+        """What the study trains, costs and searches, in a few lines (``hpo.run --list``)."""
+        tested = ", ".join(f"{s:g}" for s in self.test_sparsities)
+        images = "all" if self.train_size is None else f"{self.train_size:,}"
+        val = "all" if self.val_size is None else f"{self.val_size:,}"
+        size = getattr(self.dataset_options, "image_size", None)
+        pixels = f" {size}x{size} px" if size else ""
+        return [
+            f"{self.dataset.value}{pixels}, {self.model_family.value} CNN trained at sparsity "
+            f"{self.train_sparsity:g}, tested at {tested}",
+            f"budget per trial: {self.epochs} epochs x {images} training images, scored on "
+            f"{val} validation images",
+            f"search: {self.search_space.describe()}; grid of {len(self.grid.points())} "
+            f"points first, then {self.tpe_random_trials} random, then TPE",
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, stored on the study so results record what produced them."""

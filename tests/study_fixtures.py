@@ -66,6 +66,7 @@ def make_study(
     seed: int = 0,
     shape: StudyShape | None = None,
     base_accuracy: float = 0.8,
+    overrides: dict | None = None,
 ) -> optuna.Study:
     """Create study ``name`` (a registered study name) in ``storage`` with synthetic trials.
 
@@ -75,6 +76,7 @@ def make_study(
         seed: Seed of every number drawn.
         shape: Trials per state; the default has every state the report must show.
         base_accuracy: Typical objective value; the best trial lands near ``base + 0.15``.
+        overrides: Command-line budget overrides the study was "run" with (``epochs`` ...).
 
     Returns:
         The study, whose best trial holds ``keys.BEST_TRIAL`` / ``keys.TEST_METRICS`` when
@@ -82,13 +84,13 @@ def make_study(
     """
     shape = shape or StudyShape()
     rng = random.Random(seed)
-    definition = get_study(name)
+    definition = get_study(name).with_overrides(overrides or {})
     train = definition.train_sparsity
     sparsities = tuple(definition.test_sparsities)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     study.set_user_attr(
         keys.DEFINITION,
-        {"definition": definition.to_dict(), "overrides": {}, "pruner": "hyperband"},
+        {"definition": definition.to_dict(), "overrides": overrides or {}, "pruner": "hyperband"},
     )
     number = 0
     for i in range(shape.complete):

@@ -23,6 +23,7 @@ from hpo.reporting.report import main
 from hpo.runtime import optuna_compat
 from hpo.runtime.storage import StorageOptions, open_storage
 from hpo.tuning import keys
+from hpo.tuning.budget import TrialCounts
 
 STUDY_FILES = {
     "report.md",
@@ -45,7 +46,12 @@ def storage_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     storage = open_storage(url, NO_HEARTBEAT)
     make_study(storage, "sparse_mnist", seed=1)
     make_study(
-        storage, "dense_mnist", seed=2, shape=StudyShape(test_metrics=False), base_accuracy=0.7
+        storage,
+        "dense_mnist",
+        seed=2,
+        shape=StudyShape(test_metrics=False),
+        base_accuracy=0.7,
+        overrides={"epochs": 2, "train_size": 1024},  # a quick study
     )
     make_study(storage, "sparse_caltech101", shape=StudyShape(0, 0, 0, 0, False))
     one = make_study(storage, "dense_caltech101", shape=StudyShape(1, 1, 0, 0, False))
@@ -267,6 +273,40 @@ def test_compare_puts_best_models_side_by_side(storage_url: str, tmp_path: Path)
     assert by_name["dense_mnist"]["y"] == pytest.approx(
         [dense_val[k]["accuracy"] for k in ("0.5", "0.7", "0.8", "0.9")]
     )
+
+
+def test_reports_say_what_budget_a_study_ran_with(storage_url: str, tmp_path: Path) -> None:
+    assert _report(storage_url, tmp_path / "sparse", "--study", "sparse_mnist") == 0
+    sparse = (tmp_path / "sparse" / "report.md").read_text()
+    assert "- Budget: 10 epochs x all training images, 2,000 validation images per trial, " in (
+        sparse
+    )
+    assert "overridden" not in sparse
+    assert _report(storage_url, tmp_path / "dense", "--study", "dense_mnist") == 0
+    dense = (tmp_path / "dense" / "report.md").read_text()
+    assert "- Budget: 2 epochs x 1,024 training images, 2,000 validation images per trial, " in (
+        dense
+    )
+    assert "(overridden on the command line: --epochs 2 --train-size 1024)" in dense
+    assert _report(storage_url, tmp_path / "cmp", "--compare", "sparse_mnist", "dense_mnist") == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    counts = TrialCounts.of(_load(storage_url, "dense_mnist").get_trials())
+    line = next(x for x in table.splitlines() if x.startswith("- `dense_mnist`"))
+    assert f"{counts.total} trials ({counts.complete} complete, {counts.pruned} pruned" in line
+    assert "budget: 2 epochs x 1,024 training images" in line
+
+
+def test_history_ends_at_the_last_trial_that_ran_and_headings_count_what_is_drawn(
+    storage_url: str,
+) -> None:
+    study = _load(storage_url, "dense_caltech101")  # 1 complete, 1 pruned, then a queued one
+    charts = {c.name: c for c in study_charts(study)}
+    assert list(charts["optimization_history"].figure.layout.xaxis.range) == [-0.5, 1.5]
+    assert charts["learning_curves"].title == "Learning curve of the best trial"
+    sparse = {c.name: c for c in study_charts(_load(storage_url, "sparse_mnist"), top=3)}
+    assert sparse["learning_curves"].title == "Learning curves of the best 3 trials"
+    importances = sparse["param_importances"].figure
+    assert set(importances.data[0].y) <= {"depth", "activation", "batch size", "learning rate"}
 
 
 def test_compare_errors_are_one_line(storage_url: str, tmp_path: Path, capsys) -> None:

@@ -31,9 +31,10 @@ def _base(tmp_path: Path) -> list[str]:
     return ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--device", "cpu", "--no-progress"]
 
 
-def test_list_shows_every_study_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_shows_every_study_with_its_budget(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().out
+    lines = [line for line in out.strip().splitlines() if not line.startswith(" ")]
     assert [line.split()[0] for line in lines] == [
         "dense_caltech101",
         "dense_mnist",
@@ -41,6 +42,9 @@ def test_list_shows_every_study_with_one_line(capsys: pytest.CaptureFixture[str]
         "sparse_mnist",
     ]
     assert all(len(line.split()) > 3 for line in lines)
+    assert "budget per trial: 10 epochs x all training images, scored on 2,000 validation" in out
+    assert "caltech101 150x150 px" in out and "tested at 0.5, 0.7, 0.8, 0.9" in out
+    assert "lr log 0.0001..0.1" in out and "grid of 12 points" in out
 
 
 def test_help_states_the_defaults() -> None:

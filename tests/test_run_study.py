@@ -9,6 +9,9 @@ every run goes through the real command line, storage, objective and artifact co
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +32,18 @@ from hpo.tuning import keys
 from hpo.tuning.artifacts import load_trial_model, open_artifact_store
 from hpo.tuning.budget import count_trials, is_surplus, release_surplus, wait_for_slot
 from hpo.tuning.cli import main as cli_main
+from hpo.tuning.estimate import CostEstimate, estimate_line
+from hpo.tuning.progress import RunProgress
 from hpo.tuning.pruning import make_pruner
 from hpo.tuning.search import make_sampler
 from hpo.tuning.settings import RunSettings
 from hpo.tuning.study_setup import open_study, planned_queue
-from hpo.tuning.trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
+from hpo.tuning.trial_data import (
+    eval_batches,
+    evaluate_at_sparsities,
+    load_trial_data,
+    validation_split,
+)
 from hpo.tuning.worker import run_worker
 from models import build_model
 from studies import VAL_MASK_SEED, Grid, IntRange, StudyRegistry, default_registry, get_study
@@ -512,3 +522,225 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(
             study_name=f"{STUDY}_{pruner}", storage=open_storage(env["storage"])
         )
         assert count_trials(study).complete == 7
+
+
+# --- seeds and validation size ---------------------------------------------------------------
+
+
+def test_workers_started_without_a_seed_get_distinct_ones_stored_on_their_trials(
+    env: dict[str, str],
+) -> None:
+    assert main(_argv(env, 1)) == 0
+    assert main(_argv(env, 2)) == 0  # a second worker joining the same study, no --seed
+    trials = [t for t in _load(env).get_trials(deepcopy=False) if t.state.is_finished()]
+    worker_seeds = [t.user_attrs[keys.WORKER_SEED] for t in trials]
+    assert worker_seeds[0] != worker_seeds[1]
+    assert [t.user_attrs[keys.SEED] for t in trials] == [s + t.number for s, t in zip(
+        worker_seeds, trials, strict=True)]  # fmt: skip
+    assert main(_argv(env, 3, "--seed", "5")) == 0
+    assert _load(env).trials[2].user_attrs[keys.WORKER_SEED] == 5
+
+
+def _denominators(study: optuna.Study) -> set[int]:
+    """The smallest n for which every stored validation accuracy is a multiple of 1 / n."""
+    values = [
+        m["accuracy"]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for m in t.user_attrs[keys.VAL_METRICS].values()
+    ] + [v for t in study.trials for v in t.intermediate_values.values()]
+    return {min(n for n in range(1, 101) if abs(v * n - round(v * n)) < 1e-9) for v in values}
+
+
+def test_val_size_scores_every_trial_on_that_many_images(env: dict[str, str]) -> None:
+    """The synthetic MNIST has 100 validation images; --val-size 40 scores trials on 40."""
+    assert main(_argv(env, 2, "--val-size", "40", "--study-name", "forty")) == 0
+    forty = optuna.load_study(study_name="forty", storage=open_storage(env["storage"]))
+    assert max(_denominators(forty)) <= 40 and all(40 % n == 0 for n in _denominators(forty))
+    assert forty.user_attrs[keys.DEFINITION]["definition"]["val_size"] == 40
+    assert main(_argv(env, 1, "--val-size", "all", "--study-name", "all")) == 0
+    whole = optuna.load_study(study_name="all", storage=open_storage(env["storage"]))
+    assert whole.user_attrs[keys.DEFINITION]["definition"]["val_size"] is None
+    assert any(n > 40 for n in _denominators(whole))
+    assert all(100 % n == 0 for n in _denominators(whole))
+
+
+def test_the_validation_subset_is_fixed_and_stratified(data_env: Path) -> None:  # noqa: ARG001
+    definition = TINY.with_overrides({"val_size": 40})
+    data = load_trial_data(definition, None, False)
+    subset = validation_split(definition, data)
+    again = validation_split(definition, load_trial_data(definition, None, False))
+    assert len(subset) == 40 and torch.equal(subset.images, again.images)
+    assert torch.bincount(subset.labels, minlength=10).tolist() == [4] * 10  # 10 balanced classes
+    assert validation_split(TINY.with_overrides({"val_size": None}), data) is data.val
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("0", "--val-size must be an integer >= 1"),
+        ("few", "--val-size must be an integer >= 1 or 'all'"),
+    ],
+)
+def test_a_bad_val_size_is_one_line(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], value: str, fragment: str
+) -> None:
+    assert main(_argv(env, 1, "--val-size", value)) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err
+
+
+# --- the best model as a file -----------------------------------------------------------------
+
+
+def test_export_and_evaluate_reproduce_the_stored_test_figures(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo.checkpoints.evaluate import main as evaluate_main
+    from hpo.checkpoints.format import load_model_file
+    from hpo.tuning.export import main as export_main
+
+    assert main(_argv(env, 2)) == 0
+    study = _load(env)
+    best = tmp_path / "best.pt"
+    assert export_main(["--study", STUDY, "--out", str(best), "--storage", env["storage"]]) == 0
+    assert f"trial {study.user_attrs[keys.BEST_TRIAL]} of study {STUDY}" in capsys.readouterr().out
+    loaded = load_model_file(best)
+    assert loaded.config["source"]["trial"] == study.user_attrs[keys.BEST_TRIAL]
+    assert evaluate_main([str(best), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores == study.user_attrs[keys.TEST_METRICS]  # exactly what the run stored
+    # Another draw of the test masks gives other (but close) figures.
+    assert evaluate_main([str(best), "--json", "--mask-seed", "7", "--sparsities", "0.9"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert set(other) == {"0.9"} and other["0.9"] != scores["0.9"]
+    # The validation images the study scored: the stored validation figures of that trial.
+    assert evaluate_main([str(best), "--json", "--split", "val"]) == 0
+    trial = study.trials[loaded.config["trial_number"]]
+    assert json.loads(capsys.readouterr().out) == trial.user_attrs[keys.VAL_METRICS]
+
+
+@pytest.mark.parametrize(
+    ("command", "fragment"),
+    [
+        (["evaluate", "{tmp}/missing.pt"], "no checkpoint file"),
+        (["evaluate", "{tmp}/not-a-checkpoint.pt"], "not a torch checkpoint"),
+        (["export", "--study", "nope", "--out", "{tmp}/x.pt"], "no study named 'nope'"),
+        (["export", "--study", STUDY, "--out", "{tmp}/no/such/x.pt"], "does not exist"),
+        (["export", "--study", STUDY, "--trial", "99", "--out", "{tmp}/x.pt"], "has no trial 99"),
+    ],
+)
+def test_export_and_evaluate_refuse_bad_input_in_one_line(
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    fragment: str,
+) -> None:
+    from hpo.checkpoints.evaluate import main as evaluate_main
+    from hpo.tuning.export import main as export_main
+
+    assert main(_argv(env, 1)) == 0
+    (tmp_path / "not-a-checkpoint.pt").write_text("hello")
+    capsys.readouterr()
+    args = [a.format(tmp=tmp_path) for a in command[1:]]
+    run = evaluate_main if command[0] == "evaluate" else export_main
+    if command[0] == "export":
+        args += ["--storage", env["storage"]]
+    assert run(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and "Traceback" not in err
+
+
+# --- what a run costs, and what it tells on the way ---------------------------------------
+
+
+def test_the_run_logs_an_estimate_before_its_first_trial_and_an_eta_after_each(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="hpo.run"):
+        run_worker(_settings(env, 2))
+    lines = [r.getMessage() for r in caplog.records if r.name == "hpo.run"]
+    estimate = next(i for i, line in enumerate(lines) if line.startswith("estimate on cpu"))
+    first_trial = next(i for i, line in enumerate(lines) if line.startswith("trial 0 "))
+    assert estimate < first_trial
+    assert "a full trial of tiny_mnist takes about" in lines[estimate]
+    assert (
+        "1 epoch x 64 images, 100 validation images at 2 sparsities, pruner none"
+        in (lines[estimate])
+    )
+    assert "2 trials to go: at most" in lines[estimate]
+    etas = [line for line in lines if "finished; ETA" in line]
+    assert len(etas) == 1 and etas[0].startswith("1/2 finished; ETA")  # none after the last
+
+
+def test_the_estimate_line_spells_out_the_budget_and_a_quick_study_on_a_slow_cpu() -> None:
+    slow = CostEstimate(
+        step_seconds=0.1, steps_per_epoch=860, validation_seconds=1, epochs=10, final_passes=3
+    )
+    assert slow.trial_seconds == pytest.approx(10 * (86 + 1) + 3)
+    line = estimate_line(
+        _BASE, slow, "depth 6, batch 64", n_trials=100, finished=40, pruner="asha",
+        device=torch.device("cpu"), n_train=55000, n_val=2000,
+    )  # fmt: skip
+    assert "takes about 15 min (10 epochs x 55,000 images, 2,000 validation images" in line
+    assert "60 trials to go: at most 14.6 h, about 3.6 h with pruning" in line
+    assert "--epochs 3 --train-size 10000 --study-name sparse_mnist_quick" in line
+    on_gpu = estimate_line(
+        _BASE, slow, "-", n_trials=100, finished=0, pruner="none",
+        device=torch.device("cuda"), n_train=55000, n_val=2000,
+    )  # fmt: skip
+    assert "quick study" not in on_gpu and "with pruning" not in on_gpu
+
+
+def test_progress_inside_a_trial_is_logged_at_most_every_interval_without_a_terminal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    progress = RunProgress("s", 10, 0, enabled=False, log_every=30.0, clock=lambda: now[0])
+
+    class Source:
+        def epoch(self, epoch: int):
+            for _ in range(10):
+                now[0] += 7.0  # one batch of 8 images every 7 s
+                yield torch.zeros(8), torch.zeros(8), torch.zeros(8)
+
+    with caplog.at_level(logging.INFO, logger="hpo.run"):
+        with progress.trial(5, epochs=2, batches_per_epoch=10) as shown:
+            for epoch in (1, 2):
+                for _ in shown.track(Source()).epoch(epoch):
+                    pass
+                shown.epoch_done(epoch, 0.5 * epoch)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 140 // 30  # 20 batches x 7 s, one line per 30 s
+    assert lines[0] == "trial 5: epoch 1/2, batch 5/10, 1 images/s"
+    assert lines[-1].startswith("trial 5: epoch 2/2, batch 10/10,") and "val 0.5000" in lines[-1]
+
+
+def test_a_sqlite_file_in_a_missing_folder_is_refused_and_nothing_is_created(
+    data_env: Path,  # noqa: ARG001
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"sqlite:///{tmp_path / 'typo' / 'study.db'}"
+    argv = ["--study", STUDY, "--n-trials", "1", "--storage", url, "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and "typo" in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_fails_before_its_first_trial_leaves_no_database(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    synthetic = os.environ["HPO_DATA_DIR"]
+    monkeypatch.setenv("HPO_DATA_DIR", str(empty))
+    assert main(_argv(env, 1)) == 2  # MNIST not found
+    assert not (tmp_path / "study.db").exists() and not (tmp_path / "study-artifacts").exists()
+    # A database that holds a study is never removed, whatever goes wrong afterwards.
+    monkeypatch.setenv("HPO_DATA_DIR", synthetic)
+    assert main(_argv(env, 1)) == 0
+    monkeypatch.setenv("HPO_DATA_DIR", str(empty))
+    assert main(_argv(env, 2)) == 2
+    assert count_trials(_load(env)).finished == 1

@@ -101,16 +101,22 @@ def study_charts(study: optuna.Study, top: int = 5) -> list[Chart]:
             study, target_name=info.objective_label
         )
         history.update_layout(title=f"{study.study_name}: optimization history")
+        ran = [t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        last = max(ran)  # the axis ends at the last trial that ran, not at the queued grid
+        history.update_xaxes(range=[-0.5, last + 0.5], tick0=0, dtick=max(1, math.ceil(last / 10)))
         charts.append(Chart(OPTIMIZATION_HISTORY, "Optimization history", history))
     else:
         charts.append(Chart(OPTIMIZATION_HISTORY, "Optimization history", None, none_yet))
     importances, why = _importances_figure(study, complete, info)
     charts.append(Chart(PARAM_IMPORTANCES, "Hyperparameter importances", importances, why))
     curves = learning_curves_figure(study, top)
+    shown = len(curves.data) if curves is not None else top
     charts.append(
         Chart(
             LEARNING_CURVES,
-            f"Learning curves of the best {top} trials",
+            f"Learning curves of the best {shown} trials"
+            if shown > 1
+            else "Learning curve of the best trial",
             curves,
             None if curves is not None else "no completed trial reported per-epoch accuracy yet",
         )
@@ -270,6 +276,10 @@ def _importances_figure(
     except (ValueError, RuntimeError, ZeroDivisionError) as e:
         return None, f"Optuna could not compute importances: {one_line(e)}"
     figure.update_layout(title=f"{study.study_name}: hyperparameter importances")
+    # Readable names, and room between them and the bars (Optuna's "lr" touched its bar).
+    for trace in figure.data:
+        trace.y = [SearchSpace.label(str(name)) for name in trace.y]
+    figure.update_yaxes(ticksuffix="  ", automargin=True)
     return figure, None
 
 

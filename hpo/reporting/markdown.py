@@ -27,6 +27,7 @@ def render_study(
         lines += [info.description, ""]
     lines += [
         f"- Objective: {info.objective_label} ({info.direction})",
+        f"- Budget: {info.budget or 'not stored with this study'}",
         f"- Storage: `{storage_label}`" if storage_label else "- Storage: (given)",
         f"- Generated: {_now()}",
         f"- Reproduce: `python -m hpo.report --study {info.name}"
@@ -176,7 +177,12 @@ def render_comparison(entries: Sequence[ComparisonEntry], has_png: bool, storage
             f"{SearchSpace.label(k)}={format_value(v, 'param')}" for k, v in e.params.items()
         )
         family = f" [{e.info.model_family}]" if e.info.model_family else ""
-        lines.append(f"- `{e.info.name}`{family}: best trial {e.trial_number} ({params}); {what}")
+        c = e.counts
+        lines.append(
+            f"- `{e.info.name}`{family}: best trial {e.trial_number} ({params}); {what}; "
+            f"{c.total} trials ({c.complete} complete, {c.pruned} pruned, {c.failed} failed); "
+            f"budget: {e.info.budget or 'not stored'}"
+        )
     lines.append("")
     keys_union: set[str] = set()
     for e in entries:

@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 
 from ..errors import print_usage_error
-from ..runtime.storage import open_existing_storage
+from ..runtime.storage import load_existing_study, open_existing_storage
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
     StorageError,
@@ -32,7 +32,7 @@ from ..runtime.storage_url import (
 from .charts import comparison_figure, study_charts, write_html, write_pngs
 from .markdown import render_comparison, render_study
 from .tables import compare_entry, read_study_tables, write_csv
-from .trials import ReportError, load_study
+from .trials import ReportError
 
 __all__ = ["build_parser", "main", "write_comparison", "write_study_report"]
 
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage = open_existing_storage(url)
         if args.study is not None:
             out = args.out or DEFAULT_OUT_ROOT / args.study
-            study = load_study(storage, args.study, mask_url(url))
+            study = load_existing_study(storage, args.study, mask_url(url))
             written, notices = write_study_report(
                 study, out, top=args.top, png=not args.no_png, storage_label=mask_url(url)
             )
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if len(args.compare) < 2:
                 raise ReportError("--compare needs at least two study names")
             out = args.out or DEFAULT_OUT_ROOT / ("compare_" + "_vs_".join(args.compare))
-            studies = [load_study(storage, name, mask_url(url)) for name in args.compare]
+            studies = [load_existing_study(storage, name, mask_url(url)) for name in args.compare]
             written, notices = write_comparison(
                 studies, out, png=not args.no_png, storage_label=mask_url(url)
             )

@@ -103,6 +103,7 @@ class ComparisonEntry:
         params: Its hyperparameters.
         source: ``test`` if the figures are the test split's, ``validation`` otherwise.
         metrics: {sparsity key: {"accuracy": float, "mae": float}}.
+        counts: The study's trials per state (how much search stands behind the figures).
     """
 
     info: StudyInfo
@@ -110,6 +111,7 @@ class ComparisonEntry:
     params: dict[str, Any]
     source: str
     metrics: dict[str, dict[str, float]]
+    counts: TrialCounts
 
 
 def trial_row(
@@ -199,13 +201,16 @@ def compare_entry(study: optuna.Study) -> ComparisonEntry:
         ReportError: The study has no completed trial yet.
     """
     info = study_info(study)
+    counts = TrialCounts.of(study.get_trials(deepcopy=False))
     test_metrics = metrics_of(study.user_attrs.get(keys.TEST_METRICS))
     test_trial = study.user_attrs.get(keys.BEST_TRIAL)
     if test_metrics and test_trial is not None:
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
         trial = by_number.get(int(test_trial))
         if trial is not None:
-            return ComparisonEntry(info, trial.number, dict(trial.params), "test", test_metrics)
+            return ComparisonEntry(
+                info, trial.number, dict(trial.params), "test", test_metrics, counts
+            )
     ranked = best_trials(study, 1)
     if not ranked:
         raise ReportError(
@@ -214,7 +219,7 @@ def compare_entry(study: optuna.Study) -> ComparisonEntry:
         )
     best = ranked[0]
     metrics = metrics_of(best.user_attrs.get(keys.VAL_METRICS))
-    return ComparisonEntry(info, best.number, dict(best.params), "validation", metrics)
+    return ComparisonEntry(info, best.number, dict(best.params), "validation", metrics, counts)
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:

@@ -18,16 +18,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from studies import SearchSpace
 
-from ..runtime.storage_url import STORAGE_ENV
 from ..tuning import keys
 
 __all__ = [
     "ReportError",
     "StudyInfo",
-    "StudyNotFoundError",
     "best_trials",
+    "budget_text",
     "completed_trials",
-    "load_study",
     "metrics_of",
     "param_names",
     "sorted_sparsity_keys",
@@ -37,10 +35,6 @@ __all__ = [
 
 class ReportError(Exception):
     """The report cannot be written as asked (message is one line saying what to do)."""
-
-
-class StudyNotFoundError(ReportError):
-    """The storage holds no study of that name; the message lists the studies it does hold."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +53,8 @@ class StudyInfo:
         objective_label: Human name of the objective, e.g. ``val accuracy @ sparsity 0.9``.
         param_order: The tuned parameters in the order of the stored search space (the
             current ``studies.SearchSpace`` order for a study stored without one).
+        budget: What one trial was allowed (epochs, images, validation images, pruner) and
+            which command-line overrides changed it; ``None`` for a study stored without it.
     """
 
     name: str
@@ -70,27 +66,7 @@ class StudyInfo:
     direction: str
     objective_label: str
     param_order: tuple[str, ...]
-
-
-def load_study(storage: optuna.storages.BaseStorage, name: str, storage_label: str) -> optuna.Study:
-    """Load study ``name``, or fail with one line naming the studies the storage does hold.
-
-    Args:
-        storage: An opened storage.
-        name: The study to load.
-        storage_label: How to name the storage in the message (a masked URL).
-
-    Raises:
-        StudyNotFoundError: No such study.
-    """
-    names = sorted(s.study_name for s in storage.get_all_studies())
-    if name not in names:
-        held = ", ".join(names) if names else "none"
-        raise StudyNotFoundError(
-            f"no study named {name!r} in {storage_label}; studies there: {held} "
-            f"(pass --storage URL or set {STORAGE_ENV} to read another storage)"
-        )
-    return optuna.load_study(study_name=name, storage=storage)
+    budget: str | None = None
 
 
 def study_info(study: optuna.Study) -> StudyInfo:
@@ -124,7 +100,34 @@ def study_info(study: optuna.Study) -> StudyInfo:
         direction=direction,
         objective_label=label,
         param_order=tuple(definition.get("search_space") or SearchSpace.names()),
+        budget=budget_text(stored) if definition.get("epochs") is not None else None,
     )
+
+
+def budget_text(stored: Mapping[str, Any]) -> str:
+    """``10 epochs x all training images, 2,000 validation images, pruner asha`` (+ overrides).
+
+    A study run with ``--epochs 2 --train-size 1024`` says so, so a quick study never reads
+    like one run at the registered budget.
+    """
+    definition = stored.get("definition", stored)
+    epochs = definition["epochs"]
+    images = definition.get("train_size")
+    val = definition.get("val_size")
+    text = (
+        f"{epochs} epoch{'s' if epochs != 1 else ''} x "
+        f"{'all' if images is None else f'{images:,}'} training images, "
+        f"{'all' if val is None else f'{val:,}'} validation images per trial"
+    )
+    if stored.get("pruner"):
+        text += f", pruner {stored['pruner']}"
+    overrides = stored.get("overrides") or {}
+    if overrides:
+        given = " ".join(
+            f"--{k.replace('_', '-')} {'all' if v is None else v}" for k, v in overrides.items()
+        )
+        text += f" (overridden on the command line: {given})"
+    return text
 
 
 def sorted_sparsity_keys(found: Iterable[str]) -> tuple[str, ...]:

@@ -55,12 +55,20 @@ __all__ = [
     "GRACE_PERIOD_ENV",
     "HEARTBEAT_INTERVAL_ENV",
     "StorageOptions",
+    "StudyNotFoundError",
+    "load_existing_study",
     "open_existing_storage",
+    "remove_if_unused",
+    "sqlite_file",
     "open_storage",
 ]
 
 HEARTBEAT_INTERVAL_ENV: Final = "HPO_HEARTBEAT_INTERVAL"
 GRACE_PERIOD_ENV: Final = "HPO_HEARTBEAT_GRACE"
+
+
+class StudyNotFoundError(StorageError):
+    """The storage holds no study of that name; the message lists the studies it does hold."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,58 @@ def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
     return open_storage(url)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite storage URL (``None``: a server database or in-memory SQLite)."""
+    parsed = parse_storage_url(url)
+    if parsed.drivername not in SQLITE_DRIVERS or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def remove_if_unused(path: Path) -> bool:
+    """Delete the SQLite file ``path`` (and its WAL files) if it holds no study; True if so.
+
+    A run that stops before its first trial (missing data, a typo in ``--retrain-best``)
+    must not leave an empty database behind; a file with any study in it is never touched.
+    """
+    if not path.exists():
+        return False
+    connection = sqlite3.connect(path)
+    try:
+        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
+        used = "studies" in tables and connection.execute("SELECT 1 FROM studies").fetchone()
+    finally:
+        connection.close()
+    if used:
+        return False
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return True
+
+
+def load_existing_study(
+    storage: optuna.storages.BaseStorage, name: str, storage_label: str
+) -> optuna.Study:
+    """Load study ``name``, or fail with one line naming the studies the storage does hold.
+
+    Args:
+        storage: An opened storage.
+        name: The study to load.
+        storage_label: How to name the storage in the message (a masked URL).
+
+    Raises:
+        StudyNotFoundError: No such study.
+    """
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    if name not in names:
+        held = ", ".join(names) if names else "none"
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {storage_label}; studies there: {held} "
+            f"(pass --storage URL or set {STORAGE_ENV} to read another storage)"
+        )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -215,10 +275,12 @@ def _sqlite_path(parsed: URL) -> Path:
     path = Path(parsed.database)
     if parsed.query.get("uri") or parsed.database.startswith("file:"):
         raise StorageError("SQLite URI file names are not supported: use sqlite:///path/to/db")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StorageError(f"cannot create the directory for {path}: {one_line(e)}") from e
+    if not path.parent.is_dir():
+        # A typo in a folder name must not start hours of trials in a database nobody finds.
+        raise StorageError(
+            f"the folder of the SQLite file {path} does not exist ({path.parent}); create it "
+            "first or pass another --storage"
+        )
     return path
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import sqlalchemy
-from sqlalchemy.engine import URL, make_url
+if TYPE_CHECKING:  # SQLAlchemy is imported on first use: a command's --help does not pay
+    from sqlalchemy.engine import URL
 
 __all__ = [
     "ARTIFACT_DIR_ENV",
@@ -55,8 +55,10 @@ def resolve_storage_url(cli_value: str | None) -> str:
 
 def mask_url(url: str) -> str:
     """``url`` with its password replaced by ``***``, safe for logs and error messages."""
+    import sqlalchemy
+
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
         # Not parseable: blank out anything between "user:" and "@" ourselves.
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
@@ -98,10 +100,12 @@ def parse_storage_url(url: str) -> URL:
         StorageError: Empty, unparseable, an unsupported database, or a malformed SQLite or
             PostgreSQL URL (one line, password masked).
     """
+    import sqlalchemy
+
     if not url or not url.strip():
         raise StorageError(f"empty storage URL: {_EXPECTED}")
     try:
-        parsed = make_url(url.strip())
+        parsed = sqlalchemy.engine.make_url(url.strip())
     except (sqlalchemy.exc.ArgumentError, ValueError) as e:
         raise StorageError(f"invalid storage URL {mask_url(url)!r}: {_EXPECTED}") from e
     if parsed.drivername in SQLITE_DRIVERS:

@@ -17,33 +17,36 @@ FAIL with reason "interrupted" and the same command resumes the study).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
-
-import torch
+from collections.abc import Callable, Iterator, Sequence
 
 from data import DATA_DIR_ENV, DataError
 from studies import DefinitionError, StudyRegistry, UnknownStudyError, default_registry
 
-from ..errors import EXIT_INTERRUPTED, InvalidSettingError, UsageError, print_usage_error
-from ..runtime.device import resolve_device
+from ..errors import (
+    EXIT_INTERRUPTED,
+    CheckpointError,
+    InvalidSettingError,
+    UsageError,
+    print_usage_error,
+)
 from ..runtime.processes import available_cpu_count, plan_workers, run_workers
-from ..runtime.storage import open_storage
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
     StorageError,
+    artifact_dir_for,
     normalize_storage_url,
     resolve_storage_url,
 )
-from .artifacts import ArtifactError
-from .finalize import finalize_study
-from .pruning import DEFAULT_PRUNER, PRUNERS
-from .settings import ALL, RunSettings, fresh_seed
-from .worker import run_worker
+from .settings import ALL, DEFAULT_PRUNER, PRUNERS, RunSettings, fresh_seed
+
+# torch and everything that trains are imported only once the arguments are parsed, so that
+# --help and --list answer at once (see _run).
 
 __all__ = ["DRY_RUN", "USAGE_ERRORS", "build_parser", "main", "settings_from_args"]
 
@@ -54,7 +57,7 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
     DefinitionError,
     StorageError,
     DataError,
-    ArtifactError,
+    CheckpointError,
 )
 
 DRY_RUN = {"n_trials": 2, "epochs": 1, "train_size": 256}
@@ -177,6 +180,8 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
         UsageError: A value is out of range, the device is unavailable, ...
         UnknownStudyError, DefinitionError, StorageError: as their names say.
     """
+    from ..runtime.device import resolve_device  # imports torch
+
     if not args.study:
         raise UsageError("--study is required; registered studies: " + ", ".join(registry.names()))
     settings = RunSettings(
@@ -232,6 +237,8 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
     if args.list:
         for definition in registry:
             print(f"{definition.name:20s} {definition.description}")
+            for line in definition.summary():
+                print(f"{'':20s}   {line}")
         return 0
     _configure_logging()
     try:
@@ -242,7 +249,8 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
             args.n_trials = DRY_RUN["n_trials"]
             args.epochs = args.epochs or DRY_RUN["epochs"]
             args.train_size = args.train_size or DRY_RUN["train_size"]
-            return _run(settings_from_args(args, registry))
+            settings = dataclasses.replace(settings_from_args(args, registry), dry_run=True)
+            return _run(settings)
     except USAGE_ERRORS as e:
         return print_usage_error(e)
     except KeyboardInterrupt:
@@ -255,10 +263,32 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
 
 
 def _run(settings: RunSettings) -> int:
-    status = run_workers_here(settings)
+    from .finalize import finalize_study
+
+    status = 1  # until the workers return: an exception leaves it non-zero
+    with _no_empty_database_left(settings.storage_url, lambda: status):
+        status = run_workers_here(settings)
     if status == 0:
         finalize_study(settings)
     return status
+
+
+@contextlib.contextmanager
+def _no_empty_database_left(url: str, status: Callable[[], int]) -> Iterator[None]:
+    """If this run creates a SQLite file and fails before creating a study, delete the file
+    (and the empty artifact folder made for it): a typo must not leave a database behind."""
+    from ..runtime.storage import remove_if_unused, sqlite_file
+
+    db = sqlite_file(url)
+    artifacts = artifact_dir_for(url)
+    created = db is not None and not db.exists()
+    artifacts_created = not artifacts.exists()
+    try:
+        yield
+    finally:
+        if created and status() != 0 and remove_if_unused(db) and artifacts_created:
+            with contextlib.suppress(OSError):  # not empty: something was saved, keep it
+                artifacts.rmdir()
 
 
 # --- K workers on this machine -----------------------------------------------------------
@@ -270,6 +300,11 @@ def run_workers_here(settings: RunSettings) -> int:
     Returns the exit status: 0 when every worker finished, else the first failing worker's
     status (``EXIT_INTERRUPTED`` on Ctrl-C, after all workers were stopped).
     """
+    import torch
+
+    from ..runtime.storage import open_storage
+    from .worker import run_worker
+
     if settings.workers == 1:
         run_worker(settings)
         return 0
@@ -298,6 +333,8 @@ def run_workers_here(settings: RunSettings) -> int:
 
 def _worker_process(settings: RunSettings) -> None:
     """Body of one spawned worker: bad input is one line on stderr and exit status 2."""
+    from .worker import run_worker
+
     try:
         run_worker(settings)
     except USAGE_ERRORS as e:

@@ -13,7 +13,7 @@ import torch
 from studies import TEST_MASK_SEED
 
 from ..runtime.storage import open_storage
-from ..runtime.storage_url import artifact_dir_for
+from ..runtime.storage_url import DEFAULT_STORAGE_URL, artifact_dir_for, mask_url
 from . import keys
 from .artifacts import load_trial_model, open_artifact_store
 from .budget import TrialCounts, count_trials
@@ -100,9 +100,18 @@ def _print_summary(
             f"{k:>8}  {_fmt(v.get('accuracy'))}  {_fmt(v.get('mae'))}  "
             f"{_fmt(t.get('accuracy'))}  {_fmt(t.get('mae'))}"
         )
+    if settings.dry_run:
+        print("dry run: the storage and the saved models were temporary and are deleted")
+        return
     print(
         f"best model: artifact {study.user_attrs.get(keys.BEST_MODEL_ARTIFACT)} in "
-        f"{artifact_dir_for(settings.storage_url)}"
+        f"{artifact_dir_for(settings.storage_url)}; save it as a file with: python -m "
+        f"hpo.export --study {study.study_name} --out best.pt"
+        + (
+            ""
+            if settings.storage_url == DEFAULT_STORAGE_URL
+            else f" --storage {mask_url(settings.storage_url)}"
+        )
     )
 
 

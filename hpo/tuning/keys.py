@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Final
 
+# The one format of a sparsity as a dictionary key (defined with the sparsities, in studies).
+from studies import sparsity_key as sparsity_key
+
 # --- trial user attributes -------------------------------------------------
 PHASE: Final = "phase"  # "grid", "random", "tpe" or "retrain": what proposed the trial
 PHASE_GRID: Final = "grid"
@@ -35,8 +38,3 @@ BEST_TRIAL: Final = "best_trial_number"
 BEST_MODEL_ARTIFACT: Final = "best_model_artifact_id"
 GRID_ENQUEUED: Final = "grid_enqueued"  # set once the grid (or retrain) queue is complete
 RETRAIN_SOURCE: Final = "retrain_source"  # {"study": name, "trial": number, "value": float}
-
-
-def sparsity_key(sparsity: float) -> str:
-    """Dictionary key for a sparsity level; JSON keys must be strings, so fix one format."""
-    return f"{sparsity:g}"

@@ -25,7 +25,7 @@ from ..errors import OutOfMemoryTrialError, UnsupportedConfigError, one_line
 from ..training import EpochHook, EvalMetrics, fit
 from . import keys
 from .artifacts import save_checkpoint
-from .progress import RunProgress
+from .progress import RunProgress, TrialProgress
 from .search import proposal_phase
 from .trial_data import eval_batches, evaluate_at_sparsities, validation_split
 
@@ -80,14 +80,14 @@ class Objective:
             train = self._train_batches(params["batch_size"], seed)
             started = time.perf_counter()
             try:
-                with self.progress.epochs(trial.number, d.epochs) as bar:
+                with self.progress.trial(trial.number, d.epochs, len(train)) as shown:
                     result = fit(
                         model,
                         optimizer,
-                        train,
+                        shown.track(train),
                         d.epochs,
                         validation=self._val_batches[d.train_sparsity],
-                        on_epoch=self._report_and_prune(trial, bar),
+                        on_epoch=self._report_and_prune(trial, shown),
                     )
             finally:
                 trial.set_user_attr(keys.TRAIN_SECONDS, time.perf_counter() - started)
@@ -145,13 +145,12 @@ class Objective:
             seed=seed,
         )
 
-    def _report_and_prune(self, trial: optuna.Trial, bar: Any) -> EpochHook:
+    def _report_and_prune(self, trial: optuna.Trial, shown: TrialProgress) -> EpochHook:
         last_epoch = self.definition.epochs
 
         def on_epoch(epoch: int, metrics: EvalMetrics) -> bool:
             trial.report(metrics.accuracy, epoch)
-            bar.update()
-            bar.set_postfix(val=f"{metrics.accuracy:.4f}")
+            shown.epoch_done(epoch, metrics.accuracy)
             # After the last epoch there is nothing left to save: never prune a finished
             # trial (Hyperband would, with a one-epoch budget).
             return epoch < last_epoch and trial.should_prune()

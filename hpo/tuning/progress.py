@@ -1,15 +1,20 @@
-"""What a running study tells its user: progress bars and one log line per finished trial.
+"""What a running study tells its user: progress inside a trial, and one line per trial.
 
-Bars go to stderr through tqdm and hide themselves when stderr is not a terminal (logs of a
-batch job or a container stay clean); log lines are routed through ``tqdm.write`` while a bar
-is open so they do not tear it.
+On a terminal (and unless ``--no-progress``) two tqdm bars on stderr show the study's
+finished trials and the running trial's batches, with rate and ETA; log lines are routed
+through ``tqdm.write`` so they do not tear the bars. Without a terminal (nohup, CI,
+``docker logs``) or with ``--no-progress``, a worker instead logs at most one line every
+``log_every`` seconds while a trial runs -- trial, epoch, batch, images per second, the last
+validation score -- so a long trial is never silent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
@@ -18,20 +23,51 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import keys
 
-__all__ = ["RunProgress", "format_params", "format_trial_line"]
+__all__ = [
+    "LOG_EVERY_SECONDS",
+    "RunProgress",
+    "TrialProgress",
+    "format_params",
+    "format_trial_line",
+]
+
+LOG_EVERY_SECONDS = 30.0
+
+_logger = logging.getLogger("hpo.run")
 
 
 class RunProgress:
-    """A bar over the study's finished trials and, inside it, a transient bar over epochs."""
+    """A bar over the study's finished trials, and a :class:`TrialProgress` per trial.
 
-    def __init__(self, study_name: str, n_trials: int, finished: int, enabled: bool) -> None:
-        self._enabled = enabled
+    Args:
+        study_name: Shown on the bar.
+        n_trials: The study's budget.
+        finished: Trials finished so far.
+        enabled: Draw bars (``--no-progress`` turns them off; so does a stderr that is not a
+            terminal). Without bars the trial progress is logged instead.
+        log_every: Seconds between two progress log lines of a running trial.
+        clock: Monotonic clock (a test passes its own).
+    """
+
+    def __init__(
+        self,
+        study_name: str,
+        n_trials: int,
+        finished: int,
+        enabled: bool,
+        *,
+        log_every: float = LOG_EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bars = enabled and sys.stderr.isatty()
+        self._log_every = log_every
+        self._clock = clock
         self._trials = tqdm(
             total=n_trials,
             initial=min(finished, n_trials),
             desc=study_name,
             unit="trial",
-            disable=None if enabled else True,  # None: only on a terminal
+            disable=not self._bars,
             dynamic_ncols=True,
         )
 
@@ -41,29 +77,93 @@ class RunProgress:
         self._trials.refresh()
 
     @contextlib.contextmanager
-    def epochs(self, trial_number: int, total: int) -> Iterator[tqdm]:
-        """A bar over one trial's epochs that disappears when the trial ends."""
+    def trial(
+        self, trial_number: int, epochs: int, batches_per_epoch: int
+    ) -> Iterator[TrialProgress]:
+        """Progress of one trial, its bar closed when the trial ends."""
         bar = tqdm(
-            total=total,
+            total=epochs * batches_per_epoch,
             desc=f"trial {trial_number}",
-            unit="epoch",
+            unit="batch",
             leave=False,
-            disable=None if self._enabled else True,
+            disable=not self._bars,
             dynamic_ncols=True,
         )
+        progress = TrialProgress(
+            trial_number, epochs, batches_per_epoch, bar, None if self._bars else self._log_every,
+            self._clock,
+        )  # fmt: skip
         try:
-            yield bar
+            yield progress
         finally:
             bar.close()
 
     @contextlib.contextmanager
     def logging(self) -> Iterator[None]:
         """Route log records through ``tqdm.write`` while the bars are open."""
+        if not self._bars:
+            yield
+            return
         with logging_redirect_tqdm(loggers=[logging.getLogger()]):
             yield
 
     def close(self) -> None:
         self._trials.close()
+
+
+class TrialProgress:
+    """Counts a running trial's batches into its bar, or into a log line every so often."""
+
+    def __init__(
+        self,
+        trial_number: int,
+        epochs: int,
+        batches_per_epoch: int,
+        bar: tqdm,
+        log_every: float | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._number, self._epochs, self._per_epoch = trial_number, epochs, batches_per_epoch
+        self._bar, self._log_every, self._clock = bar, log_every, clock
+        self._started = self._last_log = clock()
+        self._images = 0
+        self._val: float | None = None
+        self._shown_epoch: int | None = None
+
+    def track(self, source: Any) -> Any:
+        """``source`` (``.epoch(e)`` yields batches) with every batch counted as it is taken."""
+        return _Tracked(source, self)
+
+    def epoch_done(self, epoch: int, accuracy: float) -> None:
+        self._val = accuracy
+        self._bar.set_postfix(val=f"{accuracy:.4f}")
+
+    def _batch(self, epoch: int, index: int, images: int) -> None:
+        self._images += images
+        if epoch != self._shown_epoch:
+            self._shown_epoch = epoch
+            self._bar.set_description(f"trial {self._number} epoch {epoch}/{self._epochs}", False)
+        self._bar.update()
+        now = self._clock()
+        if self._log_every is None or now - self._last_log < self._log_every:
+            return
+        self._last_log = now
+        rate = self._images / max(now - self._started, 1e-9)
+        val = f", val {self._val:.4f} after epoch {epoch - 1}" if self._val is not None else ""
+        _logger.info(
+            "trial %d: epoch %d/%d, batch %d/%d, %.0f images/s%s",
+            self._number, epoch, self._epochs, index, self._per_epoch, rate, val,
+        )  # fmt: skip
+
+
+class _Tracked:
+    def __init__(self, source: Any, progress: TrialProgress) -> None:
+        self._source, self._progress = source, progress
+
+    def epoch(self, epoch: int) -> Iterator[Any]:
+        for index, batch in enumerate(self._source.epoch(epoch), 1):
+            yield batch
+            self._progress._batch(epoch, index, int(batch[-1].shape[0]))
 
 
 def format_params(params: dict[str, Any]) -> str:

@@ -28,10 +28,9 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial
 
-__all__ = ["DEFAULT_PRUNER", "PRUNERS", "EarlyPruner", "chance_threshold", "make_pruner"]
+from .settings import DEFAULT_PRUNER, PRUNERS
 
-PRUNERS = ("asha", "median", "hyperband", "none")
-DEFAULT_PRUNER = "asha"
+__all__ = ["DEFAULT_PRUNER", "PRUNERS", "EarlyPruner", "chance_threshold", "make_pruner"]
 
 # A score more than this many standard errors above chance level is not "at chance".
 _CHANCE_Z = 3.0

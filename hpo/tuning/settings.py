@@ -17,9 +17,13 @@ from typing import Any
 from studies import StudyDefinition
 
 from ..errors import InvalidSettingError
-from .pruning import DEFAULT_PRUNER, PRUNERS
 
-__all__ = ["ALL", "RunSettings", "fresh_seed"]
+__all__ = ["ALL", "DEFAULT_PRUNER", "PRUNERS", "RunSettings", "fresh_seed"]
+
+# The --pruner choices (what each does: hpo.tuning.pruning) and the default, chosen by
+# bench/search_efficiency.py.
+PRUNERS = ("asha", "median", "hyperband", "none")
+DEFAULT_PRUNER = "asha"
 
 ALL = "all"  # --val-size all: score every trial on the whole validation split
 
@@ -49,6 +53,7 @@ class RunSettings:
             creator to finish queuing the grid before assuming it died and repairing the queue.
         workers: Worker processes to start on this machine (``--workers K``); each spawned
             worker gets a copy with ``workers=1`` and its own seed and device.
+        dry_run: A smoke test in a temporary storage that is deleted afterwards.
         retrain_from: Name of a finished study in the same storage. Instead of searching,
             every trial trains that study's best configuration (with seed ``seed + i``),
             usually with a larger budget; see :mod:`hpo.tuning.study_setup`.
@@ -71,6 +76,7 @@ class RunSettings:
     grid_wait_seconds: float = 120.0
     workers: int = 1
     retrain_from: str | None = None
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.study, StudyDefinition):

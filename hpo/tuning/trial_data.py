@@ -15,15 +15,12 @@ import torch
 from torch import nn
 
 from data import DatasetName, SparseBatches, SparseDataset, TensorSplit, load_dataset
-from studies import StudyDefinition
+from studies import VAL_SUBSET_SEED, StudyDefinition
 
 from ..training import EvalMetrics, evaluate
 from .keys import sparsity_key
 
 __all__ = ["eval_batches", "evaluate_at_sparsities", "load_trial_data", "validation_split"]
-
-# Which validation images a smaller ``val_size`` keeps: one fixed draw for every study.
-_VAL_SUBSET_SEED = 0
 
 
 def load_trial_data(
@@ -54,7 +51,7 @@ def validation_split(definition: StudyDefinition, data: SparseDataset) -> Tensor
     """
     if definition.val_size is None:
         return data.val
-    return data.val.stratified_subset(definition.val_size, seed=_VAL_SUBSET_SEED)
+    return data.val.stratified_subset(definition.val_size, seed=VAL_SUBSET_SEED)
 
 
 def eval_batches(

@@ -25,6 +25,9 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from data import SparseDataset
+from studies import StudyDefinition
+
 from ..errors import NonFiniteLossError, TrialError, one_line
 from ..runtime import optuna_compat
 from ..runtime.cpu import prepare_cpu_training
@@ -33,6 +36,7 @@ from ..runtime.storage_url import mask_url
 from . import keys
 from .artifacts import open_artifact_store
 from .budget import count_trials, is_surplus, release_surplus, wait_for_slot
+from .estimate import estimate_line, eta_line, measure_cost
 from .objective import Objective
 from .progress import RunProgress, format_trial_line
 from .pruning import make_pruner
@@ -85,6 +89,8 @@ def run_worker(settings: RunSettings) -> None:
         settings.seed,
         worker,
     )
+    if counts.finished < settings.n_trials:
+        _log_estimate(definition, data, device, settings, counts.finished)
     progress = RunProgress(
         study.study_name, settings.n_trials, counts.finished, settings.show_progress
     )
@@ -93,8 +99,35 @@ def run_worker(settings: RunSettings) -> None:
         with progress.logging():
             while _next_step(study, settings, progress, deadline):
                 run_one_trial(study, objective, settings.n_trials)
+                eta = eta_line(study, settings.n_trials)
+                if eta:
+                    _logger.info(eta)
     finally:
         progress.close()
+
+
+def _log_estimate(
+    definition: StudyDefinition,
+    data: SparseDataset,
+    device: torch.device,
+    settings: RunSettings,
+    finished: int,
+) -> None:
+    """Measure a typical trial briefly and log what the study will cost on this device."""
+    estimate, probed = measure_cost(definition, data, device)
+    _logger.info(
+        estimate_line(
+            definition,
+            estimate,
+            probed,
+            n_trials=settings.n_trials,
+            finished=finished,
+            pruner=settings.pruner,
+            device=device,
+            n_train=len(data.train),
+            n_val=len(validation_split(definition, data)),
+        )
+    )
 
 
 def _next_step(

@@ -1,0 +1,165 @@
+"""``python -m hpo.evaluate CHECKPOINT``: score a checkpoint file at several sparsities.
+
+    python -m hpo.evaluate best.pt --data-dir DIR --sparsities 0.5 0.9
+    python -m hpo.evaluate best.pt --split val --json     # {"0.5": {"accuracy": ..}, ...}
+
+The checkpoint names its dataset, options and data seed (its study definition), so the split
+is rebuilt exactly as the study saw it; the input normalization is the checkpoint's own. The
+masks are fixed by ``--mask-seed``: by default the documented seed of the split
+(``studies.TEST_MASK_SEED`` for test, ``studies.VAL_MASK_SEED`` for validation, on the study's
+``val_size`` validation images), so the test figures a study stored are reproduced exactly,
+and another seed checks that a model is not tuned to one draw of the masks.
+
+Exit status: 0 scored, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from data import DATA_DIR_ENV, DataError
+
+from ..errors import EXIT_OK, CheckpointError, UsageError, print_usage_error
+
+__all__ = ["build_parser", "evaluate_checkpoint", "main"]
+
+SPLITS = ("test", "val")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpo.evaluate",
+        description="Score a saved checkpoint (hpo.export, docs/results/models/) on a split.",
+    )
+    parser.add_argument("checkpoint", help="checkpoint file, e.g. best.pt")
+    parser.add_argument(
+        "--data-dir", default=None, help=f"dataset root (default: ${DATA_DIR_ENV}, else the cache)"
+    )
+    parser.add_argument(
+        "--sparsities",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="S",
+        help="fractions of missing pixels to score at (default: the study's test sparsities)",
+    )
+    parser.add_argument(
+        "--split", choices=SPLITS, default="test", help="which split (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--mask-seed",
+        type=int,
+        default=None,
+        help="seed of the fixed masks (default: the documented one of the split: "
+        "4321 for test, 1234 for val)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help='print one line: {"0.9": {"accuracy": .., "mae": ..}}'
+    )
+    return parser
+
+
+def evaluate_checkpoint(
+    path: str,
+    *,
+    data_dir: str | None = None,
+    sparsities: Sequence[float] | None = None,
+    split: str = "test",
+    mask_seed: int | None = None,
+    device: str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """``{sparsity key: {"accuracy": .., "mae": ..}}`` of the checkpoint at ``path``.
+
+    Raises:
+        CheckpointError: The file is not a readable checkpoint.
+        DataError: The dataset is missing (offline) or a sparsity is outside ``[0, 1)``.
+    """
+    import torch
+
+    from data import SparseBatches, check_sparsity, load_dataset
+    from studies import TEST_MASK_SEED, VAL_MASK_SEED, VAL_SUBSET_SEED, sparsity_key
+
+    from ..training import evaluate
+    from .format import read_checkpoint, rebuild
+
+    payload = read_checkpoint(path)
+    definition = payload["config"]["definition"]
+    sparsities = sparsities or definition["test_sparsities"]
+    for s in sparsities:
+        check_sparsity(s)
+    loaded = rebuild(payload, device)
+    ds = load_dataset(
+        definition["dataset"],
+        data_dir=data_dir,
+        download=False,
+        seed=definition["data_seed"],
+        options=_options(definition),
+    )
+    images = ds.test
+    if split == "val":
+        images = ds.val
+        if definition.get("val_size") is not None:
+            images = ds.val.stratified_subset(definition["val_size"], seed=VAL_SUBSET_SEED)
+    if mask_seed is None:
+        mask_seed = TEST_MASK_SEED if split == "test" else VAL_MASK_SEED
+    scores = {}
+    for s in sparsities:
+        batches = SparseBatches(
+            images,
+            sparsity=s,
+            batch_size=definition.get("eval_batch_size", 512),
+            device=torch.device(device),
+            mean=loaded.mean,
+            std=loaded.std,
+            seed=mask_seed,
+            fixed_masks=True,
+        )
+        scores[sparsity_key(s)] = evaluate(loaded.model, batches.epoch(0)).to_dict()
+    return scores
+
+
+def _options(definition: dict[str, Any]) -> Any:
+    """The dataset options a checkpoint's definition was loaded with (``train_size`` dropped:
+    the test and validation splits do not depend on it)."""
+    from data import Caltech101Options, DatasetName, MNISTOptions
+
+    mnist = DatasetName(definition["dataset"]) is DatasetName.MNIST
+    kind = MNISTOptions if mnist else Caltech101Options
+    return kind(**{**definition["dataset_options"], "train_size": None})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (bad input: one line on stderr, status 2)."""
+    args = build_parser().parse_args(argv)
+    try:
+        from ..runtime.device import resolve_device
+
+        scores = evaluate_checkpoint(
+            args.checkpoint,
+            data_dir=args.data_dir,
+            sparsities=args.sparsities,
+            split=args.split,
+            mask_seed=args.mask_seed,
+            device=resolve_device(args.device),
+        )
+    except (CheckpointError, DataError, UsageError) as e:
+        return print_usage_error(e)
+    if args.json:
+        print(json.dumps(scores))
+        return EXIT_OK
+    print(f"{args.checkpoint} on the {args.split} split:")
+    print(f"{'sparsity':>8}  {'accuracy':>8}  {'MAE':>8}")
+    for key, m in scores.items():
+        print(f"{key:>8}  {m['accuracy']:8.4f}  {m['mae']:8.4f}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

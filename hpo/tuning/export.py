@@ -1,0 +1,86 @@
+"""``python -m hpo.export --study NAME --out best.pt``: a trial's model as a named file.
+
+    python -m hpo.export --study sparse_mnist --out best.pt           # the best trial
+    python -m hpo.export --study sparse_mnist --trial 12 --out t12.pt --storage sqlite:///x.db
+
+The file is the trial's checkpoint (``hpo.checkpoints.format``), with where it came from added
+to its configuration (``source``: study, trial, validation accuracy, storage), so
+``python -m hpo.evaluate best.pt`` and ``hpo.checkpoints.format.load_model_file`` need nothing
+else. The best trial is the one whose test figures the run stored, else the current best.
+
+Exit status: 0 written, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import EXIT_OK, CheckpointError, UsageError, print_usage_error
+from ..runtime.storage_url import STORAGE_DEFAULT_HELP, StorageError, mask_url, resolve_storage_url
+
+__all__ = ["build_parser", "export_checkpoint", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hpo.export",
+        description="Write a trial's saved model (default: the best trial's) to a named file.",
+    )
+    parser.add_argument("--study", required=True, help="the study (its name in the storage)")
+    parser.add_argument(
+        "--trial", type=int, default=None, help="trial number (default: the best trial)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="file to write, e.g. best.pt")
+    parser.add_argument(
+        "--storage", metavar="URL", help=f"study storage (default: {STORAGE_DEFAULT_HELP})"
+    )
+    return parser
+
+
+def export_checkpoint(storage_url: str, study_name: str, trial: int | None, out: Path) -> str:
+    """Write the checkpoint of ``trial`` (``None``: the best) to ``out``; returns a summary.
+
+    Raises:
+        StorageError: The storage or the study does not exist.
+        CheckpointError: The trial saved no model.
+        UsageError: ``out``'s folder does not exist.
+    """
+    from ..checkpoints.format import write_checkpoint
+    from ..runtime.storage import load_existing_study, open_existing_storage
+    from .artifacts import open_artifact_store, trial_checkpoint
+
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+    storage = open_existing_storage(storage_url)
+    study = load_existing_study(storage, study_name, mask_url(storage_url))
+    payload = trial_checkpoint(study, trial, open_artifact_store(storage_url))
+    config = payload["config"]
+    number = config["trial_number"]
+    value = next(t.value for t in study.get_trials(deepcopy=False) if t.number == number)
+    config["source"] = {
+        "study": study.study_name,
+        "trial": number,
+        "value": value,
+        "storage": mask_url(storage_url),
+    }
+    write_checkpoint(out, payload["state_dict"], config)
+    return f"trial {number} of study {study.study_name} (objective {value:.4f})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (bad input: one line on stderr, status 2)."""
+    args = build_parser().parse_args(argv)
+    url = resolve_storage_url(args.storage)
+    try:
+        what = export_checkpoint(url, args.study, args.trial, args.out)
+    except (StorageError, CheckpointError, UsageError) as e:
+        return print_usage_error(e, prog="hpo.export")
+    print(f"wrote {args.out}: {what}; score it with python -m hpo.evaluate {args.out}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
