@@ -30,7 +30,7 @@ class SparseBatches:
     Args:
         split: The images (uint8) and labels.
         sparsity: Fraction of pixels dropped, in [0, 1).
-        batch_size: Images per batch; the last batch of an epoch may be smaller.
+        batch_size: Images per batch; the last batch of an epoch may be smaller (or dropped).
         device: Where the split lives and batches are produced.
         mean, std: Per-channel statistics on the [0, 1] scale (``SparseDataset.mean/std``).
         shuffle: Visit the images in a new seeded order every epoch (training).
@@ -38,6 +38,9 @@ class SparseBatches:
         fixed_masks: Use one mask per image for every epoch, a function of (seed, sparsity,
             image index) only (validation and test: every trial sees the same inputs).
             Otherwise masks are redrawn every epoch (training augmentation).
+        drop_last: Leave out an epoch's last, smaller batch (training of a compiled model,
+            whose graphs are recorded for one batch shape); ignored when the split is smaller
+            than one batch.
 
     Raises:
         InvalidSparsityError: ``sparsity`` outside [0, 1).
@@ -56,6 +59,7 @@ class SparseBatches:
         shuffle: bool = False,
         seed: int = 0,
         fixed_masks: bool = False,
+        drop_last: bool = False,
     ) -> None:
         self.sparsity = check_sparsity(sparsity)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -74,6 +78,7 @@ class SparseBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.fixed_masks = fixed_masks
+        self.drop_last = drop_last and n >= batch_size  # a split smaller than a batch keeps it
         self._shape = (n, c, h, w)
         self._images = split.images.to(self.device)  # (N, C, H, W) uint8, moved once
         self._labels = split.labels.to(self.device)
@@ -89,7 +94,8 @@ class SparseBatches:
 
     def __len__(self) -> int:
         """Batches per epoch."""
-        return math.ceil(self._shape[0] / self.batch_size)
+        n = self._shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     @property
     def num_samples(self) -> int:
@@ -107,7 +113,8 @@ class SparseBatches:
         if self._masks is None:
             mask_gen = torch.Generator(device=self.device)
             mask_gen.manual_seed(derive_seed("train-mask", self.seed, epoch, self.sparsity))
-        for start in range(0, n, self.batch_size):
+        end = len(self) * self.batch_size if self.drop_last else n
+        for start in range(0, end, self.batch_size):
             stop = min(start + self.batch_size, n)
             idx: Tensor | slice = order[start:stop] if order is not None else slice(start, stop)
             images = self._images[idx]  # (B, C, H, W) uint8

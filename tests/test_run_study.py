@@ -744,3 +744,25 @@ def test_a_run_that_fails_before_its_first_trial_leaves_no_database(
     monkeypatch.setenv("HPO_DATA_DIR", str(empty))
     assert main(_argv(env, 2)) == 2
     assert count_trials(_load(env)).finished == 1
+
+
+def test_the_final_step_runs_once_per_study(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Of several workers finishing the same study, one scores it; the others say so."""
+    from hpo.runtime.locks import try_exclusive
+    from hpo.tuning.finalize import finalize_study
+
+    assert main(_argv(env, 2)) == 0
+    assert "best trial" in capsys.readouterr().out
+    settings = _settings(env, 2)
+    finalize_study(settings)  # a worker that finishes later: nothing left to do
+    out = capsys.readouterr().out
+    assert "its final step already ran for these 2 trials" in out and "test acc" not in out
+    folder = tmp_path / "study-artifacts"
+    with try_exclusive(env["storage"], folder, f"final step {STUDY}") as mine:
+        assert mine  # as a worker in the middle of the final step holds it
+        finalize_study(dataclasses.replace(settings, n_trials=3))
+        assert "another worker is running its final step; skipped" in capsys.readouterr().out
+        with try_exclusive(env["storage"], folder, f"final step {STUDY}") as again:
+            assert not again

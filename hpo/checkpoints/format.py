@@ -20,6 +20,7 @@ from torch import nn
 from models import CNNConfig, ModelFamily, build_model
 
 from ..errors import CheckpointError
+from ..runtime.device import place
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -99,7 +100,7 @@ def rebuild(payload: dict[str, Any], device: str | torch.device = "cpu") -> Load
     cnn_config = CNNConfig.from_dict(config["cnn_config"])
     model = build_model(family, cnn_config)
     model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
+    place(model, device).eval()
     return LoadedModel(
         model=model,
         family=family,

@@ -24,6 +24,7 @@ from studies import TEST_MASK_SEED
 from studies.experiments import ExperimentDefinition
 
 from ..runtime.cpu import prepare_cpu_training
+from ..runtime.device import place
 from ..training import evaluate, fit
 
 __all__ = ["FIELDS", "RunKey", "read_rows", "run_experiment"]
@@ -124,7 +125,7 @@ def _train_and_score(
 ) -> list[dict[str, object]]:
     torch.manual_seed(key.seed)
     model = build_model(key.family, definition.cnn_config(ds.in_channels, ds.num_classes))
-    model = model.to(device)
+    model = place(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=definition.lr)
     train = SparseBatches(
         ds.train,

@@ -36,11 +36,19 @@ call does nothing and returns ``False``. It affects allocations made after the c
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import resource
 
 import torch
 
-__all__ = ["denormals_flushed", "flush_denormals", "prepare_cpu_training", "retain_freed_memory"]
+__all__ = [
+    "denormals_flushed",
+    "flush_denormals",
+    "prepare_cpu_training",
+    "resident_memory_mb",
+    "retain_freed_memory",
+]
 
 _FLOAT32_DENORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
 
@@ -82,3 +90,19 @@ def retain_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, _RETAIN_BELOW)) and bool(
         libc.mallopt(_M_TRIM_THRESHOLD, _RETAIN_BELOW)
     )
+
+
+def resident_memory_mb() -> tuple[float | None, float]:
+    """This process's resident memory now (``None`` where ``/proc`` is missing) and at its peak.
+
+    Recorded after every trial, so a worker that keeps memory from one trial to the next
+    shows it as growth across trials (``bench/trial_throughput.py --memory-trials``).
+    """
+    now = None
+    try:
+        with open("/proc/self/statm") as statm:
+            now = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return now, peak

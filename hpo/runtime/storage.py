@@ -33,13 +33,9 @@ What a URL may be, and how it is shown in messages, is :mod:`hpo.runtime.storage
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sqlite3
 import warnings
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -49,6 +45,7 @@ import sqlalchemy
 from sqlalchemy.engine import URL
 
 from ..errors import one_line
+from .locks import postgres_lock, sqlite_lock
 from .storage_url import SQLITE_DRIVERS, STORAGE_ENV, StorageError, mask_url, parse_storage_url
 
 __all__ = [
@@ -161,7 +158,7 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
             if in_memory:
                 return _rdb_storage(parsed, engine_kwargs, heartbeat)
             db_path = _sqlite_path(parsed)
-            with _sqlite_init_lock(db_path):
+            with sqlite_lock(db_path):
                 _enable_wal(db_path, options.sqlite_timeout)
                 storage = _rdb_storage(parsed, engine_kwargs, heartbeat)
             _begin_immediate(storage.engine)
@@ -177,7 +174,7 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
                 "application_name": "sparse-cnn-hpo",
             },
         }
-        with _postgres_init_lock(parsed, options.connect_timeout):
+        with postgres_lock(parsed, options.connect_timeout):
             return _rdb_storage(parsed, engine_kwargs, heartbeat)
     except StorageError:
         raise
@@ -284,18 +281,6 @@ def _sqlite_path(parsed: URL) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _sqlite_init_lock(db_path: Path) -> Iterator[None]:
-    # flock on the directory, not on the database file: closing a descriptor of the database
-    # file would drop the POSIX locks SQLite holds on it in this process. No stray lock file.
-    fd = os.open(db_path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _enable_wal(db_path: Path, timeout: float) -> None:
     # WAL is a property of the database file, so setting it once is enough for every process.
     connection = sqlite3.connect(db_path, timeout=timeout)
@@ -324,25 +309,6 @@ def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
     sqlalchemy.event.listen(engine, "connect", on_connect)
     sqlalchemy.event.listen(engine, "begin", on_begin)
     engine.dispose()  # connections opened while creating tables predate the listeners
-
-
-@contextlib.contextmanager
-def _postgres_init_lock(parsed: URL, connect_timeout: int) -> Iterator[None]:
-    engine = sqlalchemy.create_engine(
-        parsed,
-        poolclass=sqlalchemy.pool.NullPool,
-        connect_args={"connect_timeout": connect_timeout},
-    )
-    key = zlib.crc32(b"sparse-cnn-hpo schema init")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-    finally:
-        engine.dispose()
 
 
 def _heartbeat_kwargs(options: StorageOptions) -> dict[str, Any]:

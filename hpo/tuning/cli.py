@@ -35,6 +35,7 @@ from ..errors import (
     UsageError,
     print_usage_error,
 )
+from ..runtime.execution import PRECISIONS
 from ..runtime.processes import available_cpu_count, plan_workers, run_workers
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
@@ -61,6 +62,10 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 DRY_RUN = {"n_trials": 2, "epochs": 1, "train_size": 256}
+# --workers auto on a GPU. The earlier H200 study ran 4 workers on one GPU at 27-61 s per trial;
+# 1, 2, 4 and 8 have not been measured against each other yet (no GPU since):
+# bench/trial_throughput.py --workers-sweep does, on a GPU.
+WORKERS_PER_GPU = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,10 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers",
-        type=int,
-        default=1,
+        default="1",
+        metavar="K|auto",
         help="worker processes on this machine, sharing the storage: worker k uses seed + k, "
-        "GPUs round robin (--device cuda), and 1/K of the CPU cores (default: %(default)s)",
+        "GPUs round robin (--device cuda), and 1/K of the CPU cores; auto: "
+        f"{WORKERS_PER_GPU} per GPU, 1 on the CPU (default: %(default)s)",
     )
     parser.add_argument(
         "--epochs",
@@ -153,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"before), none (default: {DEFAULT_PRUNER}; none with --retrain-best)",
     )
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32, or bf16 autocast of the forward passes (measured on the CPU only; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the networks with torch.compile, CUDA graphs on a GPU; drops each "
+        "epoch's last partial training batch (not timed without a GPU; default: off)",
+    )
+    parser.add_argument(
         "--retrain-best",
         metavar="SOURCE",
         default=None,
@@ -182,13 +201,14 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
     """
     from ..runtime.device import resolve_device  # imports torch
 
+    device = resolve_device(args.device)
     if not args.study:
         raise UsageError("--study is required; registered studies: " + ", ".join(registry.names()))
     settings = RunSettings(
         study=registry.get(args.study),  # unknown study / invalid override: before any storage
         n_trials=args.n_trials,
         storage_url=resolve_storage_url(args.storage),
-        device=resolve_device(args.device),
+        device=device,
         seed=_seed(args),
         study_name=args.study_name,
         data_dir=args.data_dir,
@@ -199,11 +219,35 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
         timeout=args.timeout,
         pruner=args.pruner or ("none" if args.retrain_best else DEFAULT_PRUNER),
         show_progress=not args.no_progress,
-        workers=args.workers,
+        workers=_workers(args.workers, device),
         retrain_from=args.retrain_best,
+        precision=args.precision,
+        compile=args.compile,
     )
     normalize_storage_url(settings.storage_url)
     return settings
+
+
+def _workers(value: str, device: str) -> int:
+    """``--workers K`` or ``auto``: ``WORKERS_PER_GPU`` per visible GPU, one on the CPU.
+
+    One on the CPU because a worker already uses every core (two workers of one thread each
+    finish no more trials per hour on two cores: ``bench/trial_throughput.py --workers-sweep``).
+    On a GPU several workers overlap one another's data, Python and launch gaps.
+    """
+    if value != "auto":
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidSettingError(
+                f"--workers must be an integer >= 1 or 'auto', got {value!r}"
+            ) from None
+    if not device.startswith("cuda"):
+        return 1
+    import torch
+
+    gpus = 1 if ":" in device else torch.cuda.device_count()
+    return WORKERS_PER_GPU * max(1, gpus)
 
 
 def _seed(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from data import SparseBatches, SparseDataset
 from models import build_model
 from studies import VAL_MASK_SEED, StudyDefinition
 
+from ..runtime.device import place
 from ..training import evaluate, train_step
 from .trial_data import eval_batches, validation_split
 
@@ -73,10 +74,8 @@ def measure_cost(
     batch_size = grid[0]["batch_size"] if grid else 64
     params = {"depth": depth, "activation": space.activation.choices[0]}
     torch.manual_seed(0)
-    model = build_model(
-        definition.model_family,
-        definition.cnn_config(data.in_channels, data.num_classes, params),
-    ).to(device)
+    config = definition.cnn_config(data.in_channels, data.num_classes, params)
+    model = place(build_model(definition.model_family, config), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     train = SparseBatches(
         data.train,

@@ -12,6 +12,7 @@ import torch
 
 from studies import TEST_MASK_SEED
 
+from ..runtime.locks import try_exclusive
 from ..runtime.storage import open_storage
 from ..runtime.storage_url import DEFAULT_STORAGE_URL, artifact_dir_for, mask_url
 from . import keys
@@ -27,21 +28,46 @@ __all__ = ["finalize_study"]
 def finalize_study(settings: RunSettings) -> None:
     """Score the best trial on the test split, store the figures, print a summary.
 
-    Runs once per run, after every worker has returned (``--workers K`` calls it in the
-    parent). Idempotent: if the best trial has not changed since the last run, the stored
-    test figures are reused instead of evaluating again.
+    Runs once per study, whichever worker gets there first: ``--workers K`` calls it in the
+    parent, and of several processes or containers sharing the study the first to finish
+    takes a lock and does it, while the others say so and skip it (``keys.FINAL_STEP`` tells
+    a later one that it is done). Idempotent: if the best trial has not changed since the last
+    run, the stored test figures are reused instead of evaluating again.
     """
     storage = open_storage(settings.storage_url)
     study = optuna.load_study(study_name=settings.optuna_study_name, storage=storage)
+    folder = artifact_dir_for(settings.storage_url)  # a SQLite storage's lock is on this folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with try_exclusive(settings.storage_url, folder, f"final step {study.study_name}") as mine:
+        if not mine:
+            print(f"study {study.study_name}: another worker is running its final step; skipped")
+            return
+        _final_step(study, settings)
+
+
+def _final_step(study: optuna.Study, settings: RunSettings) -> None:
     counts = count_trials(study)
+    done = study.user_attrs.get(keys.FINAL_STEP)
+    if done is not None and done.get("finished") == counts.finished:
+        print(
+            f"study {study.study_name}: its final step already ran for these {counts.finished} "
+            f"trials (best trial {done.get('best')}); python -m hpo.report --study "
+            f"{study.study_name} shows the results"
+        )
+        return
     print(_counts_line(study.study_name, counts, settings.n_trials))
+    met = counts.finished >= settings.n_trials  # the study's budget is met: nothing will change
     if counts.complete == 0:
         print("no completed trial yet: nothing to evaluate")
+        if met:
+            study.set_user_attr(keys.FINAL_STEP, {"finished": counts.finished, "best": None})
         return
     best = study.best_trial
     test_metrics = study.user_attrs.get(keys.TEST_METRICS)
     if study.user_attrs.get(keys.BEST_TRIAL) != best.number or test_metrics is None:
         test_metrics = _score_on_test(study, best, settings)
+    if met:
+        study.set_user_attr(keys.FINAL_STEP, {"finished": counts.finished, "best": best.number})
     _print_summary(study, best, test_metrics, settings)
 
 

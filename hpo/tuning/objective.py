@@ -22,6 +22,8 @@ from models import CNNConfig, ModelConfigError, build_model
 from studies import VAL_MASK_SEED, StudyDefinition
 
 from ..errors import OutOfMemoryTrialError, UnsupportedConfigError, one_line
+from ..runtime.cpu import resident_memory_mb
+from ..runtime.execution import Execution
 from ..training import EpochHook, EvalMetrics, fit
 from . import keys
 from .artifacts import save_checkpoint
@@ -43,6 +45,7 @@ class Objective:
         store: Artifact store for the best-epoch checkpoints.
         progress: Progress display (epoch bar).
         worker: ``host:pid`` label stored on each trial.
+        execution: Precision and compilation of the networks.
     """
 
     def __init__(
@@ -54,8 +57,10 @@ class Objective:
         store: FileSystemArtifactStore,
         progress: RunProgress,
         worker: str,
+        execution: Execution | None = None,
     ) -> None:
         self.definition = definition
+        self.execution = execution or Execution()
         self.data = data
         self.device = device
         self.seed = seed
@@ -75,12 +80,13 @@ class Objective:
         torch.manual_seed(seed)
         with _out_of_memory_as_trial_error(self.device):
             cnn_config = self._cnn_config(params)
-            model = build_model(d.model_family, cnn_config).to(self.device)
+            model = self.execution.prepare(build_model(d.model_family, cnn_config), self.device)
             optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"])
             train = self._train_batches(params["batch_size"], seed)
             started = time.perf_counter()
             try:
-                with self.progress.trial(trial.number, d.epochs, len(train)) as shown:
+                autocast = self.execution.autocast(self.device)
+                with self.progress.trial(trial.number, d.epochs, len(train)) as shown, autocast:
                     result = fit(
                         model,
                         optimizer,
@@ -100,9 +106,11 @@ class Objective:
                 trial.set_user_attr(keys.FAIL_REASON, reason)
                 raise optuna.TrialPruned(reason)
             model.load_state_dict(result.state)
-            val_metrics = self._score_best(trial, model, result.best_metrics)
+            with self.execution.autocast(self.device):
+                val_metrics = self._score_best(trial, model, result.best_metrics)
         trial.set_user_attr(keys.VAL_METRICS, {k: m.to_dict() for k, m in val_metrics.items()})
         trial.set_user_attr(keys.N_PARAMS, sum(p.numel() for p in model.parameters()))
+        trial.set_user_attr(keys.MEMORY, _memory(self.device))
         config = self.checkpoint_config(trial.number, params, cnn_config)
         artifact_id = save_checkpoint(trial, self.store, result.state, config)
         trial.set_user_attr(keys.MODEL_ARTIFACT, artifact_id)
@@ -143,6 +151,7 @@ class Objective:
             std=self.data.std,
             shuffle=True,
             seed=seed,
+            drop_last=self.execution.compile,  # one batch shape for the compiled graphs
         )
 
     def _report_and_prune(self, trial: optuna.Trial, shown: TrialProgress) -> EpochHook:
@@ -189,6 +198,15 @@ def _out_of_memory_as_trial_error(device: torch.device) -> Iterator[None]:
             raise
         _free(device)
         raise OutOfMemoryTrialError(f"out of memory on {device}: {one_line(e)}") from e
+
+
+def _memory(device: torch.device) -> dict[str, float | None]:
+    """The worker's memory after a trial (a leak shows as growth across trials)."""
+    rss, peak = resident_memory_mb()
+    gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # per trial
+    return {"rss_mb": rss, "peak_rss_mb": peak, "gpu_peak_mb": gpu}
 
 
 def _free(device: torch.device) -> None:

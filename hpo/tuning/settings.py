@@ -17,6 +17,7 @@ from typing import Any
 from studies import StudyDefinition
 
 from ..errors import InvalidSettingError
+from ..runtime.execution import Execution
 
 __all__ = ["ALL", "DEFAULT_PRUNER", "PRUNERS", "RunSettings", "fresh_seed"]
 
@@ -54,6 +55,8 @@ class RunSettings:
         workers: Worker processes to start on this machine (``--workers K``); each spawned
             worker gets a copy with ``workers=1`` and its own seed and device.
         dry_run: A smoke test in a temporary storage that is deleted afterwards.
+        precision: ``fp32`` or ``bf16`` (autocast; see ``hpo.runtime.device.Execution``).
+        compile: Compile the networks with ``torch.compile`` (CUDA graphs on a GPU).
         retrain_from: Name of a finished study in the same storage. Instead of searching,
             every trial trains that study's best configuration (with seed ``seed + i``),
             usually with a larger budget; see :mod:`hpo.tuning.study_setup`.
@@ -77,6 +80,8 @@ class RunSettings:
     workers: int = 1
     retrain_from: str | None = None
     dry_run: bool = False
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.study, StudyDefinition):
@@ -109,6 +114,7 @@ class RunSettings:
                 "pass another --study-name (default: <study>_retrain)"
             )
         self.definition()  # an invalid override fails here, before any storage is touched
+        self.execution()
 
     @property
     def optuna_study_name(self) -> str:
@@ -128,6 +134,10 @@ class RunSettings:
         """The study definition with this run's overrides applied (and validated)."""
         return self.study.with_overrides(self.overrides())
 
+    def execution(self) -> Execution:
+        """How the trials run on the device (precision, compilation)."""
+        return Execution(precision=self.precision, compile=self.compile)
+
     def resolved_config(self) -> dict[str, Any]:
         """What must be identical for two runs to share one study (stored as keys.DEFINITION).
 
@@ -141,6 +151,8 @@ class RunSettings:
         }
         if self.retrain_from is not None:  # absent otherwise: older stored studies still match
             config["retrain_from"] = self.retrain_from
+        if self.precision != "fp32":  # bf16 scores are not fp32 scores: another study
+            config["precision"] = self.precision
         return config
 
 

@@ -94,7 +94,9 @@ def run_worker(settings: RunSettings) -> None:
     progress = RunProgress(
         study.study_name, settings.n_trials, counts.finished, settings.show_progress
     )
-    objective = Objective(definition, data, device, settings.seed, store, progress, worker)
+    objective = Objective(
+        definition, data, device, settings.seed, store, progress, worker, settings.execution()
+    )
     try:
         with progress.logging():
             while _next_step(study, settings, progress, deadline):
