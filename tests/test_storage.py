@@ -198,7 +198,10 @@ def _heartbeats(db: Path) -> int:
 
 
 def test_sqlite_file_is_created_in_wal_mode_with_heartbeats(tmp_path: Path) -> None:
-    db = tmp_path / "nested" / "dir" / "study.db"
+    with pytest.raises(StorageError, match="does not exist"):  # a typo in a folder: refused
+        open_storage(f"sqlite:///{tmp_path / 'nested' / 'study.db'}")
+    assert list(tmp_path.iterdir()) == []
+    db = tmp_path / "study.db"
     storage = open_storage(f"sqlite:///{db}", StorageOptions(heartbeat_interval=2, grace_period=5))
     assert db.exists()
     assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -279,8 +280,10 @@ def test_four_workers_on_one_sqlite_file(tmp_path: Path, synthetic_data_root: Pa
     env = _runner_env(tmp_path, synthetic_data_root)
     args = ["--n-trials", str(n_trials), "--storage", url, "--workers", "4", *TINY]
     (output,) = _finish([_hpo_run(args, env, tmp_path)])
-    for k in range(4):  # each worker logs its own seed
-        assert f"worker {k}: pid" in output and f"seed {k}," in output, output[-3000:]
+    # Each worker logs its own seed: a fresh one for the run (no --seed given), plus k.
+    seeds = {int(k): int(s) for k, s in re.findall(r"worker (\d): pid \d+, seed (\d+),", output)}
+    assert sorted(seeds) == [0, 1, 2, 3], output[-3000:]
+    assert [seeds[k] - seeds[0] for k in range(4)] == [0, 1, 2, 3]
     trials = _assert_exact_budget_and_grid_once(_load(url, STUDY), n_trials)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert all(t.user_attrs.get(keys.FAIL_REASON, "").startswith("surplus") for t in failed)
