@@ -40,6 +40,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import statistics
@@ -304,7 +305,11 @@ def analyze(out: Path, budget: float) -> str:
     ]
     if target is not None:
         summary.append(f"Random search's final best (median over seeds): {target:.4f}.")
-        if "default" in reach and reach.get("random", 0) > 0:
+        if "default" in reach and math.isinf(reach.get("random", 0)):
+            summary.append("Random search itself reached it in fewer than half of its seeds.")
+        elif "default" in reach and math.isinf(reach["default"]):
+            summary.append("The default did not reach it (median over seeds).")
+        elif "default" in reach and reach.get("random", 0) > 0:
             ratio = reach["default"] / reach["random"]
             summary.append(
                 f"The default reached it with {100 * ratio:.0f} % of random search's compute "
