@@ -340,25 +340,34 @@ def _plot(curves: dict[str, dict[int, list]], budget: float, path: Path) -> None
     import numpy as np
 
     grid = np.linspace(0, budget, 200)
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    # Left: the whole range; right: the same curves zoomed onto the top, where they differ.
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
+    finals = []
     for strategy in [s for s in STRATEGIES if s in curves]:
         per_seed = np.array([[value_at(c, t) for t in grid] for c in curves[strategy].values()])
         with np.errstate(all="ignore"):
             valid = ~np.isnan(per_seed).any(axis=0)
             median = np.median(per_seed, axis=0)
-        (line,) = ax.plot(grid[valid], median[valid], label=LABELS.get(strategy, strategy))
-        ax.fill_between(
-            grid[valid],
-            per_seed[:, valid].min(axis=0),
-            per_seed[:, valid].max(axis=0),
-            color=line.get_color(),
-            alpha=0.15,
-        )
-    ax.set_xlabel("cumulative CPU seconds (one thread)")
-    ax.set_ylabel("validation accuracy of the picked configuration")
-    ax.set_title("sparse_mnist at reduced fidelity: best so far (median, range over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+        finals.append(median[-1])
+        for ax in axes:
+            (line,) = ax.plot(grid[valid], median[valid], label=LABELS.get(strategy, strategy))
+            ax.fill_between(
+                grid[valid],
+                per_seed[:, valid].min(axis=0),
+                per_seed[:, valid].max(axis=0),
+                color=line.get_color(),
+                alpha=0.15,
+            )
+    top = float(np.nanmax(finals))
+    axes[1].set_ylim(min(finals) - 0.04, top + 0.01)
+    for ax in axes:
+        ax.set_xlabel("cumulative CPU seconds (one thread)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation accuracy of the picked configuration")
+    axes[0].set_title("best so far: median and range over seeds")
+    axes[1].set_title("the same, zoomed onto the top")
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.suptitle("sparse_mnist at reduced fidelity, equal CPU budget per run")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
