@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 import hpo.runtime.cpu
 import hpo.training.loop
+import hpo.tuning.finalize
 from data import MNISTOptions
 from hpo.errors import EXIT_INTERRUPTED, NonFiniteLossError
 from hpo.runtime.cpu import denormals_flushed, flush_denormals
@@ -486,6 +487,28 @@ def test_dry_run_leaves_nothing_behind(
     assert main(["--study", STUDY, "--dry-run", "--device", "cpu", "--no-progress"]) == 0
     assert "2 complete" in capsys.readouterr().out
     assert list(work.iterdir()) == []  # no hpo.db, no artifacts
+
+
+def test_dry_run_scores_the_best_trial_on_a_test_subset(
+    data_env: Path,  # noqa: ARG001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The whole test split at four sparsities was most of a dry run's time.
+    scored: list[int] = []
+    real_eval_batches = hpo.tuning.finalize.eval_batches
+
+    def recording_eval_batches(definition, data, split, *args, **kwargs):  # noqa: ANN001, ANN202
+        scored.append(len(split))
+        return real_eval_batches(definition, data, split, *args, **kwargs)
+
+    monkeypatch.setattr(hpo.tuning.finalize, "DRY_RUN_TEST_SIZE", 12)
+    monkeypatch.setattr(hpo.tuning.finalize, "eval_batches", recording_eval_batches)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--study", STUDY, "--dry-run", "--device", "cpu", "--no-progress"]) == 0
+    assert scored and set(scored) == {12}  # every test sparsity, on the subset only
+    assert "test figures on 12 test images" in capsys.readouterr().out
 
 
 def test_wait_for_slot_follows_the_running_trials(tmp_path: Path) -> None:
