@@ -61,7 +61,7 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError,
 )
 
-DRY_RUN = {"n_trials": 2, "epochs": 1, "train_size": 256}
+DRY_RUN = {"n_trials": 2, "epochs": 1, "train_size": 256, "val_size": 500}
 # --workers auto on a GPU. The earlier H200 study ran 4 workers on one GPU at 27-61 s per trial;
 # 1, 2, 4 and 8 have not been measured against each other yet (no GPU since):
 # bench/trial_throughput.py --workers-sweep does, on a GPU.
@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help=f"smoke test: {DRY_RUN['n_trials']} trials of {DRY_RUN['epochs']} epoch on "
-        f"{DRY_RUN['train_size']} examples in a temporary storage that is deleted afterwards",
+        f"{DRY_RUN['train_size']} examples, scored on {DRY_RUN['val_size']} validation images, "
+        "in a temporary storage that is deleted afterwards",
     )
     parser.add_argument("--list", action="store_true", help="list the registered studies and exit")
     return parser
@@ -293,6 +294,7 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
             args.n_trials = DRY_RUN["n_trials"]
             args.epochs = args.epochs or DRY_RUN["epochs"]
             args.train_size = args.train_size or DRY_RUN["train_size"]
+            args.val_size = args.val_size or str(DRY_RUN["val_size"])
             settings = dataclasses.replace(settings_from_args(args, registry), dry_run=True)
             return _run(settings)
     except USAGE_ERRORS as e:
