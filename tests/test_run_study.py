@@ -32,6 +32,7 @@ from hpo.training import EvalMetrics
 from hpo.tuning import keys
 from hpo.tuning.artifacts import load_trial_model, open_artifact_store
 from hpo.tuning.budget import count_trials, is_surplus, release_surplus, wait_for_slot
+from hpo.tuning.cli import DRY_RUN
 from hpo.tuning.cli import main as cli_main
 from hpo.tuning.estimate import CostEstimate, estimate_line
 from hpo.tuning.progress import RunProgress
@@ -503,7 +504,7 @@ def test_dry_run_scores_the_best_trial_on_a_test_subset(
         scored.append(len(split))
         return real_eval_batches(definition, data, split, *args, **kwargs)
 
-    monkeypatch.setattr(hpo.tuning.finalize, "DRY_RUN_TEST_SIZE", 12)
+    monkeypatch.setitem(DRY_RUN, "test_size", 12)
     monkeypatch.setattr(hpo.tuning.finalize, "eval_batches", recording_eval_batches)
     monkeypatch.chdir(tmp_path)
     assert main(["--study", STUDY, "--dry-run", "--device", "cpu", "--no-progress"]) == 0

@@ -253,13 +253,12 @@ def test_killed_worker_trial_goes_stale_is_failed_and_retried(tmp_path: Path) ->
 
     marker = tmp_path / "started"
     victim = _start_worker(url, "hb", n_trials=1, sleep=600, marker=marker)
-    deadline = time.monotonic() + 60
+    # No deadline of our own: a worker that never starts is ended by the test's timeout.
     while not marker.exists():
         assert victim.poll() is None, victim.communicate()[0]
-        assert time.monotonic() < deadline, "the worker never started its trial"
         time.sleep(0.05)
     while not _heartbeats(tmp_path / "hb.db"):  # the trial's own heartbeat thread has beaten
-        assert time.monotonic() < deadline, "the worker never recorded a heartbeat"
+        assert victim.poll() is None, victim.communicate()[0]
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()

@@ -61,7 +61,9 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError,
 )
 
-DRY_RUN = {"n_trials": 2, "epochs": 1, "train_size": 256, "val_size": 500}
+# The dry run checks the plumbing, not the model: small sizes everywhere. The whole MNIST test
+# split at four sparsities (40,000 evaluations) was most of a dry run's time.
+DRY_RUN = {"n_trials": 2, "epochs": 1, "train_size": 256, "val_size": 500, "test_size": 1000}
 # --workers auto on a GPU. The earlier H200 study ran 4 workers on one GPU at 27-61 s per trial;
 # 1, 2, 4 and 8 have not been measured against each other yet (no GPU since):
 # bench/trial_throughput.py --workers-sweep does, on a GPU.
@@ -295,7 +297,9 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
             args.epochs = args.epochs or DRY_RUN["epochs"]
             args.train_size = args.train_size or DRY_RUN["train_size"]
             args.val_size = args.val_size or str(DRY_RUN["val_size"])
-            settings = dataclasses.replace(settings_from_args(args, registry), dry_run=True)
+            settings = dataclasses.replace(
+                settings_from_args(args, registry), dry_run=True, test_size=DRY_RUN["test_size"]
+            )
             return _run(settings)
     except USAGE_ERRORS as e:
         return print_usage_error(e)

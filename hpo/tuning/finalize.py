@@ -22,12 +22,7 @@ from .progress import format_params
 from .settings import RunSettings
 from .trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
 
-__all__ = ["DRY_RUN_TEST_SIZE", "finalize_study"]
-
-# A dry run checks the plumbing, not the model: it scores the best trial on a fixed stratified
-# subset of the test split. The whole MNIST test split at four sparsities is 40,000
-# evaluations, about 20 s on 2 CPU cores, most of a dry run's time.
-DRY_RUN_TEST_SIZE = 1000
+__all__ = ["finalize_study"]
 
 
 def finalize_study(settings: RunSettings) -> None:
@@ -84,11 +79,9 @@ def _score_on_test(
     loaded = load_trial_model(study, best.number, store=store, device=settings.device)
     data = load_trial_data(definition, settings.data_dir, settings.download)
     device = torch.device(settings.device)
-    test = (
-        data.test.stratified_subset(DRY_RUN_TEST_SIZE, seed=TEST_MASK_SEED)
-        if settings.dry_run
-        else data.test
-    )
+    test = data.test
+    if settings.test_size is not None:
+        test = test.stratified_subset(settings.test_size, seed=TEST_MASK_SEED)
     batches = {
         s: eval_batches(definition, data, test, s, TEST_MASK_SEED, device)
         for s in definition.test_sparsities
@@ -137,9 +130,14 @@ def _print_summary(
             f"{_fmt(t.get('accuracy'))}  {_fmt(t.get('mae'))}"
         )
     if settings.dry_run:
+        scored = (
+            "the whole test split"
+            if settings.test_size is None
+            else f"{settings.test_size:,} test images"
+        )
         print(
-            f"dry run: test figures on {DRY_RUN_TEST_SIZE:,} test images; the storage and the "
-            "saved models were temporary and are deleted"
+            f"dry run: test figures on {scored}; the storage and the saved models were "
+            "temporary and are deleted"
         )
         return
     print(

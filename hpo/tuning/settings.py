@@ -55,6 +55,8 @@ class RunSettings:
         workers: Worker processes to start on this machine (``--workers K``); each spawned
             worker gets a copy with ``workers=1`` and its own seed and device.
         dry_run: A smoke test in a temporary storage that is deleted afterwards.
+        test_size: Test images the final step scores the best trial on, a fixed stratified
+            subset (``None``: the whole test split; the dry run checks plumbing on fewer).
         precision: ``fp32`` or ``bf16`` (autocast; see ``hpo.runtime.device.Execution``).
         compile: Compile the networks with ``torch.compile`` (CUDA graphs on a GPU).
         retrain_from: Name of a finished study in the same storage. Instead of searching,
@@ -80,6 +82,7 @@ class RunSettings:
     workers: int = 1
     retrain_from: str | None = None
     dry_run: bool = False
+    test_size: int | None = None
     precision: str = "fp32"
     compile: bool = False
 
@@ -94,6 +97,8 @@ class RunSettings:
             _positive_int("--train-size", self.train_size)
         if self.val_size is not None and self.val_size != ALL:
             _positive_int("--val-size", self.val_size)
+        if self.test_size is not None:
+            _positive_int("test_size", self.test_size)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InvalidSettingError(f"--seed must be an integer >= 0, got {self.seed!r}")
         if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
