@@ -20,6 +20,7 @@ from . import errors, options, paths  # plain Python: imported now, and cheap
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "augment": ["Augmentation", "RandomResizedCropFlip", "RandomShift", "augmentation_for"],
         "batches": ["SparseBatches"],
         "dataset": ["SparseDataset", "TensorSplit", "load_dataset"],
         "errors": errors.__all__,

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from .augment import Augmentation
 from .dataset import TensorSplit
 from .sparsify import check_sparsity, derive_seed, random_masks
 from .sparsify import fixed_masks as draw_fixed_masks
@@ -41,10 +42,14 @@ class SparseBatches:
         drop_last: Leave out an epoch's last, smaller batch (training of a compiled model,
             whose graphs are recorded for one batch shape); ignored when the split is smaller
             than one batch.
+        augment: Training augmentation applied to the dense images before their masks
+            (``data.augmentation_for``), drawn per epoch from ``seed``; never with
+            ``fixed_masks``, whose inputs must be the same for every model.
 
     Raises:
         InvalidSparsityError: ``sparsity`` outside [0, 1).
-        ValueError: Empty split, non-positive batch size, or statistics of the wrong length.
+        ValueError: Empty split, non-positive batch size, statistics of the wrong length, or
+            an augmentation of fixed-mask (evaluation) batches.
     """
 
     def __init__(
@@ -60,8 +65,11 @@ class SparseBatches:
         seed: int = 0,
         fixed_masks: bool = False,
         drop_last: bool = False,
+        augment: Augmentation | None = None,
     ) -> None:
         self.sparsity = check_sparsity(sparsity)
+        if augment is not None and fixed_masks:
+            raise ValueError("evaluation batches (fixed_masks) must not be augmented")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if len(split) == 0:
@@ -78,6 +86,7 @@ class SparseBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.fixed_masks = fixed_masks
+        self.augment = augment
         self.drop_last = drop_last and n >= batch_size  # a split smaller than a batch keeps it
         self._shape = (n, c, h, w)
         self._images = split.images.to(self.device)  # (N, C, H, W) uint8, moved once
@@ -113,6 +122,10 @@ class SparseBatches:
         if self._masks is None:
             mask_gen = torch.Generator(device=self.device)
             mask_gen.manual_seed(derive_seed("train-mask", self.seed, epoch, self.sparsity))
+        augment_gen: torch.Generator | None = None
+        if self.augment is not None:
+            augment_gen = torch.Generator(device=self.device)
+            augment_gen.manual_seed(derive_seed("augment", self.seed, epoch))
         end = len(self) * self.batch_size if self.drop_last else n
         for start in range(0, end, self.batch_size):
             stop = min(start + self.batch_size, n)
@@ -132,6 +145,10 @@ class SparseBatches:
                     device=self.device,
                     dtype=torch.float32,
                 )
-            x = torch.addcmul(self._shift, images.to(torch.float32), self._scale)
+            pixels = images.to(torch.float32)  # [0, 255]
+            if self.augment is not None:
+                assert augment_gen is not None
+                pixels = self.augment(pixels, augment_gen)  # before the mask, not with it
+            x = torch.addcmul(self._shift, pixels, self._scale)
             x.mul_(mask_f)
             yield x, mask_f, labels

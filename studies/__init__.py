@@ -13,6 +13,7 @@ from .definition import (
     StudyDefinition,
     sparsity_key,
 )
+from .recipe import BASELINE_RECIPE, DEFAULT_RECIPE, RecipeError, TrainingRecipe
 from .registry import (
     DuplicateStudyError,
     StudyRegistry,
@@ -23,6 +24,8 @@ from .registry import (
 )
 
 __all__ = [
+    "BASELINE_RECIPE",
+    "DEFAULT_RECIPE",
     "TEST_MASK_SEED",
     "VAL_MASK_SEED",
     "VAL_SUBSET_SEED",
@@ -32,9 +35,11 @@ __all__ = [
     "Grid",
     "IntRange",
     "LogFloat",
+    "RecipeError",
     "SearchSpace",
     "StudyDefinition",
     "StudyRegistry",
+    "TrainingRecipe",
     "UnknownStudyError",
     "all_studies",
     "default_registry",

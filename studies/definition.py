@@ -4,8 +4,9 @@ Following the tuning playbook, a study fixes its *scientific* setting (which mod
 which dataset at which training sparsity: ``sparse_mnist`` and ``dense_mnist`` are separate
 studies), tunes the *nuisance* hyperparameters that must be right for a fair comparison (depth,
 activation, batch size, learning rate), and holds everything else *fixed* (width, kernel
-schedule, optimizer, epoch budget). A definition is data, not code: the runner turns it into an
-Optuna study, so adding a study is one new :class:`StudyDefinition` in ``studies/catalog.py``.
+schedule, training recipe, epoch budget). A definition is data, not code: the runner turns it
+into an Optuna study, so adding a study is one new :class:`StudyDefinition` in
+``studies/catalog.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from data import Caltech101Options, DatasetName, MNISTOptions
 from models import CNNConfig, ModelFamily
+
+from .recipe import DEFAULT_RECIPE, TrainingRecipe
 
 if TYPE_CHECKING:  # a definition only calls trial.suggest_*: no need to import optuna
     import optuna
@@ -223,6 +226,8 @@ class StudyDefinition:
             study so every trial and every worker scores on the same validation images.
         tpe_random_trials: Random trials TPE runs after the grid before modelling; the grid
             fixes batch size, so a few random points spread it before TPE takes over.
+        recipe: The fixed training recipe (optimizer, schedule, loss, augmentation) every
+            trial trains with; the tuned ``lr`` is its peak rate.
     """
 
     name: str
@@ -244,6 +249,7 @@ class StudyDefinition:
     eval_batch_size: int = 512
     data_seed: int = 0
     tpe_random_trials: int = 4
+    recipe: TrainingRecipe = DEFAULT_RECIPE
 
     # Budget knobs a quick run may change; everything else defines the study itself.
     OVERRIDABLE: ClassVar[frozenset[str]] = frozenset({"epochs", "train_size", "val_size"})
@@ -332,6 +338,7 @@ class StudyDefinition:
             f"{self.train_sparsity:g}, tested at {tested}",
             f"budget per trial: {self.epochs} epochs x {images} training images, scored on "
             f"{val} validation images",
+            f"training recipe: {self.recipe.describe()}",
             f"search: {self.search_space.describe()}; grid of {len(self.grid.points())} "
             f"points first, then {self.tpe_random_trials} random, then TPE",
         ]

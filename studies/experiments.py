@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from data import Caltech101Options, DatasetName, MNISTOptions
 from models import CNNConfig, ModelFamily
 
+from .recipe import BASELINE_RECIPE, COMPONENTS, DEFAULT_RECIPE, FULL_RECIPE, TrainingRecipe
 from .registry import DuplicateStudyError, UnknownStudyError
 
 __all__ = ["EXPERIMENTS", "ExperimentDefinition", "get_experiment"]
@@ -34,10 +35,13 @@ class ExperimentDefinition:
         families: Model families compared.
         train_sparsities: One set of models is trained per training sparsity.
         test_sparsities: Every model is scored on the test split at each of these.
-        seeds: One run per seed (model init, training masks and batch order).
+        seeds: One run per seed (model init, training masks, augmentation and batch order).
+        recipes: Training recipes; every (family, sparsity, seed) is trained with each. One
+            recipe is the usual case; several make a recipe comparison, whose summary ranks
+            them on the validation split (the test split only reports).
         epochs: Training epochs of every run.
         batch_size: Training batch size.
-        lr: Adam learning rate.
+        lr: Peak learning rate (the recipe's schedule starts from it or warms up to it).
         depth, activation, width, pool_after, head_grid: The shared architecture (see
             ``CNNConfig``).
     """
@@ -58,6 +62,12 @@ class ExperimentDefinition:
     width: int = 16
     pool_after: tuple[int, ...] = ()
     head_grid: int = 4
+    recipes: tuple[TrainingRecipe, ...] = (DEFAULT_RECIPE,)
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.recipes]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"experiment {self.name}: recipe names must be distinct, non-empty")
 
     def cnn_config(self, in_channels: int, num_classes: int) -> CNNConfig:
         """The architecture every family of this experiment is built with."""
@@ -88,6 +98,7 @@ _DEFINITIONS: tuple[ExperimentDefinition, ...] = (
         epochs=3,
         lr=3e-3,
         pool_after=(1,),
+        recipes=(BASELINE_RECIPE,),
     ),
     ExperimentDefinition(
         # The same comparison at the two ends of the range with the whole 55k training split
@@ -106,6 +117,7 @@ _DEFINITIONS: tuple[ExperimentDefinition, ...] = (
         epochs=6,
         lr=3e-3,
         pool_after=(1,),
+        recipes=(BASELINE_RECIPE,),
     ),
     ExperimentDefinition(
         name="caltech101_sparsity",
@@ -121,6 +133,67 @@ _DEFINITIONS: tuple[ExperimentDefinition, ...] = (
         depth=6,
         width=32,
         pool_after=(0, 1, 2),
+        recipes=(BASELINE_RECIPE,),
+    ),
+    ExperimentDefinition(
+        # Issue 18: caltech101_sparsity again with every recipe component on (augmentation:
+        # random resized crops and flips), at the same CPU budget, so the two compare.
+        name="caltech101_recipe",
+        description=(
+            "Caltech-101 at 70% sparsity, 64x64, 100 images/class, the full training recipe "
+            "(AdamW, warm-up + cosine, label smoothing, crops and flips)"
+        ),
+        dataset=DatasetName.CALTECH101,
+        dataset_options=Caltech101Options(image_size=64, max_per_class=100),
+        train_sparsities=(0.7,),
+        test_sparsities=(0.5, 0.7, 0.8, 0.9),
+        epochs=15,
+        batch_size=64,
+        depth=6,
+        width=32,
+        pool_after=(0, 1, 2),
+        recipes=(FULL_RECIPE,),
+    ),
+    ExperimentDefinition(
+        # Issue 18: the baseline recipe, every component on, and every component off in turn,
+        # at the CPU budget of mnist_sparsity; a component is kept only if the validation
+        # accuracy (mean over families and seeds) drops when it is switched off.
+        name="mnist_recipe",
+        description=(
+            "MNIST at 90% sparsity, 10k x 3 epochs: the baseline training recipe vs AdamW, "
+            "warm-up + cosine, label smoothing and shifts, together and each left out"
+        ),
+        dataset=DatasetName.MNIST,
+        dataset_options=MNISTOptions(train_size=10_000),
+        train_sparsities=(0.9,),
+        test_sparsities=(0.9,),
+        epochs=3,
+        lr=3e-3,
+        pool_after=(1,),
+        recipes=(BASELINE_RECIPE, FULL_RECIPE, *(FULL_RECIPE.without(c) for c in COMPONENTS)),
+    ),
+    ExperimentDefinition(
+        # Issue 18: do the recipes rank the same at the full budget? The configuration is the
+        # best of the GPU search at the study's own budget (docs/results.md, experiment 5):
+        # depth 7, ELU, batch 64, peak lr 9.2e-4. The candidates run first.
+        name="mnist_recipe_full_budget",
+        description=(
+            "MNIST at 90% sparsity, 55k x 10 epochs, sparse CNN depth 7 / ELU / batch 64 / "
+            "lr 9.2e-4: the full recipe with and without shifts vs the baseline, seed 0"
+        ),
+        dataset=DatasetName.MNIST,
+        dataset_options=MNISTOptions(),
+        families=(ModelFamily.SPARSE,),
+        train_sparsities=(0.9,),
+        test_sparsities=(0.9, 0.5),
+        seeds=(0,),
+        epochs=10,
+        batch_size=64,
+        lr=9.2e-4,
+        depth=7,
+        activation="elu",
+        pool_after=(1,),
+        recipes=(FULL_RECIPE.without("augment"), FULL_RECIPE, BASELINE_RECIPE),
     ),
 )
 

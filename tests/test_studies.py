@@ -13,6 +13,7 @@ from data import DatasetName
 from hpo.tuning.study_setup import config_differences
 from models import ModelFamily
 from studies import (
+    DEFAULT_RECIPE,
     Categorical,
     DefinitionError,
     DuplicateStudyError,
@@ -109,20 +110,26 @@ def test_invalid_definitions_are_rejected() -> None:
         Categorical(("relu", "relu"))
 
 
-def test_studies_stored_by_earlier_versions_resume_unless_their_budget_changed() -> None:
+def test_studies_stored_by_earlier_versions_resume_only_where_nothing_changed() -> None:
     """``to_dict()`` is stored with every study and compared when a run resumes it. The
     golden file is what the version of 2026-11 (commit a94bd32) stored: a field added since
-    (``val_size``) must not stop those studies from resuming, except where the registered
-    study really changed (MNIST now scores trials on 2,000 validation images, not 5,000)."""
+    must not stop those studies from resuming unless the registered study really changed.
+    Two things did: MNIST scores trials on 2,000 validation images, not 5,000, and every
+    study trains with the new recipe (issue 18), so every difference is named, and nothing
+    else is."""
     golden = json.loads((Path(__file__).parent / "stored_definitions.json").read_text())
+    recipe = [
+        f"definition.recipe.{k}='<unset>' (now {v!r})"
+        for k, v in sorted(DEFAULT_RECIPE.to_dict().items())
+    ]
     for study in all_studies():
         stored = {"definition": golden[study.name], "overrides": {}, "pruner": "asha"}
         wanted = {"definition": study.to_dict(), "overrides": {}, "pruner": "asha"}
-        expected = ["definition.val_size='<unset>' (now 2000)"] if "mnist" in study.name else []
-        assert config_differences(stored, wanted) == expected, study.name
+        val = ["definition.val_size='<unset>' (now 2000)"] if "mnist" in study.name else []
+        assert config_differences(stored, wanted) == recipe + val, study.name
         resumed = study.with_overrides({"val_size": None})  # what --val-size all asks for
         again = {**wanted, "definition": resumed.to_dict()}
-        assert config_differences(stored, again) == []
+        assert config_differences(stored, again) == recipe
 
 
 def test_parameter_names_and_labels_come_from_the_search_space() -> None:

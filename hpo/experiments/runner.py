@@ -18,19 +18,20 @@ from pathlib import Path
 
 import torch
 
-from data import SparseBatches, SparseDataset, load_dataset
+from data import SparseBatches, SparseDataset, TensorSplit, augmentation_for, load_dataset
 from models import build_model
-from studies import TEST_MASK_SEED
+from studies import TEST_MASK_SEED, VAL_MASK_SEED, TrainingRecipe
 from studies.experiments import ExperimentDefinition
 
 from ..runtime.cpu import prepare_cpu_training
 from ..runtime.device import place
-from ..training import evaluate, fit
+from ..training import build_optimization, evaluate, fit
 
 __all__ = ["FIELDS", "RunKey", "read_rows", "run_experiment"]
 
 FIELDS = (
     "experiment",
+    "recipe",
     "family",
     "train_sparsity",
     "seed",
@@ -42,13 +43,17 @@ FIELDS = (
     "train_images",
     "train_seconds",
     "device",
+    "val_accuracy",
 )
+# Rows written before recipes were recorded were all trained with the baseline recipe.
+LEGACY_RECIPE = "baseline"
 
 
 @dataclass(frozen=True, order=True)
 class RunKey:
     """One trained model of an experiment."""
 
+    recipe: str
     family: str
     train_sparsity: float
     seed: int
@@ -73,10 +78,12 @@ def run_experiment(
     csv_path = out_dir / f"{definition.name}_runs.csv"
     done = {_key(row) for row in read_rows(csv_path)}
     # Seed-major order: a partly finished experiment already covers every setting once.
+    recipes = {r.name: r for r in definition.recipes}
     todo = [
-        RunKey(str(family), s, seed)
+        RunKey(recipe, str(family), s, seed)
         for seed in definition.seeds
         for s in definition.train_sparsities
+        for recipe in recipes
         for family in definition.families
     ]
     todo = [k for k in todo if k not in done]
@@ -90,43 +97,54 @@ def run_experiment(
         seed=0,
         options=definition.dataset_options,
     )
-    test_batches = {
+    test_batches = _fixed_batches(ds, ds.test, definition.test_sparsities, TEST_MASK_SEED, device)
+    # The validation split ranks recipes (mnist_recipe); the test split only reports.
+    val_batches = _fixed_batches(ds, ds.val, definition.train_sparsities, VAL_MASK_SEED, device)
+    for i, key in enumerate(todo, 1):
+        recipe = recipes[key.recipe]
+        rows = _train_and_score(definition, ds, key, recipe, test_batches, val_batches, device)
+        _append_rows(csv_path, rows)
+        diag = {r["test_sparsity"]: r["accuracy"] for r in rows}.get(key.train_sparsity)
+        print(
+            f"[{i}/{len(todo)}] {key.recipe} {key.family:10s} train={key.train_sparsity:g} "
+            f"seed={key.seed} acc@train-sparsity={diag if diag is None else f'{diag:.4f}'} "
+            f"val={rows[0]['val_accuracy']:.4f} ({rows[0]['train_seconds']:.0f} s)",
+            flush=True,
+        )
+    return csv_path
+
+
+def _fixed_batches(
+    ds: SparseDataset, split: TensorSplit, sparsities: tuple[float, ...], seed: int, device: str
+) -> dict[float, SparseBatches]:
+    """Evaluation batches with one fixed mask per image and sparsity, the same for every model."""
+    return {
         s: SparseBatches(
-            ds.test,
+            split,
             sparsity=s,
             batch_size=512,
             device=device,
             mean=ds.mean,
             std=ds.std,
-            seed=TEST_MASK_SEED,
+            seed=seed,
             fixed_masks=True,
         )
-        for s in definition.test_sparsities
+        for s in sparsities
     }
-    for i, key in enumerate(todo, 1):
-        rows = _train_and_score(definition, ds, key, test_batches, device)
-        _append_rows(csv_path, rows)
-        diag = {r["test_sparsity"]: r["accuracy"] for r in rows}.get(key.train_sparsity)
-        print(
-            f"[{i}/{len(todo)}] {key.family:10s} train={key.train_sparsity:g} seed={key.seed} "
-            f"acc@train-sparsity={diag if diag is None else f'{diag:.4f}'} "
-            f"({rows[0]['train_seconds']:.0f} s)",
-            flush=True,
-        )
-    return csv_path
 
 
 def _train_and_score(
     definition: ExperimentDefinition,
     ds: SparseDataset,
     key: RunKey,
+    recipe: TrainingRecipe,
     test_batches: dict[float, SparseBatches],
+    val_batches: dict[float, SparseBatches],
     device: str,
 ) -> list[dict[str, object]]:
     torch.manual_seed(key.seed)
     model = build_model(key.family, definition.cnn_config(ds.in_channels, ds.num_classes))
     model = place(model, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=definition.lr)
     train = SparseBatches(
         ds.train,
         sparsity=key.train_sparsity,
@@ -136,17 +154,23 @@ def _train_and_score(
         std=ds.std,
         shuffle=True,
         seed=key.seed,
+        augment=augmentation_for(ds.name) if recipe.augment else None,
+    )
+    optimization = build_optimization(
+        recipe, model, definition.lr, steps_per_epoch=len(train), epochs=definition.epochs
     )
     start = time.perf_counter()
     # Epochs counted from 0, as when the published results were drawn (the masks depend on it).
-    fit(model, optimizer, train, definition.epochs, first_epoch=0)
+    fit(model, optimization, train, definition.epochs, first_epoch=0)
     seconds = time.perf_counter() - start
+    val_accuracy = evaluate(model, val_batches[key.train_sparsity].epoch(0)).accuracy
     rows = []
     for s, batches in test_batches.items():
         metrics = evaluate(model, batches.epoch(0))
         rows.append(
             {
                 "experiment": definition.name,
+                "recipe": key.recipe,
                 "family": key.family,
                 "train_sparsity": key.train_sparsity,
                 "seed": key.seed,
@@ -158,19 +182,25 @@ def _train_and_score(
                 "train_images": len(ds.train),
                 "train_seconds": seconds,
                 "device": device,
+                "val_accuracy": val_accuracy,
             }
         )
     return rows
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of ``csv_path`` in the current columns (older files lack the recipe ones)."""
     if not csv_path.exists():
         return []
     with csv_path.open(newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    return [{"recipe": LEGACY_RECIPE, "val_accuracy": "", **row} for row in rows]
 
 
 def _append_rows(csv_path: Path, rows: list[dict[str, object]]) -> None:
+    """Append ``rows``; a file written with older columns is first rewritten in the current ones."""
+    if csv_path.exists() and _header(csv_path) != FIELDS:
+        _write_rows(csv_path, read_rows(csv_path))
     new = not csv_path.exists()
     with csv_path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
@@ -179,5 +209,17 @@ def _append_rows(csv_path: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
+def _header(csv_path: Path) -> tuple[str, ...]:
+    with csv_path.open(newline="") as f:
+        return tuple(next(csv.reader(f), ()))
+
+
+def _write_rows(csv_path: Path, rows: list[dict[str, str]]) -> None:
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _key(row: dict[str, str]) -> RunKey:
-    return RunKey(row["family"], float(row["train_sparsity"]), int(row["seed"]))
+    return RunKey(row["recipe"], row["family"], float(row["train_sparsity"]), int(row["seed"]))

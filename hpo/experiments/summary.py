@@ -6,6 +6,7 @@ and figures always agree with the rows, however many sessions the runs took.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from studies.experiments import ExperimentDefinition
@@ -18,15 +19,25 @@ __all__ = ["summarize"]
 
 
 def summarize(definition: ExperimentDefinition, csv_path: Path, out_dir: Path) -> Path:
-    """Rewrite ``<name>.md`` and the figures from the CSV; returns the markdown path."""
-    rows = read_rows(csv_path)
-    cells = cells_of(rows)
+    """Rewrite ``<name>.md`` and the figures from the CSV; returns the markdown path.
+
+    Only the rows of the definition's recipes count: a CSV may also hold rows of a recipe
+    the experiment was run with before.
+    """
+    recipes = [r.name for r in definition.recipes]
+    rows = [r for r in read_rows(csv_path) if r["recipe"] in recipes]
     families = [str(f) for f in definition.families]
     lines = [f"# {definition.name}", "", definition.description, ""]
+    md_path = out_dir / f"{definition.name}.md"
+    if len(recipes) > 1:
+        md_path.write_text("\n".join(lines + recipe_table(definition, rows, families)) + "\n")
+        return md_path
+    lines.append(f"Training recipe: {definition.recipes[0].describe()}.")
+    lines.append("")
+    cells = cells_of(rows)
     lines += _diagonal_table(definition, cells, families)
     if len(definition.test_sparsities) > 1:  # one row per training sparsity
         lines += _invariance_tables(definition, cells, families)
-    md_path = out_dir / f"{definition.name}.md"
     md_path.write_text("\n".join(lines) + "\n")
     plot_diagonal(definition, cells, families, out_dir / f"{definition.name}_accuracy.png")
     if len(definition.train_sparsities) > 1:
@@ -89,3 +100,52 @@ def _invariance_tables(definition, cells, families) -> list[str]:
                 "",
             ]
     return lines
+
+
+def recipe_table(definition, rows, families) -> list[str]:
+    """Recipes side by side at the training sparsity: validation (which ranks them) and test.
+
+    Each cell is mean +/- std over seeds; "all" pools every family and seed; "change" is its
+    difference from the baseline recipe (or, without one, the first).
+    """
+    s = definition.train_sparsities[0]
+    header = [f"{f} val" for f in families] + ["all val", "change", "all test"]
+    lines = [
+        f"## Recipes at sparsity {s:g}: validation accuracy % (ranks), test accuracy % (reports)",
+        "",
+        "| recipe | " + " | ".join(header) + " |",
+        "|---|" + "---:|" * len(header),
+    ]
+    names = [r.name for r in definition.recipes]
+    reference_name = "baseline" if "baseline" in names else names[0]
+    reference = _pooled_val(rows, reference_name, s)
+    for recipe in definition.recipes:
+        mine = [r for r in rows if r["recipe"] == recipe.name and float(r["test_sparsity"]) == s]
+        if not mine:
+            lines.append(f"| {recipe.name} | " + " | ".join(["(pending)"] * len(header)) + " |")
+            continue
+        out = [_pct([float(r["val_accuracy"]) for r in mine if r["family"] == f]) for f in families]
+        pooled = _pooled_val(rows, recipe.name, s)
+        skip = reference is None or pooled is None or recipe.name == reference_name
+        change = "" if skip else f"{100 * (pooled - reference):+.2f}"
+        out += [_pct([float(r["val_accuracy"]) for r in mine]), change]
+        out.append(_pct([float(r["accuracy"]) for r in mine]))
+        lines.append(f"| {recipe.name} | " + " | ".join(out) + " |")
+    lines += ["", "Recipes:", ""] + [f"- {r.describe()}" for r in definition.recipes]
+    return lines + [""]
+
+
+def _pooled_val(rows, recipe: str, sparsity: float) -> float | None:
+    values = [
+        float(r["val_accuracy"])
+        for r in rows
+        if r["recipe"] == recipe and float(r["test_sparsity"]) == sparsity
+    ]
+    return statistics.fmean(values) if values else None
+
+
+def _pct(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, sd = mean_std(values)
+    return f"{100 * mean:.2f} +/- {100 * sd:.2f} (n={len(values)})"

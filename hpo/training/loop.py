@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import NonFiniteLossError
 from .evaluation import Batches, EvalMetrics, evaluate
+from .recipe import Optimization
 
 __all__ = ["EpochBatches", "EpochHook", "FitResult", "fit", "train_one_epoch", "train_step"]
 
@@ -64,10 +65,20 @@ class FitResult:
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, mask: Tensor, y: Tensor
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    mask: Tensor,
+    y: Tensor,
+    *,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
-    """One optimizer step of cross-entropy on one batch; returns the loss (detached, on device)."""
-    loss = F.cross_entropy(model(x, mask), y)
+    """One optimizer step of cross-entropy on one batch; returns the loss (detached, on device).
+
+    The learning-rate schedule, if any, is stepped by the caller (:func:`train_one_epoch`), so
+    a benchmark can time bare steps.
+    """
+    loss = F.cross_entropy(model(x, mask), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -75,9 +86,12 @@ def train_step(
 
 
 def train_one_epoch(
-    model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, epoch: int
+    model: nn.Module, batches: Batches, optimization: Optimization, epoch: int
 ) -> float:
-    """One pass of ``batches``; returns the mean training loss.
+    """One pass of ``batches``, stepping the schedule after every step; returns the mean loss.
+
+    With label smoothing the loss is the smoothed one (what was minimized), so it does not
+    fall to 0 even for a perfect fit.
 
     The loss is summed on the device and checked once at the end of the epoch, so training
     does not synchronize with the GPU on every batch; a NaN anywhere propagates into the sum.
@@ -88,8 +102,13 @@ def train_one_epoch(
     model.train()
     total: Tensor | None = None
     count = 0
+    optimizer, scheduler = optimization.optimizer, optimization.scheduler
+    smoothing = optimization.label_smoothing
     for x, mask, y in batches:
-        batch_loss = train_step(model, optimizer, x, mask, y) * y.shape[0]
+        loss = train_step(model, optimizer, x, mask, y, label_smoothing=smoothing)
+        if scheduler is not None:
+            scheduler.step()
+        batch_loss = loss * y.shape[0]
         total = batch_loss if total is None else total + batch_loss
         count += y.shape[0]
     if total is None or count == 0:
@@ -102,7 +121,7 @@ def train_one_epoch(
 
 def fit(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimization: Optimization,
     train: EpochBatches,
     epochs: int,
     *,
@@ -114,7 +133,8 @@ def fit(
 
     Args:
         model: The network, on the training device.
-        optimizer: Its optimizer.
+        optimization: Its optimizer, schedule and loss (``build_optimization`` of a recipe,
+            built for this ``epochs`` so the schedule ends with the last epoch).
         train: Training batches; epoch ``e`` draws its own masks and order from ``e``.
         epochs: How many epochs to train (>= 1).
         validation: Fixed-mask validation batches scored after every epoch (the same masks
@@ -134,7 +154,7 @@ def fit(
     last = first_epoch + epochs - 1
     validating, losses = 0.0, []
     for epoch in range(first_epoch, last + 1):
-        losses.append(train_one_epoch(model, train.epoch(epoch), optimizer, epoch))
+        losses.append(train_one_epoch(model, train.epoch(epoch), optimization, epoch))
         if validation is None:
             continue
         started = time.perf_counter()

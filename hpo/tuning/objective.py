@@ -17,14 +17,14 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from data import SparseBatches, SparseDataset
+from data import SparseBatches, SparseDataset, augmentation_for
 from models import CNNConfig, ModelConfigError, build_model
 from studies import VAL_MASK_SEED, StudyDefinition
 
 from ..errors import OutOfMemoryTrialError, UnsupportedConfigError, one_line
 from ..runtime.cpu import resident_memory_mb
 from ..runtime.execution import Execution
-from ..training import EpochHook, EvalMetrics, fit
+from ..training import EpochHook, EvalMetrics, build_optimization, fit
 from . import keys
 from .artifacts import save_checkpoint
 from .progress import RunProgress, TrialProgress
@@ -81,15 +81,17 @@ class Objective:
         with _out_of_memory_as_trial_error(self.device):
             cnn_config = self._cnn_config(params)
             model = self.execution.prepare(build_model(d.model_family, cnn_config), self.device)
-            optimizer = torch.optim.Adam(model.parameters(), lr=params["lr"])
             train = self._train_batches(params["batch_size"], seed)
+            optimization = build_optimization(
+                d.recipe, model, params["lr"], steps_per_epoch=len(train), epochs=d.epochs
+            )
             started = time.perf_counter()
             try:
                 autocast = self.execution.autocast(self.device)
                 with self.progress.trial(trial.number, d.epochs, len(train)) as shown, autocast:
                     result = fit(
                         model,
-                        optimizer,
+                        optimization,
                         shown.track(train),
                         d.epochs,
                         validation=self._val_batches[d.train_sparsity],
@@ -152,6 +154,7 @@ class Objective:
             shuffle=True,
             seed=seed,
             drop_last=self.execution.compile,  # one batch shape for the compiled graphs
+            augment=augmentation_for(self.data.name) if self.definition.recipe.augment else None,
         )
 
     def _report_and_prune(self, trial: optuna.Trial, shown: TrialProgress) -> EpochHook:
