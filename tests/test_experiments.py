@@ -11,10 +11,12 @@ import pytest
 
 from data import MNISTOptions
 from hpo.experiments import cli
-from hpo.experiments.runner import run_experiment
+from hpo.experiments.runner import FIELDS, run_experiment
 from hpo.experiments.summary import summarize
 from models import ModelFamily
+from studies import BASELINE_RECIPE
 from studies.experiments import get_experiment
+from studies.recipe import FULL_RECIPE
 
 
 @pytest.fixture
@@ -79,3 +81,37 @@ def test_unknown_experiment_is_one_clear_line(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown experiment 'nope'")
     assert "mnist_sparsity" in err and "\n" not in err
+
+
+def test_a_recipe_comparison_ranks_on_validation_and_keeps_older_rows(
+    tiny_definition, data_env, tmp_path
+):
+    """Several recipes train every run once each; rows written before recipes were recorded
+    (the committed CSVs) are read as the baseline's, so a new recipe retrains rather than
+    skipping them, and the file is rewritten in the new columns without losing a row."""
+    out = tmp_path / "results"
+    out.mkdir()
+    legacy = {k: "0" for k in FIELDS if k not in ("recipe", "val_accuracy")}
+    legacy.update(family="sparse", train_sparsity="0.9", seed="0", test_sparsity="0.9")
+    with (out / "tiny_runs.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(legacy))
+        writer.writeheader()
+        writer.writerow({**legacy, "accuracy": "0.5", "mae": "0.1"})
+    compared = dataclasses.replace(
+        tiny_definition,
+        train_sparsities=(0.9,),
+        test_sparsities=(0.9,),
+        seeds=(0,),
+        families=(ModelFamily.SPARSE,),
+        recipes=(BASELINE_RECIPE, FULL_RECIPE),
+    )
+    csv_path = run_experiment(compared, data_dir=None, out_dir=out, device="cpu")
+    rows = _rows(csv_path)
+    assert [(r["recipe"], r["accuracy"]) for r in rows][0] == ("baseline", "0.5")  # kept
+    assert [r["recipe"] for r in rows] == ["baseline", "full"]  # only the new recipe ran
+    assert 0.0 <= float(rows[1]["val_accuracy"]) <= 1.0
+    md = summarize(compared, csv_path, out).read_text()
+    assert "| baseline |" in md and "| full |" in md
+    assert "full: AdamW (decay 0.05), 5% warm-up + cosine decay" in md
+    with pytest.raises(ValueError, match="recipe names must be distinct"):
+        dataclasses.replace(compared, recipes=(FULL_RECIPE, FULL_RECIPE))

@@ -124,23 +124,25 @@ def recipe_table(definition, rows, families) -> list[str]:
         if not mine:
             lines.append(f"| {recipe.name} | " + " | ".join(["(pending)"] * len(header)) + " |")
             continue
-        out = [_pct([float(r["val_accuracy"]) for r in mine if r["family"] == f]) for f in families]
+        out = [_pct(_val([r for r in mine if r["family"] == f])) for f in families]
         pooled = _pooled_val(rows, recipe.name, s)
         skip = reference is None or pooled is None or recipe.name == reference_name
         change = "" if skip else f"{100 * (pooled - reference):+.2f}"
-        out += [_pct([float(r["val_accuracy"]) for r in mine]), change]
+        out += [_pct(_val(mine)), change]
         out.append(_pct([float(r["accuracy"]) for r in mine]))
         lines.append(f"| {recipe.name} | " + " | ".join(out) + " |")
     lines += ["", "Recipes:", ""] + [f"- {r.describe()}" for r in definition.recipes]
     return lines + [""]
 
 
+def _val(rows) -> list[float]:
+    """Validation accuracies of ``rows`` (rows written before it was recorded have none)."""
+    return [float(r["val_accuracy"]) for r in rows if r["val_accuracy"] != ""]
+
+
 def _pooled_val(rows, recipe: str, sparsity: float) -> float | None:
-    values = [
-        float(r["val_accuracy"])
-        for r in rows
-        if r["recipe"] == recipe and float(r["test_sparsity"]) == sparsity
-    ]
+    mine = [r for r in rows if r["recipe"] == recipe and float(r["test_sparsity"]) == sparsity]
+    values = _val(mine)
     return statistics.fmean(values) if values else None
 
 
