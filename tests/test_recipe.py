@@ -79,13 +79,13 @@ class _Batches:
         return iter(self._data)
 
 
-def test_the_default_recipe_builds_adamw_with_a_schedule_that_ends_with_the_budget():
+def test_the_full_recipe_builds_adamw_with_a_schedule_that_ends_with_the_budget():
     torch.manual_seed(0)
     model = _Linear()
-    optimization = build_optimization(DEFAULT_RECIPE, model, 0.01, steps_per_epoch=5, epochs=3)
+    optimization = build_optimization(FULL_RECIPE, model, 0.01, steps_per_epoch=5, epochs=3)
     assert isinstance(optimization.optimizer, torch.optim.AdamW)
-    assert optimization.optimizer.param_groups[0]["weight_decay"] == DEFAULT_RECIPE.weight_decay
-    assert optimization.label_smoothing == DEFAULT_RECIPE.label_smoothing
+    assert optimization.optimizer.param_groups[0]["weight_decay"] == FULL_RECIPE.weight_decay
+    assert optimization.label_smoothing == FULL_RECIPE.label_smoothing
     rates = []
     for _ in range(3):
         fit(model, optimization, _Batches(5), 1)
@@ -120,7 +120,7 @@ def test_studies_store_their_recipe():
     study = get_study("sparse_mnist")
     assert study.recipe == DEFAULT_RECIPE
     assert study.to_dict()["recipe"] == DEFAULT_RECIPE.to_dict()
-    assert any("training recipe: default" in line for line in study.summary())
+    assert any(f"training recipe: {DEFAULT_RECIPE.name}" in line for line in study.summary())
     assert dataclasses.replace(study, recipe=BASELINE_RECIPE).to_dict()["recipe"]["name"] == (
         "baseline"
     )

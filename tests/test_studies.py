@@ -13,6 +13,7 @@ from data import DatasetName
 from hpo.tuning.study_setup import config_differences
 from models import ModelFamily
 from studies import (
+    BASELINE_RECIPE,
     DEFAULT_RECIPE,
     Categorical,
     DefinitionError,
@@ -26,6 +27,7 @@ from studies import (
     all_studies,
     get_study,
 )
+from studies.recipe import FULL_RECIPE
 
 EXPECTED = {
     "sparse_mnist": (DatasetName.MNIST, ModelFamily.SPARSE, 0.9),
@@ -114,13 +116,14 @@ def test_studies_stored_by_earlier_versions_resume_only_where_nothing_changed() 
     """``to_dict()`` is stored with every study and compared when a run resumes it. The
     golden file is what the version of 2026-11 (commit a94bd32) stored: a field added since
     must not stop those studies from resuming unless the registered study really changed.
-    Two things did: MNIST scores trials on 2,000 validation images, not 5,000, and every
-    study trains with the new recipe (issue 18), so every difference is named, and nothing
-    else is."""
+    MNIST scores trials on 2,000 validation images, not 5,000; and those studies were trained
+    with the baseline recipe, so they resume exactly when the default recipe is still it."""
     golden = json.loads((Path(__file__).parent / "stored_definitions.json").read_text())
+    baseline = BASELINE_RECIPE.to_dict()
     recipe = [
-        f"definition.recipe.{k}='<unset>' (now {v!r})"
+        f"definition.recipe.{k}={baseline[k]!r} (now {v!r})"
         for k, v in sorted(DEFAULT_RECIPE.to_dict().items())
+        if v != baseline[k]
     ]
     for study in all_studies():
         stored = {"definition": golden[study.name], "overrides": {}, "pruner": "asha"}
@@ -130,6 +133,9 @@ def test_studies_stored_by_earlier_versions_resume_only_where_nothing_changed() 
         resumed = study.with_overrides({"val_size": None})  # what --val-size all asks for
         again = {**wanted, "definition": resumed.to_dict()}
         assert config_differences(stored, again) == recipe
+        other = dataclasses.replace(resumed, recipe=FULL_RECIPE)  # a changed recipe is named
+        changed = config_differences(stored, {**wanted, "definition": other.to_dict()})
+        assert "definition.recipe.optimizer='adam' (now 'adamw')" in changed
 
 
 def test_parameter_names_and_labels_come_from_the_search_space() -> None:

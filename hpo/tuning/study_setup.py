@@ -34,7 +34,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from studies import StudyDefinition
+from studies import BASELINE_RECIPE, StudyDefinition
 
 from ..errors import ConfigMismatchError, UsageError
 from ..runtime import optuna_compat
@@ -197,13 +197,15 @@ def _comparable(config: Any) -> Any:
     Which options were *given* does not matter, only what they resolved to: ``--epochs 10``
     on a study whose definition says 10 epochs is the same study. A definition field that is
     ``None`` counts as absent, so a field added later (whose ``None`` keeps the earlier
-    behaviour) does not stop a study stored before it from resuming.
+    behaviour) does not stop a study stored before it from resuming. A definition stored
+    before recipes were recorded was trained with the baseline recipe, and says so here.
     """
     if not isinstance(config, dict):
         return config
     out = {k: v for k, v in config.items() if k != "overrides"}
     if isinstance(out.get("definition"), dict):
-        out["definition"] = {k: v for k, v in out["definition"].items() if v is not None}
+        definition = {"recipe": BASELINE_RECIPE.to_dict(), **out["definition"]}
+        out["definition"] = {k: v for k, v in definition.items() if v is not None}
     return out
 
 
