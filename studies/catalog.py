@@ -12,7 +12,8 @@ Shared choices, and why:
   spans them; LeakyReLU is left to TPE because it sits between the two. The two learning rates
   are the decade where Adam usually works; batch size is held at one value because it mostly
   trades speed for a learning-rate shift, which TPE can find once it models lr.
-* **Fixed**: width 16 and the paper's kernel schedule, Adam, a 4x4 masked-average head (a
+* **Fixed**: width 16 and the paper's kernel schedule, the training recipe
+  (``studies.DEFAULT_RECIPE``: Adam at a constant rate, as measured), a 4x4 masked-average head (a
   global average discards where strokes are and learned MNIST at 90% sparsity about twice as
   slowly in a side-by-side check: 22% vs 53% validation accuracy after one epoch of 10k images),
   and on MNIST one 2x2 pool after the second layer (halves the CPU cost per step). Sparse and
