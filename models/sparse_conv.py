@@ -96,7 +96,11 @@ class SparseConv2d(nn.Module):
         - ``x``: ``(N, in_channels, H, W)``, floating point. Values at unobserved pixels are
           ignored (they may be anything finite).
         - ``mask``: ``(N, 1, H, W)``, ``bool`` or floating point with values in {0, 1}
-          (1 = observed), shared by all channels.
+          (1 = observed), shared by all channels. Fractional ("soft") masks are *not*
+          supported, and not checked: ``n`` would no longer count pixels and ``new_mask``
+          (``min(n, 1)``) would no longer be the max-pool; checking the values would cost a
+          full pass and, on a GPU, a device sync in every layer of every step. A ``bool`` mask
+          is binary by construction, and every ``new_mask`` this layer returns is binary.
         - returns ``y``: ``(N, out_channels, H_out, W_out)`` and ``new_mask``:
           ``(N, 1, H_out, W_out)`` in ``x``'s dtype, with ``H_out``/``W_out`` as for
           ``nn.Conv2d``.

@@ -6,6 +6,7 @@ any study does.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 import warnings
@@ -135,3 +136,27 @@ def test_study_system_attrs_show_attached_dashboard_charts(tmp_path: Path) -> No
     assert {k.rsplit(":", 1)[0] for k in optuna_compat.study_system_attrs(study)} == {
         "dashboard:plot_data:x"  # optuna-dashboard splits a figure over numbered keys
     }
+
+
+def test_rdb_write_methods_are_every_method_that_writes() -> None:
+    """Each listed name is an RDBStorage method, and the cache calls only listed ones to write.
+
+    The rest of the check -- every INSERT/UPDATE/DELETE Optuna issues runs inside one of them --
+    is ``test_sqlite_every_write_runs_in_an_immediate_transaction`` in ``test_storage.py``.
+    """
+    import inspect
+
+    from optuna.storages import _CachedStorage
+
+    for name in optuna_compat.RDB_WRITE_METHODS:
+        assert callable(getattr(optuna.storages.RDBStorage, name)), name
+    called = set(re.findall(r"self\._backend\.(\w+)\(", inspect.getsource(_CachedStorage)))
+    writes = {n for n in called if not n.startswith(("get_", "_get_"))}
+    assert writes <= set(optuna_compat.RDB_WRITE_METHODS)
+
+
+def test_url_template_is_filled_as_rdb_storage_does() -> None:
+    from optuna.storages._rdb.models import SCHEMA_VERSION
+
+    filled = optuna_compat.url_template_filled("sqlite:///a-{SCHEMA_VERSION}.db")
+    assert filled == f"sqlite:///a-{SCHEMA_VERSION}.db"

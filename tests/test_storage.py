@@ -6,12 +6,15 @@ exercise the storage alone; tests/test_workers.py runs the study runner itself.
 
 from __future__ import annotations
 
+import pickle
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -19,6 +22,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from hpo.runtime.sqlite_transactions import BEGIN_INFO_KEY, writing
 from hpo.runtime.storage import StorageOptions, open_storage
 from hpo.runtime.storage_url import (
     ARTIFACT_DIR_ENV,
@@ -41,6 +45,7 @@ WORKER = r"""
 import sys, time
 from pathlib import Path
 import optuna
+from hpo.runtime.sqlite_transactions import BEGIN_INFO_KEY, writing
 from hpo.runtime.storage import StorageOptions, open_storage
 
 url, study_name, n_trials, sleep, marker = sys.argv[1:6]
@@ -56,6 +61,29 @@ def objective(trial):
     return x * x
 
 study.optimize(objective, n_trials=int(n_trials))
+"""
+
+
+# A reader: loads the study and reads all its trials in a loop, as optuna-dashboard does, until
+# the stop file appears; prints how many full reads it made. argv: url, study, stop_file.
+READER = r"""
+import sys, time
+from pathlib import Path
+import optuna
+from hpo.runtime.sqlite_transactions import BEGIN_INFO_KEY, writing
+from hpo.runtime.storage import StorageOptions, open_storage
+
+url, study_name, stop = sys.argv[1:4]
+storage = open_storage(url, StorageOptions(heartbeat_interval=None, grace_period=None))
+reads = 0
+while not Path(stop).exists():
+    names = [s.study_name for s in storage.get_all_studies()]
+    if study_name in names:
+        study_id = storage.get_study_id_from_name(study_name)
+        storage.get_all_trials(study_id, deepcopy=False)
+        reads += 1
+    time.sleep(0.01)
+print("reads", reads)
 """
 
 
@@ -211,27 +239,217 @@ def test_sqlite_file_is_created_in_wal_mode_with_heartbeats(tmp_path: Path) -> N
     assert not list(tmp_path.glob("**/*.lock")), "no stray lock files"
 
 
-def test_sqlite_transactions_take_the_write_lock_up_front(tmp_path: Path) -> None:
-    """BEGIN IMMEDIATE: a second writer waits for the lock instead of failing later."""
-    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", StorageOptions(sqlite_timeout=0.2))
+def _write_lock_free(db: Path) -> bool:
+    """Whether another connection can take ``db``'s write lock right now (it does not wait)."""
+    probe = sqlite3.connect(db, timeout=0)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError as e:
+        assert "locked" in str(e)
+        return False
+    finally:
+        probe.close()
+
+
+def test_sqlite_reads_take_no_write_lock(tmp_path: Path) -> None:
+    """A read transaction leaves the write lock free; a write method's holds it (the control)."""
+    db = tmp_path / "s.db"
+    storage = open_storage(f"sqlite:///{db}", StorageOptions(sqlite_timeout=0.2))
     study = optuna.create_study(storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     with storage.engine.connect() as connection:
-        connection.exec_driver_sql("SELECT 1")  # opens a transaction: now holds the write lock
-        blocked = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            blocked.execute("BEGIN IMMEDIATE")
-        blocked.close()
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)  # the lock is released
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+        connection.exec_driver_sql("SELECT COUNT(*) FROM trials").all()  # a transaction is open
+        assert connection.info[BEGIN_INFO_KEY] == "BEGIN"
+        assert _write_lock_free(db)
+        writer = open_storage(f"sqlite:///{db}", StorageOptions(sqlite_timeout=0.2))
+        writer.set_study_user_attr(study._study_id, "during", "a read")  # does not wait
+        with writing(), storage.engine.connect() as write_connection:
+            write_connection.exec_driver_sql("SELECT 1").all()
+            assert write_connection.info[BEGIN_INFO_KEY] == "BEGIN IMMEDIATE"
+            assert not _write_lock_free(db)  # the control: a writing transaction holds it
+    assert _write_lock_free(db)
+    assert study.user_attrs == {"during": "a read"}
 
 
-def test_sqlite_four_processes_on_a_fresh_file(tmp_path: Path) -> None:
-    """Four workers create the schema and run trials at once: no 'database is locked'."""
+def test_sqlite_reads_go_on_while_another_process_writes(tmp_path: Path) -> None:
+    """Reads -- the dashboard's, and Optuna's schema check -- need no lock to wait for."""
+    db = tmp_path / "s.db"
+    storage = open_storage(f"sqlite:///{db}", StorageOptions(sqlite_timeout=0.2))
+    study = optuna.create_study(study_name="r", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        assert len(storage.get_all_trials(study._study_id)) == 2
+        assert optuna.load_study(study_name="r", storage=storage).best_trial.number in (0, 1)
+        assert storage.get_current_version() == storage.get_head_version()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_sqlite_read_with_a_second_connection_does_not_wait_for_itself(tmp_path: Path) -> None:
+    """A read open in one connection and another connection of the same storage (Optuna's
+    schema check does this; so do the trial loop and its heartbeat thread): nobody waits."""
+    # A short busy timeout: a regression fails with "database is locked" at once.
+    options = StorageOptions(sqlite_timeout=0.2, heartbeat_interval=1, grace_period=2)
+    fast = open_storage(f"sqlite:///{tmp_path / 's.db'}", options)
+    trial = optuna.create_study(storage=fast).ask()
+    errors: list[BaseException] = []
+    with fast.engine.connect() as connection:
+        connection.exec_driver_sql("SELECT * FROM version_info").all()
+        assert fast.get_current_version() == fast.get_head_version()  # a second connection
+        beat = threading.Thread(
+            target=lambda: _collect(errors, fast.record_heartbeat, trial._trial_id)
+        )
+        beat.start()
+        beat.join()
+    assert errors == []
+    assert _heartbeats(tmp_path / "s.db") == 1
+
+
+def _collect(errors: list[BaseException], function: Callable[..., object], *args: object) -> None:
+    try:
+        function(*args)
+    except Exception as e:  # handed to the test's thread, which asserts there was none
+        errors.append(e)
+
+
+def test_sqlite_every_write_runs_in_an_immediate_transaction(tmp_path: Path) -> None:
+    """Through the Study API (and so Optuna's cache), heartbeats and the runner's own calls,
+    every INSERT/UPDATE/DELETE runs in a transaction that took the write lock up front."""
+    from hpo.runtime import optuna_compat
+
+    db = tmp_path / "s.db"
+    options = StorageOptions(heartbeat_interval=1, grace_period=2)
+    storage = open_storage(f"sqlite:///{db}", options)
+    seen: list[tuple[str, str]] = []
+
+    def record(connection, _cursor, statement: str, *_args: object) -> None:
+        seen.append((connection.info.get(BEGIN_INFO_KEY, "none"), statement.split()[0].upper()))
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", record)
+    study = optuna.create_study(study_name="w", storage=storage)
+    study.set_user_attr("a", 1)
+    study.enqueue_trial({"x": 0.5}, user_attrs={"grid": 1})
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        trial.report(x, step=1)
+        trial.set_user_attr("b", 2)
+        return x
+
+    study.optimize(objective, n_trials=3)
+    trial = optuna_compat.ask(study)
+    optuna_compat.record_heartbeat(study, trial)
+    optuna_compat.return_to_queue(study, trial)
+    trial = optuna_compat.ask(study)
+    optuna_compat.fail_without_running(study, trial, "why", "a test")
+    optuna_compat.fail_stale_trials(study)
+    optuna.delete_study(study_name="w", storage=storage)
+
+    writes = [begin for begin, verb in seen if verb in {"INSERT", "UPDATE", "DELETE", "REPLACE"}]
+    reads = [begin for begin, verb in seen if verb == "SELECT"]
+    assert len(writes) > 10 and set(writes) == {"BEGIN IMMEDIATE"}
+    assert "BEGIN" in reads  # the control: reads do begin deferred
+
+
+def test_sqlite_storage_keeps_its_settings_when_pickled(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage)
+    restored = pickle.loads(pickle.dumps(storage))
+    assert type(restored) is type(storage) and restored.engine is not storage.engine
+    assert restored.get_heartbeat_interval() == storage.get_heartbeat_interval()
+    with restored.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert connection.info[BEGIN_INFO_KEY] == "BEGIN"
+    trial_id = restored.create_new_trial(study._study_id)
+    restored.set_trial_state_values(trial_id, TrialState.COMPLETE, [1.0])
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def test_sqlite_url_template_is_filled(tmp_path: Path) -> None:
+    from optuna.storages._rdb.models import SCHEMA_VERSION
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'tmpl-{SCHEMA_VERSION}.db'}")
+    assert (tmp_path / f"tmpl-{SCHEMA_VERSION}.db").exists()
+    assert storage.url.endswith(f"tmpl-{SCHEMA_VERSION}.db")
+    assert not list(tmp_path.glob("*{*")) and not list(tmp_path.glob("*%*"))
+    with pytest.raises(StorageError, match="braces"):
+        open_storage(f"sqlite:///{tmp_path / 'x-{oops}.db'}")
+
+
+def _set_schema(db: Path, revision: str, library: str) -> None:
+    """Make ``db`` look as if an Optuna of that alembic revision and version had set it up."""
+    connection = sqlite3.connect(db)
+    with connection:
+        connection.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+        connection.execute("UPDATE version_info SET library_version = ?", (library,))
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    ("revision", "fragment"),
+    [("v3.0.0.d", "run `optuna storage upgrade --storage URL`"), ("v99.0.0.a", "newer Optuna")],
+)
+def test_another_optunas_schema_is_one_line(tmp_path: Path, revision: str, fragment: str) -> None:
+    db = tmp_path / "old.db"
+    open_storage(f"sqlite:///{db}").engine.dispose()
+    _set_schema(db, revision, "3.0.0")
+    with pytest.raises(StorageError, match=fragment) as info:
+        open_storage(f"sqlite:///{db}")
+    assert "\n" not in str(info.value) and revision in str(info.value)
+
+
+def test_old_schema_exits_2_with_one_line_from_hpo_run(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    open_storage(f"sqlite:///{db}").engine.dispose()
+    _set_schema(db, "v3.0.0.d", "3.0.0")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpo.run",
+            "--study",
+            "sparse_mnist",
+            "--storage",
+            f"sqlite:///{db}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: storage sqlite:///") and "optuna storage upgrade" in line
+
+
+@pytest.mark.slow
+def test_sqlite_eight_writers_and_a_reader_on_a_fresh_file(tmp_path: Path) -> None:
+    """Eight workers create the schema and run trials while a reader loops over the study, as
+    the dashboard does: no 'database is locked', and every trial completes."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    outputs = _run_workers(url, "s", n_workers=4, n_trials=15)
-    assert not any("locked" in out.lower() for out in outputs), outputs
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, url, "s", str(stop)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        outputs = _run_workers(url, "s", n_workers=8, n_trials=10)
+    finally:
+        stop.touch()
+    reader_output = reader.communicate(timeout=120)[0]
+    assert reader.returncode == 0, reader_output
+    assert not any("locked" in out.lower() for out in [*outputs, reader_output]), outputs
+    assert int(reader_output.split()[-1]) > 0  # it did read the study while the workers ran
     states = _states(url, "s")
-    assert len(states) == 60 and set(states) == {TrialState.COMPLETE}
+    assert len(states) == 80 and set(states) == {TrialState.COMPLETE}
 
 
 def test_in_memory_sqlite_still_opens_without_heartbeats() -> None:

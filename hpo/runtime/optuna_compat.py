@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread  # no public equivalent
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "RDB_WRITE_METHODS",
     "ask",
     "fail_stale_trials",
     "fail_without_running",
@@ -36,7 +37,30 @@ __all__ = [
     "record_heartbeat",
     "return_to_queue",
     "study_system_attrs",
+    "url_template_filled",
 ]
+
+# Every ``RDBStorage`` method that writes to the database. The private two are what Optuna's
+# ``_CachedStorage`` (the wrapper every ``Study`` puts around an ``RDBStorage``) calls on its
+# backend instead of ``create_new_trial`` and ``set_trial_param``. Every other method only
+# reads, so a SQLite storage can run it in a transaction that takes no write lock
+# (:mod:`hpo.runtime.sqlite_transactions`).
+RDB_WRITE_METHODS: Final = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "create_new_trial",
+    "_create_new_trial",
+    "set_trial_param",
+    "_set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "record_heartbeat",
+    "upgrade",
+)
 
 # Where ``Study.enqueue_trial`` keeps a queued trial's parameters (copied to retried trials).
 _FIXED_PARAMS = "fixed_params"
@@ -143,3 +167,12 @@ def fail_without_running(
 def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
     """The study's system attributes (optuna-dashboard keeps attached charts there)."""
     return _storage(study).get_study_system_attrs(study._study_id)
+
+
+def url_template_filled(url: str) -> str:
+    """``url`` with Optuna's ``{SCHEMA_VERSION}`` placeholder filled in, as ``RDBStorage`` does.
+
+    Filled before the URL is parsed: SQLAlchemy would percent-encode the braces of a SQLite
+    path, and the file would be named ``x-{SCHEMA_VERSION}.db`` literally.
+    """
+    return optuna.storages.RDBStorage._fill_storage_url_template(url)

@@ -5,15 +5,15 @@ Optuna ``RDBStorage`` that survives concurrency:
 
 * **SQLite (one machine).** ``RDBStorage`` rather than Optuna's ``JournalStorage`` because only
   RDB storage implements heartbeats (``BaseHeartbeat``), which is how a killed worker's trial is
-  failed and retried; optuna-dashboard reads the same file. Three settings make >= 4 concurrent
-  writers safe: the file is switched to WAL (readers such as the dashboard never block writers),
-  every connection waits up to ``sqlite_timeout`` seconds for a lock instead of failing, and every
-  transaction starts with ``BEGIN IMMEDIATE``. The last one matters most: Optuna reads and then
-  writes inside one transaction, and a deferred transaction whose read snapshot went stale when
-  another process committed gets ``SQLITE_BUSY`` *without* the busy timeout being consulted --
-  the classic "database is locked". Taking the write lock up front turns that into an ordinary
-  wait. Writers are serialized, which costs nothing next to a trial that trains a network.
-  SQLite locking is unreliable on network file systems: across machines, use PostgreSQL.
+  failed and retried; optuna-dashboard reads the same file. Three settings make >= 8 concurrent
+  writers safe while readers run alongside: the file is switched to WAL (a reader reads a
+  snapshot and takes no lock), every connection waits up to ``sqlite_timeout`` seconds for a
+  lock instead of failing, and Optuna's write methods begin their transactions with
+  ``BEGIN IMMEDIATE`` while everything else begins deferred
+  (:mod:`hpo.runtime.sqlite_transactions` says why both halves matter). Writers are
+  serialized, which costs nothing next to a trial that trains a network; readers such as the
+  dashboard never block writers (``bench/storage_probe.py`` measures it). SQLite locking is
+  unreliable on network file systems: across machines, use PostgreSQL.
 * **PostgreSQL (many machines).** ``postgresql+psycopg://`` (a bare ``postgresql://`` is read as
   psycopg 3, the driver this project installs) with a small bounded pool per process -- one
   connection for the trial loop, one for the heartbeat thread, a little overflow -- plus
@@ -23,6 +23,8 @@ Optuna ``RDBStorage`` that survives concurrency:
 * **Creating the schema** is serialized (an ``flock`` on the SQLite file's directory, a PostgreSQL
   advisory lock): Optuna's table creation and Alembic stamping race when several workers open a
   fresh database at the same moment, as ``docker compose up --scale worker=4`` does.
+* **An older table schema** (a database written by an older Optuna) is refused with one line
+  saying to run ``optuna storage upgrade``, instead of Optuna's ``RuntimeError``.
 * **Heartbeats.** Every trial records a heartbeat each ``heartbeat_interval`` seconds; a RUNNING
   trial whose heartbeat is older than ``grace_period`` is marked FAIL by the next worker that asks
   for a trial, and ``RetryHeartbeatStaleTrialCallback`` enqueues a copy (same parameters and user
@@ -45,7 +47,9 @@ import sqlalchemy
 from sqlalchemy.engine import URL
 
 from ..errors import one_line
+from . import optuna_compat
 from .locks import postgres_lock, sqlite_lock
+from .sqlite_transactions import SQLiteStorage, install_transaction_hooks
 from .storage_url import SQLITE_DRIVERS, STORAGE_ENV, StorageError, mask_url, parse_storage_url
 
 __all__ = [
@@ -147,7 +151,7 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
         StorageError: One line naming the (masked) URL and what went wrong.
     """
     options = options or StorageOptions.from_env()
-    parsed = parse_storage_url(url)
+    parsed = parse_storage_url(_filled(url))
     masked = parsed.render_as_string(hide_password=True)
     is_sqlite = parsed.drivername in SQLITE_DRIVERS
     in_memory = is_sqlite and parsed.database in (None, "", ":memory:")
@@ -156,26 +160,28 @@ def open_storage(url: str, options: StorageOptions | None = None) -> optuna.stor
         if is_sqlite:
             engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": options.sqlite_timeout}}
             if in_memory:
-                return _rdb_storage(parsed, engine_kwargs, heartbeat)
+                return _rdb_storage(optuna.storages.RDBStorage, parsed, engine_kwargs, heartbeat)
             db_path = _sqlite_path(parsed)
             with sqlite_lock(db_path):
                 _enable_wal(db_path, options.sqlite_timeout)
-                storage = _rdb_storage(parsed, engine_kwargs, heartbeat)
-            _begin_immediate(storage.engine)
-            return storage
-        engine_kwargs = {
-            "pool_size": options.pool_size,
-            "max_overflow": options.max_overflow,
-            "pool_timeout": options.pool_timeout,
-            "pool_recycle": options.pool_recycle,
-            "pool_pre_ping": True,
-            "connect_args": {
-                "connect_timeout": options.connect_timeout,
-                "application_name": "sparse-cnn-hpo",
-            },
-        }
-        with postgres_lock(parsed, options.connect_timeout):
-            return _rdb_storage(parsed, engine_kwargs, heartbeat)
+                storage = _rdb_storage(SQLiteStorage, parsed, engine_kwargs, heartbeat)
+            install_transaction_hooks(storage.engine)
+        else:
+            engine_kwargs = {
+                "pool_size": options.pool_size,
+                "max_overflow": options.max_overflow,
+                "pool_timeout": options.pool_timeout,
+                "pool_recycle": options.pool_recycle,
+                "pool_pre_ping": True,
+                "connect_args": {
+                    "connect_timeout": options.connect_timeout,
+                    "application_name": "sparse-cnn-hpo",
+                },
+            }
+            with postgres_lock(parsed, options.connect_timeout):
+                storage = _rdb_storage(optuna.storages.RDBStorage, parsed, engine_kwargs, heartbeat)
+        _check_schema(storage, masked)
+        return storage
     except StorageError:
         raise
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
@@ -197,7 +203,7 @@ def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
         StorageError: The URL is invalid, names a missing SQLite file or an in-memory one, or
             the database cannot be reached (one line, password masked).
     """
-    parsed = parse_storage_url(url)
+    parsed = parse_storage_url(_filled(url))
     if parsed.drivername in SQLITE_DRIVERS:
         if parsed.database in (None, "", ":memory:"):
             raise StorageError(
@@ -295,20 +301,36 @@ def _enable_wal(db_path: Path, timeout: float) -> None:
         )
 
 
-def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
-    """Make every transaction on ``engine`` take SQLite's write lock up front (see module doc)."""
+def _filled(url: str) -> str:
+    """``url`` with Optuna's ``{SCHEMA_VERSION}`` placeholder filled in (before parsing)."""
+    try:
+        return optuna_compat.url_template_filled(url)
+    except (KeyError, IndexError, ValueError):
+        raise StorageError(
+            f"storage URL {mask_url(url)!r} has braces other than Optuna's {{SCHEMA_VERSION}} "
+            "placeholder; double them ({{ }}) to mean a brace"
+        ) from None
 
-    def on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-        # Stop the sqlite3 module from issuing its own deferred BEGIN; we issue ours below.
-        dbapi_connection.isolation_level = None
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, fewer fsyncs
 
-    def on_begin(connection: sqlalchemy.engine.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _check_schema(storage: optuna.storages.RDBStorage, masked: str) -> None:
+    """Refuse a database whose tables another Optuna version set up (one line, what to do).
 
-    sqlalchemy.event.listen(engine, "connect", on_connect)
-    sqlalchemy.event.listen(engine, "begin", on_begin)
-    engine.dispose()  # connections opened while creating tables predate the listeners
+    The storage is built with Optuna's own check skipped: it raises a ``RuntimeError`` that
+    would reach the user as a traceback. This is the same comparison, by public methods.
+    """
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current == head:
+        return
+    if current in storage.get_all_versions():
+        raise StorageError(
+            f"storage {masked} has the tables of an older Optuna (schema {current}; Optuna "
+            f"{optuna.__version__} needs {head}): back it up, then run "
+            "`optuna storage upgrade --storage URL` with this URL"
+        )
+    raise StorageError(
+        f"storage {masked} was set up by a newer Optuna (schema {current} is unknown to Optuna "
+        f"{optuna.__version__}): upgrade Optuna (`pip install -U optuna`)"
+    )
 
 
 def _heartbeat_kwargs(options: StorageOptions) -> dict[str, Any]:
@@ -326,12 +348,18 @@ def _heartbeat_kwargs(options: StorageOptions) -> dict[str, Any]:
 
 
 def _rdb_storage(
-    parsed: URL, engine_kwargs: dict[str, Any], heartbeat: dict[str, Any]
+    cls: type[optuna.storages.RDBStorage],
+    parsed: URL,
+    engine_kwargs: dict[str, Any],
+    heartbeat: dict[str, Any],
 ) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            parsed.render_as_string(hide_password=False), engine_kwargs=engine_kwargs, **heartbeat
+        return cls(
+            parsed.render_as_string(hide_password=False),
+            engine_kwargs=engine_kwargs,
+            skip_compatibility_check=True,  # _check_schema says it in one line instead
+            **heartbeat,
         )
 
 
