@@ -10,6 +10,7 @@ from one set of trained models. Adding an experiment is one new definition in ``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from data import Caltech101Options, DatasetName, MNISTOptions
@@ -84,6 +85,23 @@ class ExperimentDefinition:
 
 _MNIST_TEST = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 
+_CALTECH101_SPARSITY = ExperimentDefinition(
+    name="caltech101_sparsity",
+    description=(
+        "Caltech-101 at 70% sparsity, 64x64, 100 images/class: sparse vs dense vs dense+mask"
+    ),
+    dataset=DatasetName.CALTECH101,
+    dataset_options=Caltech101Options(image_size=64, max_per_class=100),
+    train_sparsities=(0.7,),
+    test_sparsities=(0.5, 0.7, 0.8, 0.9),
+    epochs=15,
+    batch_size=64,
+    depth=6,
+    width=32,
+    pool_after=(0, 1, 2),
+    recipes=(BASELINE_RECIPE,),
+)
+
 _DEFINITIONS: tuple[ExperimentDefinition, ...] = (
     ExperimentDefinition(
         name="mnist_sparsity",
@@ -119,39 +137,16 @@ _DEFINITIONS: tuple[ExperimentDefinition, ...] = (
         pool_after=(1,),
         recipes=(BASELINE_RECIPE,),
     ),
-    ExperimentDefinition(
-        name="caltech101_sparsity",
-        description=(
-            "Caltech-101 at 70% sparsity, 64x64, 100 images/class: sparse vs dense vs dense+mask"
-        ),
-        dataset=DatasetName.CALTECH101,
-        dataset_options=Caltech101Options(image_size=64, max_per_class=100),
-        train_sparsities=(0.7,),
-        test_sparsities=(0.5, 0.7, 0.8, 0.9),
-        epochs=15,
-        batch_size=64,
-        depth=6,
-        width=32,
-        pool_after=(0, 1, 2),
-        recipes=(BASELINE_RECIPE,),
-    ),
-    ExperimentDefinition(
+    _CALTECH101_SPARSITY,
+    dataclasses.replace(
         # Issue 18: caltech101_sparsity again with every recipe component on (augmentation:
         # random resized crops and flips), at the same CPU budget, so the two compare.
+        _CALTECH101_SPARSITY,
         name="caltech101_recipe",
         description=(
             "Caltech-101 at 70% sparsity, 64x64, 100 images/class, the full training recipe "
             "(AdamW, warm-up + cosine, label smoothing, crops and flips)"
         ),
-        dataset=DatasetName.CALTECH101,
-        dataset_options=Caltech101Options(image_size=64, max_per_class=100),
-        train_sparsities=(0.7,),
-        test_sparsities=(0.5, 0.7, 0.8, 0.9),
-        epochs=15,
-        batch_size=64,
-        depth=6,
-        width=32,
-        pool_after=(0, 1, 2),
         recipes=(FULL_RECIPE,),
     ),
     ExperimentDefinition(

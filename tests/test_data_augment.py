@@ -56,7 +56,7 @@ def test_each_dataset_has_its_augmentation():
     assert isinstance(augmentation_for(DatasetName.CALTECH101), RandomResizedCropFlip)
 
 
-def _batches(split: TensorSplit, augment, seed: int = 3) -> SparseBatches:
+def _batches(split: TensorSplit, augment, fixed_masks: bool = False) -> SparseBatches:
     return SparseBatches(
         split,
         sparsity=0.5,
@@ -64,8 +64,9 @@ def _batches(split: TensorSplit, augment, seed: int = 3) -> SparseBatches:
         device="cpu",
         mean=(0.1,),
         std=(0.3,),
-        shuffle=True,
-        seed=seed,
+        shuffle=not fixed_masks,
+        seed=3,
+        fixed_masks=fixed_masks,
         augment=augment,
     )
 
@@ -93,13 +94,4 @@ def test_augmented_batches_are_seeded_per_epoch_and_masks_are_not_moved(split):
 
 def test_evaluation_batches_refuse_augmentation(split):
     with pytest.raises(ValueError, match="must not be augmented"):
-        SparseBatches(
-            split,
-            sparsity=0.5,
-            batch_size=16,
-            device="cpu",
-            mean=(0.1,),
-            std=(0.3,),
-            fixed_masks=True,
-            augment=RandomShift(),
-        )
+        _batches(split, RandomShift(), fixed_masks=True)
