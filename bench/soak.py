@@ -6,12 +6,13 @@ of :mod:`hpo.tuning.budget`, heartbeats and the re-queue of dead workers' trials
 objective (one parameter, one user attribute, ``--trial-seconds`` of sleep) against one study
 with an exact budget of N trials, while
 
-* a reader process polls the study as optuna-dashboard does (every trial, every 0.5 s), and
+* a reader process polls the study as optuna-dashboard does (every trial, every ``--poll`` s), and
 * every ``--kill-every`` seconds one worker, chosen by a seeded generator, is killed with
   SIGKILL and a fresh one started in its place, for ``--duration`` seconds; then the workers
   finish the budget undisturbed (bounded by ``--tail``).
 
-N is sized so the study outlasts the kills: ``duration x workers / (trial_seconds x 1.25)``.
+N is sized so the study outlasts the kills: the same workers and reader first run a throwaway
+study for ``--calibrate`` seconds (after a warm-up), and N = that rate x ``duration``.
 Heartbeats every 2 s, stale after 6 s (``HPO_HEARTBEAT_*``), so a killed trial is re-queued
 within the run. Printed per backend: trials finished (must equal N, none RUNNING), killed
 trials and their retries (each killed trial re-queued exactly once), trials lost, lock errors
@@ -88,8 +89,8 @@ def worker_main(url: str, study_name: str, n_trials: int, trial_seconds: float) 
         run_one_trial(study, objective, n_trials)  # type: ignore[arg-type]
 
 
-def reader_main(url: str, study_name: str, stop_file: str) -> None:
-    """Read every trial of the study every 0.5 s, as optuna-dashboard's trial list does."""
+def reader_main(url: str, study_name: str, stop_file: str, poll: float) -> None:
+    """Read every trial of the study every ``poll`` s, as optuna-dashboard's trial list does."""
     import optuna
 
     from hpo.runtime.storage import StorageOptions, open_storage
@@ -103,7 +104,7 @@ def reader_main(url: str, study_name: str, stop_file: str) -> None:
         storage.get_all_trials(study_id, deepcopy=False)
         longest = max(longest, time.perf_counter() - start)
         reads += 1
-        time.sleep(0.5)
+        time.sleep(poll)
     print(f"reads {reads} longest-read {longest:.3f}", flush=True)
 
 
@@ -166,6 +167,52 @@ def _sample_connections(url: str, stop: threading.Event, peak: list[int]) -> Non
         engine.dispose()
 
 
+def _finished(storage: object, study_name: str) -> int:
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _stop(processes: list[_Process]) -> None:
+    for proc in processes:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+        proc.popen.wait()
+
+
+def calibrate(url: str, workers: int, args: argparse.Namespace, env: dict, logs: Path) -> float:
+    """Finished trials per second with these workers and the reader, without kills."""
+    import optuna
+
+    from hpo.runtime.storage import open_storage
+
+    study_name = f"calibrate-{uuid.uuid4().hex[:6]}"
+    storage = open_storage(url)
+    optuna.create_study(study_name=study_name, storage=storage)
+    stop_file = logs / "calibrate.stop"
+    procs = [
+        _spawn(
+            ["_worker", url, study_name, "1000000", str(args.trial_seconds)],
+            logs / f"c{i}.log",
+            env,
+        )
+        for i in range(workers)
+    ]
+    procs.append(
+        _spawn(["_reader", url, study_name, str(stop_file), str(args.poll)], logs / "cr.log", env)
+    )
+    time.sleep(args.warmup)
+    before, start = _finished(storage, study_name), time.monotonic()
+    time.sleep(args.calibrate)
+    rate = (_finished(storage, study_name) - before) / (time.monotonic() - start)
+    _stop(procs)
+    optuna.delete_study(study_name=study_name, storage=storage)
+    storage.engine.dispose()
+    return rate
+
+
 def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Path) -> Outcome:
     import optuna
     from optuna.trial import TrialState
@@ -176,17 +223,20 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
     env = {**os.environ, **HEARTBEAT_ENV}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     os.environ.update(HEARTBEAT_ENV)
-    n_trials = max(workers, int(args.duration * workers / (args.trial_seconds * 1.25)))
+    logs = tmp / backend
+    logs.mkdir()
+    rate = calibrate(url, workers, args, env, logs)
+    n_trials = max(workers, int(rate * args.duration))
+    print(f"{backend}: calibration: {rate:.2f} trials/s with {workers} workers and the reader")
     study_name = f"soak-{backend}-{uuid.uuid4().hex[:6]}"
     storage = open_storage(url)
     optuna.create_study(study_name=study_name, storage=storage)
-    logs = tmp / backend
-    logs.mkdir()
     stop_file = tmp / f"{backend}.stop"
     worker_args = ["_worker", url, study_name, str(n_trials), str(args.trial_seconds)]
     procs = [_spawn(worker_args, logs / f"w{i}-0.log", env) for i in range(workers)]
     retired: list[_Process] = []
-    reader = _spawn(["_reader", url, study_name, str(stop_file)], logs / "reader.log", env)
+    reader_args = ["_reader", url, study_name, str(stop_file), str(args.poll)]
+    reader = _spawn(reader_args, logs / "reader.log", env)
     peak = [0, 0]
     stop_sampling = threading.Event()
     sampler = None
@@ -201,6 +251,8 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
     print(f"{backend}: {workers} workers, N = {n_trials}, killing for {args.duration:.0f} s")
     while time.monotonic() - start < args.duration:
         time.sleep(args.kill_every)
+        if all(p.popen.poll() is not None for p in procs):
+            break  # the study is done: nothing left to kill
         victim = rng.randrange(workers)
         proc = procs[victim]
         if proc.popen.poll() is None:
@@ -305,7 +357,10 @@ def main() -> int:
     parser.add_argument("--pg-workers", type=int, default=8, help="PostgreSQL workers (8)")
     parser.add_argument("--sqlite-workers", type=int, default=4, help="SQLite workers (4)")
     parser.add_argument("--trial-seconds", type=float, default=1.0, help="objective sleep (1)")
-    parser.add_argument("--tail", type=float, default=300, help="max seconds to finish (300)")
+    parser.add_argument("--tail", type=float, default=900, help="max seconds to finish (900)")
+    parser.add_argument("--poll", type=float, default=1.0, help="reader's poll, seconds (1)")
+    parser.add_argument("--warmup", type=float, default=30, help="calibration warm-up (30 s)")
+    parser.add_argument("--calibrate", type=float, default=60, help="calibration (60 s)")
     parser.add_argument("--seed", type=int, default=0, help="which workers are killed (0)")
     args = parser.parse_args()
     outcomes: list[Outcome] = []
@@ -333,6 +388,7 @@ if __name__ == "__main__":
         url, name, n, seconds = sys.argv[2:6]
         worker_main(url, name, int(n), float(seconds))
     elif len(sys.argv) > 1 and sys.argv[1] == "_reader":
-        reader_main(*sys.argv[2:5])
+        url, name, stop, poll = sys.argv[2:6]
+        reader_main(url, name, stop, float(poll))
     else:
         sys.exit(main())

@@ -6,7 +6,8 @@
 Differences from the plain ``optuna-dashboard URL`` command, and why:
 
 * The storage is opened with :func:`hpo.runtime.storage.open_storage` (the URL rules, WAL and
-  lock waits of the study runner) and the file-system artifact store of that storage
+  lock waits of the study runner; on SQLite its reads take no lock, so a refresh of a large
+  study never stalls the workers) and the file-system artifact store of that storage
   (:func:`hpo.runtime.storage_url.artifact_dir_for`) is attached, so each trial's saved
   checkpoint appears on its trial page without a separate ``--artifact-dir``.
 * The report's charts (parallel coordinates, history, importances, learning curves) appear on
