@@ -43,6 +43,7 @@ _POSTGRES = os.environ.get("HPO_TEST_POSTGRES_URL", "")
 _INSIDE_OPEN: ContextVar[bool] = ContextVar("inside_open_storage", default=False)
 _TMP = Path(tempfile.mkdtemp(prefix="hpo-optuna-suite-"))
 _SCHEMAS: dict[str, str] = {}  # SQLite URL -> the PostgreSQL URL standing in for it
+_OPENED: list[optuna.storages.RDBStorage] = []  # by the running test
 
 if _STORAGE not in ("ours", "plain") or _BACKEND not in ("sqlite", "postgresql"):
     raise SystemExit("HPO_SUITE_STORAGE must be ours|plain and HPO_SUITE_BACKEND sqlite|postgresql")
@@ -103,10 +104,13 @@ class _StandIn(type):
             return _REAL(url, *args, **kwargs)
         url = _mapped_url(_REAL._fill_storage_url_template(url))
         if _STORAGE == "plain":
-            return _REAL(url, *args, **kwargs)
-        names = ("engine_kwargs", "skip_compatibility_check")
-        kwargs.update(zip(names, args, strict=False))
-        return _open_ours(url, **kwargs)
+            storage = _REAL(url, *args, **kwargs)
+        else:
+            names = ("engine_kwargs", "skip_compatibility_check")
+            kwargs.update(zip(names, args, strict=False))
+            storage = _open_ours(url, **kwargs)
+        _OPENED.append(storage)
+        return storage
 
     def __instancecheck__(cls, instance: object) -> bool:
         return isinstance(instance, _REAL)
@@ -162,6 +166,13 @@ def pytest_report_header(config: Any) -> str:
     return f"hpo adapter: every RDB storage opened as {_STORAGE!r} on {_BACKEND!r}"
 
 
+def pytest_runtest_teardown(item: Any) -> None:
+    # Close the pools of the storages the test opened: many tests never dispose of theirs,
+    # and on PostgreSQL hundreds of idle pools would exhaust the server's max_connections.
+    while _OPENED:
+        _OPENED.pop().engine.dispose()
+
+
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     report = os.environ.get("HPO_SUITE_REPORT")
     if report:  # read by run.py
@@ -169,9 +180,10 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if _BACKEND != "postgresql":
         return
     admin = sqlalchemy.create_engine(_POSTGRES, poolclass=sqlalchemy.pool.NullPool)
-    with admin.begin() as connection:
+    with admin.connect() as connection:
         query = sqlalchemy.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p")
-        rows = connection.execute(query, {"p": "suite\\_%"}).all()
-        for (schema,) in rows:
+        schemas = [row[0] for row in connection.execute(query, {"p": "suite\\_%"})]
+    for schema in schemas:  # one transaction each: dropping all at once runs out of locks
+        with admin.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
     admin.dispose()
