@@ -102,8 +102,13 @@ class _StandIn(type):
     def __call__(cls, url: str, *args: Any, **kwargs: Any) -> optuna.storages.RDBStorage:
         if _INSIDE_OPEN.get():  # open_storage itself builds an RDBStorage
             return _REAL(url, *args, **kwargs)
-        url = _mapped_url(_REAL._fill_storage_url_template(url))
+        asked = _REAL._fill_storage_url_template(url)
+        url = _mapped_url(asked)
         if _STORAGE == "plain":
+            if url != asked and "engine_kwargs" in kwargs:  # SQLite's busy timeout: not for psycopg
+                engine_kwargs = dict(kwargs["engine_kwargs"] or {})
+                engine_kwargs.pop("connect_args", None)
+                kwargs["engine_kwargs"] = engine_kwargs
             storage = _REAL(url, *args, **kwargs)
         else:
             names = ("engine_kwargs", "skip_compatibility_check")
