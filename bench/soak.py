@@ -42,8 +42,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loopback_postgres import loopback_postgres  # a sibling: bench/ is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ENV = "HPO_TEST_POSTGRES_URL"
 HEARTBEAT_ENV = {"HPO_HEARTBEAT_INTERVAL": "2", "HPO_HEARTBEAT_GRACE": "6"}
 LOCK_ERROR = re.compile(r"database is locked|deadlock detected|could not obtain lock", re.I)
 
@@ -323,19 +324,6 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
     )
 
 
-def _postgres_url() -> tuple[str, bool]:
-    url = os.environ.get(POSTGRES_ENV)
-    if url:
-        return url, False
-    started = subprocess.run(
-        ["bash", str(ROOT / ".ci" / "postgres.sh"), "start"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return started.strip().split("=", 1)[1], True
-
-
 def _report(o: Outcome) -> str:
     states = ", ".join(f"{k} {v}" for k, v in o.counts.items() if v)
     line = (
@@ -364,21 +352,16 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="which workers are killed (0)")
     args = parser.parse_args()
     outcomes: list[Outcome] = []
-    stop_postgres = False
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for backend in args.backends:
-                if backend == "postgresql":
-                    url, stop_postgres = _postgres_url()
-                    workers = args.pg_workers
-                else:
-                    url, workers = f"sqlite:///{Path(tmp) / 'soak.db'}", args.sqlite_workers
-                outcome = soak(backend, url, workers, args, Path(tmp))
-                print(_report(outcome), flush=True)
-                outcomes.append(outcome)
-        finally:
-            if stop_postgres:
-                subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), "stop"], check=False)
+    with tempfile.TemporaryDirectory() as tmp, loopback_postgres() as postgres_url:
+        for backend in args.backends:
+            if backend == "postgresql":
+                url = postgres_url()
+                workers = args.pg_workers
+            else:
+                url, workers = f"sqlite:///{Path(tmp) / 'soak.db'}", args.sqlite_workers
+            outcome = soak(backend, url, workers, args, Path(tmp))
+            print(_report(outcome), flush=True)
+            outcomes.append(outcome)
     bad = any(o.failures or o.lost or o.lock_errors for o in outcomes)
     return 1 if bad else 0
 

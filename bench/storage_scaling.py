@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,12 +27,11 @@ import uuid
 from pathlib import Path
 
 import optuna
+from loopback_postgres import loopback_postgres  # a sibling: bench/ is on sys.path
 
 from hpo.runtime.storage import StorageOptions, open_storage
 from hpo.runtime.storage_url import mask_url
 
-ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ENV = "HPO_TEST_POSTGRES_URL"
 MNIST_TRAIN_IMAGES = 55_000  # MNIST's 60,000 minus the validation split
 
 
@@ -120,19 +118,6 @@ def one_epoch_seconds(subset: int, threads: int) -> tuple[float, str]:
     return elapsed * MNIST_TRAIN_IMAGES / subset, what
 
 
-def _postgres_url() -> tuple[str, bool]:
-    url = os.environ.get(POSTGRES_ENV)
-    if url:
-        return url, False
-    started = subprocess.run(
-        ["bash", str(ROOT / ".ci" / "postgres.sh"), "start"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return started.strip().split("=", 1)[1], True
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -155,25 +140,20 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {cores} CPU cores available; optuna {optuna.__version__}")
     rows: list[tuple[str, int, float, float]] = []
-    stop_postgres = False
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for backend in args.backends:
-                if backend == "postgresql":
-                    url, stop_postgres = _postgres_url()
-                for n_workers in args.workers:
-                    if backend == "sqlite":
-                        url = f"sqlite:///{Path(tmp) / f'bench-{n_workers}.db'}"
-                    rate, ms = measure(url, n_workers, args.trials)
-                    rows.append((backend, n_workers, rate, ms))
-                    print(
-                        f"{backend:<10} workers={n_workers}  {rate:7.1f} trials/s  "
-                        f"{ms:7.1f} ms storage per trial",
-                        flush=True,
-                    )
-        finally:
-            if stop_postgres:
-                subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), "stop"], check=False)
+    with tempfile.TemporaryDirectory() as tmp, loopback_postgres() as postgres_url:
+        for backend in args.backends:
+            if backend == "postgresql":
+                url = postgres_url()
+            for n_workers in args.workers:
+                if backend == "sqlite":
+                    url = f"sqlite:///{Path(tmp) / f'bench-{n_workers}.db'}"
+                rate, ms = measure(url, n_workers, args.trials)
+                rows.append((backend, n_workers, rate, ms))
+                print(
+                    f"{backend:<10} workers={n_workers}  {rate:7.1f} trials/s  "
+                    f"{ms:7.1f} ms storage per trial",
+                    flush=True,
+                )
 
     if args.epoch_seconds is not None:
         epoch, what = args.epoch_seconds, "given with --epoch-seconds"

@@ -83,11 +83,15 @@ def test_augmented_batches_are_seeded_per_epoch_and_masks_are_not_moved(split):
     shifted = list(_batches(split, RandomShift()).epoch(1))
     again = list(_batches(split, RandomShift()).epoch(1))
     other_epoch = list(_batches(split, RandomShift()).epoch(2))
-    for (_x, mask, y), (xs, mask_s, ys), (xa, _, _) in zip(plain, shifted, again, strict=True):
-        assert torch.equal(mask, mask_s)  # the mask is drawn after, independently of the image
+    for (_x, mask, y), (xs, mask_shifted, ys), (xa, _, _) in zip(
+        plain, shifted, again, strict=True
+    ):
+        assert torch.equal(
+            mask, mask_shifted
+        )  # the mask is drawn after, independently of the image
         assert torch.equal(y, ys)
         assert torch.equal(xs, xa)  # same seed and epoch, same augmentation
-        assert torch.all(xs[mask_s == 0] == 0)  # unobserved pixels stay zero
+        assert torch.all(xs[mask_shifted == 0] == 0)  # unobserved pixels stay zero
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(plain, shifted, strict=True))
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(shifted, other_epoch, strict=True))
 
