@@ -1,0 +1,82 @@
+"""The published checkpoints under ``docs/results/models/`` (issue 18).
+
+Each ``NAME.pt`` is a small self-describing checkpoint (``hpo.checkpoints.format``) next to
+``NAME.scores.json``, the ``python -m hpo.evaluate NAME.pt --json`` output that
+``docs/results.md`` quotes, for the documented test masks (``test``) and for masks drawn from
+a seed never used during development (``unseen_mask_seed``). The fast tests check every file
+loads without executing code, stays small and rebuilds a working network; the opt-in test
+(``HPO_REAL_DATA_DIR``) re-scores each checkpoint on the real test split and must reproduce
+the recorded figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpo.checkpoints.evaluate import evaluate_checkpoint
+from hpo.checkpoints.format import load_model_file, read_checkpoint
+
+MODELS = Path(__file__).resolve().parent.parent / "docs" / "results" / "models"
+PUBLISHED = ("sparse_mnist", "dense_mnist")  # the Caltech-101 pair needs a GPU budget
+MAX_BYTES = 512 * 1024
+
+
+def _scores(name: str) -> dict:
+    return json.loads((MODELS / f"{name}.scores.json").read_text())
+
+
+def test_the_published_checkpoints_and_only_those_are_committed():
+    assert sorted(p.stem for p in MODELS.glob("*.pt")) == sorted(PUBLISHED)
+    assert sorted(p.name for p in MODELS.glob("*.scores.json")) == sorted(
+        f"{n}.scores.json" for n in PUBLISHED
+    )
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_a_published_checkpoint_is_small_and_rebuilds_its_network(name: str):
+    path = MODELS / f"{name}.pt"
+    assert path.stat().st_size <= MAX_BYTES
+    config = read_checkpoint(path)["config"]
+    assert config["definition"]["name"] == name  # the registered study it was tuned in
+    loaded = load_model_file(path)
+    cnn = loaded.cnn_config
+    x = torch.zeros(2, cnn.in_channels, 28, 28)
+    mask = torch.ones(2, 1, 28, 28)
+    with torch.no_grad():
+        logits = loaded.model(x, mask)
+    assert logits.shape == (2, cnn.num_classes)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_recorded_scores_name_their_masks_and_sparsities(name: str):
+    scores = _scores(name)
+    assert scores["test_mask_seed"] != scores["unseen_mask_seed"]
+    assert set(scores["test"]) == set(scores["unseen"]) >= {"0.9", "0.5"}
+    for figures in (scores["test"], scores["unseen"]):
+        assert all(0.0 <= m["accuracy"] <= 1.0 for m in figures.values())
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not os.environ.get("HPO_REAL_DATA_DIR"), reason="set HPO_REAL_DATA_DIR")
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_a_published_checkpoint_reproduces_its_recorded_scores(name: str):
+    scores = _scores(name)
+    data_dir = os.environ["HPO_REAL_DATA_DIR"]
+    for split_key, seed in (
+        ("test", scores["test_mask_seed"]),
+        ("unseen", scores["unseen_mask_seed"]),
+    ):
+        got = evaluate_checkpoint(
+            str(MODELS / f"{name}.pt"),
+            data_dir=data_dir,
+            sparsities=[float(k) for k in scores[split_key]],
+            mask_seed=seed,
+        )
+        for key, recorded in scores[split_key].items():
+            assert got[key]["accuracy"] == pytest.approx(recorded["accuracy"], abs=2e-4)
