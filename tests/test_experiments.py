@@ -115,3 +115,54 @@ def test_a_recipe_comparison_ranks_on_validation_and_keeps_older_rows(
     assert "full: AdamW (decay 0.05), 5% warm-up + cosine decay" in md
     with pytest.raises(ValueError, match="recipe names must be distinct"):
         dataclasses.replace(compared, recipes=(FULL_RECIPE, FULL_RECIPE))
+
+
+def _one_run(tiny_definition):
+    return dataclasses.replace(
+        tiny_definition, train_sparsities=(0.9,), seeds=(0,), families=(ModelFamily.SPARSE,)
+    )
+
+
+def test_saved_run_checkpoints_reproduce_their_rows_with_hpo_evaluate(
+    tiny_definition, data_env, tmp_path
+):
+    """``--models``: every run's network is a checkpoint that ``hpo.evaluate`` scores to
+    exactly the test accuracy the experiment recorded (same masks, same split)."""
+    from hpo.checkpoints.evaluate import evaluate_checkpoint
+    from hpo.experiments.runner import RunKey, checkpoint_name
+
+    one = _one_run(tiny_definition)
+    models = tmp_path / "models"
+    rows = _rows(
+        run_experiment(one, data_dir=None, out_dir=tmp_path / "r", device="cpu", models_dir=models)
+    )
+    key = RunKey("baseline", "sparse", 0.9, 0)
+    path = models / checkpoint_name("tiny", key)
+    assert path.name == "baseline-sparse-0.9-s0.pt"
+    scores = evaluate_checkpoint(str(path), sparsities=[0.5, 0.9])
+    recorded = {float(r["test_sparsity"]): float(r["accuracy"]) for r in rows}
+    assert scores["0.5"]["accuracy"] == pytest.approx(recorded[0.5], abs=1e-9)
+    assert scores["0.9"]["accuracy"] == pytest.approx(recorded[0.9], abs=1e-9)
+    val = evaluate_checkpoint(str(path), split="val", sparsities=[0.9])["0.9"]["accuracy"]
+    assert val == pytest.approx(float(rows[0]["val_accuracy"]), abs=1e-9)
+
+
+def test_a_run_claimed_by_another_process_is_skipped(tiny_definition, data_env, tmp_path):
+    """Two processes share one experiment: a run whose claim is held elsewhere is left to its
+    holder; the others run, and their claim files are removed afterwards."""
+    from hpo.experiments import runner
+
+    two = dataclasses.replace(_one_run(tiny_definition), seeds=(0, 1))
+    out = tmp_path / "results"
+    out.mkdir()
+    csv_path = out / "tiny_runs.csv"
+    held = runner.RunKey("baseline", "sparse", 0.9, 1)
+    with runner._claim(csv_path, held) as claimed:
+        assert claimed
+        run_experiment(two, data_dir=None, out_dir=out, device="cpu")
+        with runner._claim(csv_path, held) as again:
+            assert not again  # flock is per open file: a second holder is refused
+    assert {r["seed"] for r in _rows(csv_path)} == {"0"}
+    assert not list(out.glob(".*.lock"))
+    run_experiment(two, data_dir=None, out_dir=out, device="cpu")  # the claim is free now
+    assert sorted(r["seed"] for r in _rows(csv_path)) == ["0", "0", "1", "1"]

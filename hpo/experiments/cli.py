@@ -3,7 +3,8 @@
     python -m hpo.experiments --list
     python -m hpo.experiments mnist_sparsity --data-dir DIR --out docs/results
 
-Resumable: re-running skips the runs already in ``<out>/<name>_runs.csv``. Writes
+Resumable: re-running skips the runs already in ``<out>/<name>_runs.csv``, and a second
+process started with the same command shares the remaining runs with the first. Writes
 ``<name>.md`` and the PNG figures into ``--out`` once the runs are done.
 
 Exit status: 0 done, 2 bad input (one line on stderr).
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--download", action="store_true", help="let torchvision download missing data"
     )
     parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also save every trained network as DIR/<experiment>/<run>.pt, a checkpoint "
+        "that python -m hpo.evaluate scores (default: not saved)",
+    )
+    parser.add_argument(
         "--summarize-only", action="store_true", help="rewrite tables/figures from the CSV"
     )
     return parser
@@ -74,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir=args.out,
             device=device,
             download=args.download,
+            models_dir=args.models,
         )
     except (UnknownStudyError, UsageError, DataError) as e:
         return print_usage_error(e)

@@ -7,12 +7,24 @@ the *test* split at every test sparsity, with the test masks fixed by one seed f
 appended to ``<out>/<name>_runs.csv`` as each run finishes; re-running the same command skips
 the runs already there, so a long experiment can be stopped and resumed. The summary is
 written once, when the runs are done (:mod:`hpo.experiments.summary`).
+
+Several processes may run one experiment at once (one per core, or a second one started when
+a core frees up): each run is *claimed* with an ``flock`` on a small lock file next to the CSV
+before it is trained, and the CSV is read again under the claim, so no run is trained twice.
+The lock is released when the run's rows are written or its process dies, and the file is
+removed. With ``models_dir`` every trained network is also written there as a checkpoint in
+the format ``python -m hpo.evaluate`` reads (``hpo.checkpoints``), from which the published
+winners under ``docs/results/models/`` are copied.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +35,12 @@ from models import build_model
 from studies import TEST_MASK_SEED, VAL_MASK_SEED, TrainingRecipe
 from studies.experiments import ExperimentDefinition
 
+from ..checkpoints.format import write_checkpoint
 from ..runtime.cpu import prepare_cpu_training
 from ..runtime.device import place
 from ..training import build_optimization, evaluate, fit
 
-__all__ = ["FIELDS", "RunKey", "read_rows", "run_experiment"]
+__all__ = ["FIELDS", "RunKey", "checkpoint_name", "read_rows", "run_experiment"]
 
 FIELDS = (
     "experiment",
@@ -45,6 +58,8 @@ FIELDS = (
     "device",
     "val_accuracy",
 )
+# Every experiment draws its train/validation split with this seed (saved with checkpoints).
+DATA_SEED = 0
 # Rows written before recipes were recorded were all trained with the baseline recipe.
 LEGACY_RECIPE = "baseline"
 
@@ -58,6 +73,16 @@ class RunKey:
     train_sparsity: float
     seed: int
 
+    @property
+    def label(self) -> str:
+        """``full-sparse-0.7-s0``: names the run's checkpoint and claim files."""
+        return f"{self.recipe}-{self.family}-{self.train_sparsity:g}-s{self.seed}"
+
+
+def checkpoint_name(experiment: str, key: RunKey) -> str:
+    """The checkpoint file of one run under ``models_dir``: ``<experiment>/<label>.pt``."""
+    return f"{experiment}/{key.label}.pt"
+
 
 def run_experiment(
     definition: ExperimentDefinition,
@@ -66,9 +91,12 @@ def run_experiment(
     out_dir: Path,
     device: str,
     download: bool = False,
+    models_dir: Path | None = None,
 ) -> Path:
     """Train every missing run of ``definition``, appending rows to its CSV; returns the CSV.
 
+    Runs another process has claimed are skipped (see the module docstring). With
+    ``models_dir``, each trained network is saved as ``models_dir / checkpoint_name(...)``.
     The caller writes the summary afterwards (``hpo.experiments.summary.summarize``): once,
     not after every run, whose cost grows with the runs already done.
     """
@@ -94,16 +122,31 @@ def run_experiment(
         definition.dataset,
         data_dir=data_dir,
         download=download,
-        seed=0,
+        seed=DATA_SEED,
         options=definition.dataset_options,
     )
     test_batches = _fixed_batches(ds, ds.test, definition.test_sparsities, TEST_MASK_SEED, device)
     # The validation split ranks recipes (mnist_recipe); the test split only reports.
     val_batches = _fixed_batches(ds, ds.val, definition.train_sparsities, VAL_MASK_SEED, device)
     for i, key in enumerate(todo, 1):
-        recipe = recipes[key.recipe]
-        rows = _train_and_score(definition, ds, key, recipe, test_batches, val_batches, device)
-        _append_rows(csv_path, rows)
+        with _claim(csv_path, key) as claimed:
+            if not claimed or key in {_key(row) for row in read_rows(csv_path)}:
+                print(f"[{i}/{len(todo)}] {key.label}: done or running elsewhere", flush=True)
+                continue
+            recipe = recipes[key.recipe]
+            model, rows = _train_and_score(
+                definition, ds, key, recipe, test_batches, val_batches, device
+            )
+            if models_dir is not None:
+                _save_model(
+                    models_dir / checkpoint_name(definition.name, key),
+                    model,
+                    ds,
+                    key,
+                    definition,
+                    rows,
+                )
+            _append_rows(csv_path, rows)
         diag = {r["test_sparsity"]: r["accuracy"] for r in rows}.get(key.train_sparsity)
         print(
             f"[{i}/{len(todo)}] {key.recipe} {key.family:10s} train={key.train_sparsity:g} "
@@ -141,7 +184,7 @@ def _train_and_score(
     test_batches: dict[float, SparseBatches],
     val_batches: dict[float, SparseBatches],
     device: str,
-) -> list[dict[str, object]]:
+) -> tuple[torch.nn.Module, list[dict[str, object]]]:
     torch.manual_seed(key.seed)
     model = build_model(key.family, definition.cnn_config(ds.in_channels, ds.num_classes))
     model = place(model, device)
@@ -185,7 +228,68 @@ def _train_and_score(
                 "val_accuracy": val_accuracy,
             }
         )
-    return rows
+    return model, rows
+
+
+@contextlib.contextmanager
+def _claim(csv_path: Path, key: RunKey) -> Iterator[bool]:
+    """Hold a non-blocking ``flock`` on the run's lock file; yields whether it was obtained.
+
+    The file is removed by the holder when it is done. A process that opened it just before
+    that locks an unlinked file, but it then finds the run's rows in the CSV and skips it.
+    """
+    lock_path = csv_path.parent / f".{csv_path.stem}.{key.label}.lock"
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock_path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _save_model(
+    path: Path,
+    model: torch.nn.Module,
+    ds: SparseDataset,
+    key: RunKey,
+    definition: ExperimentDefinition,
+    rows: list[dict[str, object]],
+) -> None:
+    """Write the run's network as a checkpoint that ``hpo.evaluate`` rebuilds and scores.
+
+    ``definition`` is shaped as a study's is where ``hpo.evaluate`` reads it (dataset, its
+    options, data seed, test sparsities), with the experiment's own fields alongside.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cnn_config = definition.cnn_config(ds.in_channels, ds.num_classes)
+    config = {
+        "model_family": key.family,
+        "cnn_config": cnn_config.to_dict(),
+        "mean": [float(v) for v in ds.mean],
+        "std": [float(v) for v in ds.std],
+        "definition": {
+            **definition.to_dict(),
+            "model_family": key.family,
+            "train_sparsity": key.train_sparsity,
+            "data_seed": DATA_SEED,
+            "val_size": None,  # experiments score the whole validation split
+        },
+        "source": {
+            "experiment": definition.name,
+            "run": key.label,
+            "seed": key.seed,
+            "val_accuracy": rows[0]["val_accuracy"],
+            "test_accuracy": {str(r["test_sparsity"]): r["accuracy"] for r in rows},
+        },
+    }
+    write_checkpoint(path, model.state_dict(), config)
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:
