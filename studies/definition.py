@@ -334,8 +334,9 @@ class StudyDefinition:
         size = getattr(self.dataset_options, "image_size", None)
         pixels = f" {size}x{size} px" if size else ""
         return [
-            f"{self.dataset.value}{pixels}, {self.model_family.value} CNN trained at sparsity "
-            f"{self.train_sparsity:g}, tested at {tested}",
+            f"{self.dataset.value}{pixels}, {self.model_family.value} CNN ({self.width} channels, "
+            f"{self.kernel_schedule} kernels) trained at sparsity {self.train_sparsity:g}, "
+            f"tested at {tested}",
             f"budget per trial: {self.epochs} epochs x {images} training images, scored on "
             f"{val} validation images",
             f"training recipe: {self.recipe.describe()}",

@@ -14,7 +14,6 @@ from hpo.tuning.study_setup import config_differences
 from models import ModelFamily
 from studies import (
     BASELINE_RECIPE,
-    DEFAULT_RECIPE,
     Categorical,
     DefinitionError,
     DuplicateStudyError,
@@ -44,7 +43,7 @@ def test_the_four_studies_are_registered_with_their_scientific_setting() -> None
         s = studies[name]
         assert (s.dataset, s.model_family, s.train_sparsity) == (dataset, family, sparsity)
         assert s.test_sparsities == (0.5, 0.7, 0.8, 0.9)
-        assert s.width == 16 and s.kernel_schedule == "paper"
+        assert s.width == 32 and s.kernel_schedule == "paper"
 
 
 def test_sparse_and_dense_studies_share_the_nuisance_space() -> None:
@@ -116,23 +115,28 @@ def test_studies_stored_by_earlier_versions_resume_only_where_nothing_changed() 
     """``to_dict()`` is stored with every study and compared when a run resumes it. The
     golden file is what the version of 2026-11 (commit a94bd32) stored: a field added since
     must not stop those studies from resuming unless the registered study really changed.
-    MNIST scores trials on 2,000 validation images, not 5,000; and those studies were trained
-    with the baseline recipe, so they resume exactly when the default recipe is still it."""
+    MNIST scores trials on 2,000 validation images, not 5,000; those studies were trained
+    with the baseline recipe at width 16, and issue 18 changed both (a width-16 study is
+    another study), so exactly those differences are reported, and nothing else."""
     golden = json.loads((Path(__file__).parent / "stored_definitions.json").read_text())
     baseline = BASELINE_RECIPE.to_dict()
-    recipe = [
-        f"definition.recipe.{k}={baseline[k]!r} (now {v!r})"
-        for k, v in sorted(DEFAULT_RECIPE.to_dict().items())
-        if v != baseline[k]
-    ]
     for study in all_studies():
         stored = {"definition": golden[study.name], "overrides": {}, "pruner": "asha"}
         wanted = {"definition": study.to_dict(), "overrides": {}, "pruner": "asha"}
+        recipe = [
+            f"definition.recipe.{k}={baseline[k]!r} (now {v!r})"
+            for k, v in sorted(study.recipe.to_dict().items())
+            if v != baseline[k]
+        ]
         val = ["definition.val_size='<unset>' (now 2000)"] if "mnist" in study.name else []
-        assert config_differences(stored, wanted) == recipe + val, study.name
+        width = ["definition.width=16 (now 32)"]
+        assert config_differences(stored, wanted) == sorted(recipe + val + width), study.name
         resumed = study.with_overrides({"val_size": None})  # what --val-size all asks for
         again = {**wanted, "definition": resumed.to_dict()}
-        assert config_differences(stored, again) == recipe
+        assert config_differences(stored, again) == sorted(recipe + width)
+        same_width = dataclasses.replace(resumed, width=16, recipe=BASELINE_RECIPE)
+        unchanged = {**wanted, "definition": same_width.to_dict()}
+        assert config_differences(stored, unchanged) == []  # otherwise resumable as before
         other = dataclasses.replace(resumed, recipe=FULL_RECIPE)  # a changed recipe is named
         changed = config_differences(stored, {**wanted, "definition": other.to_dict()})
         assert "definition.recipe.optimizer='adam' (now 'adamw')" in changed
