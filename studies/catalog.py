@@ -22,8 +22,8 @@ Shared choices, and why:
   dense studies share the same nuisance space, so their best scores compare the model
   families, not the tuning effort. Width was 16 until issue 18: training masks are redrawn
   every epoch, so a network never sees the same input twice and underfits rather than
-  overfits, and doubling the width gained 1.7-2.0 points at 90 % on MNIST at the studies'
-  budget for about 3x the CPU time per step (``mnist_wide`` against
+  overfits, and doubling the width gained 1.7-1.9 points at 90 % on MNIST at the studies'
+  budget for 2.8x the CPU time (``mnist_wide`` against
   ``mnist_recipe_full_budget``, docs/results.md). Every Caltech-101 result was measured at 32.
 * **Budget**: 10 epochs on MNIST (50k training images converge within a few epochs) and 30 on
   Caltech-101 (about 6k training images, harder classes); the pruner uses epochs as its

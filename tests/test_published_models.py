@@ -22,8 +22,16 @@ from hpo.checkpoints.evaluate import evaluate_checkpoint
 from hpo.checkpoints.format import load_model_file, read_checkpoint
 
 MODELS = Path(__file__).resolve().parent.parent / "docs" / "results" / "models"
-PUBLISHED = ("sparse_mnist", "dense_mnist")  # the Caltech-101 pair needs a GPU budget
-MAX_BYTES = 512 * 1024
+# name -> (dataset, model family): the registered study each one stands for. Each is the best
+# seed by validation of a 3-seed run at the studies' width, recipe and epochs: mnist_wide,
+# mnist_wide_dense and caltech101_long (64 px: the studies' 150 px need a GPU budget).
+PUBLISHED = {
+    "sparse_mnist": ("mnist", "sparse"),
+    "dense_mnist": ("mnist", "dense_mask"),
+    "sparse_caltech101": ("caltech101", "sparse"),
+    "dense_caltech101": ("caltech101", "dense_mask"),
+}
+MAX_BYTES = 768 * 1024  # "a few hundred kilobytes at most"; the Caltech-101 nets are ~640 KB
 
 
 def _scores(name: str) -> dict:
@@ -42,11 +50,13 @@ def test_a_published_checkpoint_is_small_and_rebuilds_its_network(name: str):
     path = MODELS / f"{name}.pt"
     assert path.stat().st_size <= MAX_BYTES
     config = read_checkpoint(path)["config"]
-    assert config["definition"]["name"] == name  # the registered study it was tuned in
+    definition = config["definition"]
+    assert (definition["dataset"], config["model_family"]) == PUBLISHED[name]
     loaded = load_model_file(path)
     cnn = loaded.cnn_config
-    x = torch.zeros(2, cnn.in_channels, 28, 28)
-    mask = torch.ones(2, 1, 28, 28)
+    size = definition["dataset_options"].get("image_size", 28)
+    x = torch.zeros(2, cnn.in_channels, size, size)
+    mask = torch.ones(2, 1, size, size)
     with torch.no_grad():
         logits = loaded.model(x, mask)
     assert logits.shape == (2, cnn.num_classes)
