@@ -74,6 +74,10 @@ def test_same_seed_gives_same_numbers(tiny_definition, data_env, tmp_path):
     a = _rows(run_experiment(one, data_dir=None, out_dir=tmp_path / "a", device="cpu"))
     b = _rows(run_experiment(one, data_dir=None, out_dir=tmp_path / "b", device="cpu"))
     assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+    # One family at one training sparsity: the table, but no one-point figure.
+    summarize(one, tmp_path / "a" / "tiny_runs.csv", tmp_path / "a")
+    assert "| 0.9 |" in (tmp_path / "a" / "tiny.md").read_text()
+    assert not list((tmp_path / "a").glob("*.png"))
 
 
 def test_unknown_experiment_is_one_clear_line(capsys):

@@ -39,7 +39,8 @@ def summarize(definition: ExperimentDefinition, csv_path: Path, out_dir: Path) -
     if len(definition.test_sparsities) > 1:  # one row per training sparsity
         lines += _invariance_tables(definition, cells, families)
     md_path.write_text("\n".join(lines) + "\n")
-    plot_diagonal(definition, cells, families, out_dir / f"{definition.name}_accuracy.png")
+    if len(definition.train_sparsities) > 1 or len(families) > 1:  # one point plots nothing
+        plot_diagonal(definition, cells, families, out_dir / f"{definition.name}_accuracy.png")
     if len(definition.train_sparsities) > 1:
         plot_invariance(definition, cells, families, out_dir / f"{definition.name}_invariance.png")
     return md_path
