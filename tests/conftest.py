@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import uuid
 from collections.abc import Iterator
@@ -73,3 +74,17 @@ def postgres_url() -> Iterator[str]:
         with admin.begin() as connection:
             connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+@pytest.fixture
+def terminal_sigint() -> Iterator[None]:
+    """SIGINT handled as in an interactive terminal (``KeyboardInterrupt``) for one test.
+
+    A shell starts background jobs with SIGINT ignored and Python keeps that, so a suite run
+    with ``nohup ... &`` would otherwise see every Ctrl-C it sends to itself vanish.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from optuna.trial import TrialState
 
 import hpo.runtime.cpu
+import hpo.runtime.optuna_compat
 import hpo.training.loop
 import hpo.tuning.finalize
 from data import MNISTOptions
@@ -395,6 +397,31 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(
     # The interrupted grid point was queued again, so the whole grid still ran.
     done = [t.user_attrs.get(keys.GRID_ID) for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(g for g in done if g is not None) == [0, 1, 2, 3]
+
+
+@pytest.mark.usefixtures("terminal_sigint")
+def test_ctrl_c_while_optuna_creates_the_trial_leaves_nothing_running(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal lands after ``ask`` has written the trial as RUNNING but before it returns
+    (where Optuna runs the sampler): the trial must still end FAIL, not RUNNING."""
+    real_ask = hpo.runtime.optuna_compat.ask
+    calls = {"n": 0}
+
+    def ask(study: optuna.Study) -> optuna.Trial:
+        trial = real_ask(study)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGINT)  # as a terminal's Ctrl-C would, mid-ask
+        return trial
+
+    monkeypatch.setattr(hpo.runtime.optuna_compat, "ask", ask)
+    assert main(_argv(env, 3)) == EXIT_INTERRUPTED
+    study = _load(env)
+    assert _states(study)[:2] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert TrialState.RUNNING not in _states(study)
+    assert study.get_trials(deepcopy=False)[1].user_attrs[keys.FAIL_REASON] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
 def test_resume_with_different_overrides_is_refused(

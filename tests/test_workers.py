@@ -187,6 +187,10 @@ from data import MNISTOptions
 from studies import StudyRegistry, default_registry, get_study
 
 if __name__ == "__main__":
+    import signal
+
+    # As in test_ctrl_c_stops_all_workers_and_exits_130: Ctrl-C as an interactive terminal has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from hpo.tuning.cli import main
 
     tiny = dataclasses.replace(

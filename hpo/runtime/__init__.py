@@ -11,6 +11,7 @@ module, such as :mod:`hpo.runtime.processes`, does not import torch):
 * :mod:`~hpo.runtime.storage_url` -- what a storage URL means, how it is shown (masked).
 * :mod:`~hpo.runtime.storage` -- opening SQLite / PostgreSQL safely for many workers.
 * :mod:`~hpo.runtime.processes` -- K spawned worker processes on one machine, Ctrl-C.
+* :mod:`~hpo.runtime.interrupts` -- Ctrl-C held while a trial is created, delivered after.
 * :mod:`~hpo.runtime.device` -- the torch device, validated once.
 * :mod:`~hpo.runtime.cpu` -- per-process CPU training settings (denormals, allocator).
 * :mod:`~hpo.runtime.optuna_compat` -- the one door to Optuna's private API.

@@ -31,6 +31,7 @@ from studies import StudyDefinition
 from ..errors import NonFiniteLossError, TrialError, one_line
 from ..runtime import optuna_compat
 from ..runtime.cpu import prepare_cpu_training
+from ..runtime.interrupts import HeldInterrupts
 from ..runtime.storage import open_storage
 from ..runtime.storage_url import mask_url
 from . import keys
@@ -161,15 +162,23 @@ def _next_step(
 def run_one_trial(study: optuna.Study, objective: Objective, n_trials: int) -> None:
     """Ask for a trial, run it unless another worker took the last slot, tell the result."""
     optuna_compat.fail_stale_trials(study)
-    trial = optuna_compat.ask(study)
-    if is_surplus(study, trial.number, n_trials):
-        release_surplus(study, trial, n_trials)
+    # A Ctrl-C from here until the trial is recorded or given back is delivered only then, so
+    # no trial is left RUNNING (hpo.runtime.interrupts).
+    with HeldInterrupts() as held:
+        trial = optuna_compat.ask(study)
+        surplus = is_surplus(study, trial.number, n_trials)
+    if surplus:
+        try:
+            release_surplus(study, trial, n_trials)
+        finally:
+            held.release()
         return
     started = time.perf_counter()
     value: float | None = None
     error: BaseException | None = None
     with optuna_compat.heartbeat(study, trial):
         try:
+            held.release()
             value = objective(trial)
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
