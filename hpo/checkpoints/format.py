@@ -1,29 +1,30 @@
 """The checkpoint file: a ``torch.save`` payload of plain types that rebuilds its network.
 
-``{"format": 1, "state_dict": {name: tensor}, "config": {...}}``, where ``config`` holds the
-model family, the :class:`models.CNNConfig`, the input normalization (``mean``, ``std``), the
-trial's parameters and number, and the resolved study definition (``definition``, as
-``StudyDefinition.to_dict()`` stores it: dataset, options, sparsities). Plain types only, so
-``torch.load(weights_only=True)`` reads it without executing code.
+``{"format": 1, "state_dict": {name: tensor}, "config": CheckpointConfig.to_dict()}``. Plain
+types only, so ``torch.load(weights_only=True)`` reads it without executing code; the config
+(``hpo.records.CheckpointConfig``) names the model family and topology, the input
+normalization, the study definition and where the file came from.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from models import CNNConfig, ModelFamily, build_model
+from models import CNNConfig, ModelConfigError, ModelFamily, build_model
 
 from ..errors import CheckpointError
+from ..records import CheckpointConfig
 from ..runtime.device import place
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "Checkpoint",
     "LoadedModel",
     "load_model_file",
     "read_checkpoint",
@@ -35,48 +36,53 @@ CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    """A network rebuilt from a checkpoint, with what is needed to feed it.
+class Checkpoint:
+    """A checkpoint as read: its weights (on the CPU) and its typed config."""
 
-    Attributes:
-        model: The network in eval mode on the requested device.
-        family: Its model family.
-        cnn_config: Its topology.
-        mean: Per-channel normalization mean the training batches used.
-        std: Per-channel normalization std.
-        config: The full checkpoint configuration (definition, params, trial number).
-    """
+    state_dict: dict[str, torch.Tensor]
+    config: CheckpointConfig
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network rebuilt from a checkpoint (eval mode, on the requested device), with what is
+    needed to feed it: the normalization its training batches used, and its config."""
 
     model: nn.Module
     family: ModelFamily
     cnn_config: CNNConfig
     mean: list[float]
     std: list[float]
-    config: dict[str, Any]
+    config: CheckpointConfig
 
 
 def write_checkpoint(
-    path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], config: dict[str, Any]
+    path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], config: CheckpointConfig
 ) -> Path:
-    """Write ``state_dict`` (moved to the CPU) and ``config`` to ``path``."""
+    """Write ``state_dict`` (moved to the CPU) and ``config`` to ``path`` whole or not at all
+    (a temporary file renamed into place: a full disk leaves no partial checkpoint)."""
+    path = Path(path)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-        "config": config,
+        "config": config.to_dict(),
     }
-    torch.save(payload, path)
-    return Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
-def read_checkpoint(path: str | os.PathLike[str], what: str | None = None) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str], what: str | None = None) -> Checkpoint:
     """Read a checkpoint file (tensors on the CPU).
 
-    Args:
-        path: The file.
-        what: How to name it in messages (default: its path).
-
     Raises:
-        CheckpointError: Missing, unreadable, not a checkpoint, or another format version.
+        CheckpointError: Missing, unreadable, not a checkpoint, another format version, or a
+            config hpo did not write (one line each).
     """
     what = what or str(path)
     try:
@@ -90,29 +96,33 @@ def read_checkpoint(path: str | os.PathLike[str], what: str | None = None) -> di
         raise CheckpointError(
             f"checkpoint {what} has format {found!r}, expected {CHECKPOINT_FORMAT}"
         )
-    return payload
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {what} holds no weights; not written by hpo")
+    return Checkpoint(state, CheckpointConfig.from_dict(payload.get("config"), what))
 
 
-def rebuild(payload: dict[str, Any], device: str | torch.device = "cpu") -> LoadedModel:
-    """The network of a checkpoint payload, with its weights, in eval mode on ``device``."""
-    config = payload["config"]
-    family = ModelFamily(config["model_family"])
-    cnn_config = CNNConfig.from_dict(config["cnn_config"])
-    model = build_model(family, cnn_config)
-    model.load_state_dict(payload["state_dict"])
+def rebuild(checkpoint: Checkpoint, device: str | torch.device = "cpu") -> LoadedModel:
+    """The network of a checkpoint, with its weights, in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: The config names no buildable network, or the weights do not fit it.
+    """
+    config = checkpoint.config
+    try:
+        family = ModelFamily(config.model_family)
+        cnn_config = CNNConfig.from_dict(config.cnn_config)
+        model = build_model(family, cnn_config)
+        model.load_state_dict(checkpoint.state_dict)
+    except (ValueError, ModelConfigError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint does not rebuild its network: {first}") from e
     place(model, device).eval()
-    return LoadedModel(
-        model=model,
-        family=family,
-        cnn_config=cnn_config,
-        mean=list(config["mean"]),
-        std=list(config["std"]),
-        config=config,
-    )
+    return LoadedModel(model, family, cnn_config, list(config.mean), list(config.std), config)
 
 
 def load_model_file(
     path: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> LoadedModel:
-    """Rebuild the network saved in the checkpoint file ``path`` (see :func:`read_checkpoint`)."""
+    """Rebuild the network saved in the checkpoint file ``path``."""
     return rebuild(read_checkpoint(path), device)

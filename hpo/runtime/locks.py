@@ -1,14 +1,11 @@
-"""Locks that several worker processes -- on one machine or many -- take on their storage.
+"""A lock that processes sharing a storage -- on one machine or many -- take by name.
 
-* **Waiting locks** serialize what must happen once at a time: creating the schema of a fresh
-  database (Optuna's table creation and Alembic stamping race otherwise). SQLite: an ``flock``
-  on the file's directory; PostgreSQL: a session advisory lock.
-* **Try-locks** (:func:`try_exclusive`) let exactly one worker do a job the others skip, such
-  as a study's final step. They are released when the block ends or the process dies, so a
-  killed worker never leaves a study locked.
-
-Neither touches the SQLite file itself: closing a descriptor of the database file would drop
-the POSIX locks SQLite holds on it in this process. No stray lock file is left behind.
+It serializes what must happen once at a time (creating the schema of a fresh database,
+creating a study and its queue) and lets exactly one worker do a job the others skip (a
+study's final step). SQLite: an ``flock`` on a folder of the storage (never on the database
+file: closing a descriptor of it would drop SQLite's own locks); PostgreSQL: a session
+advisory lock keyed by the name. Both are released when the block ends or the process dies,
+so a killed worker never leaves a study locked, and no lock file is left behind.
 """
 
 from __future__ import annotations
@@ -19,65 +16,40 @@ import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import URL
+from .storage_url import StorageTarget
 
-__all__ = ["postgres_lock", "sqlite_lock", "try_exclusive"]
+__all__ = ["exclusive"]
 
 
 @contextlib.contextmanager
-def sqlite_lock(db_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``db_path``'s directory until the block ends (waits)."""
-    fd = os.open(db_path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextlib.contextmanager
-def postgres_lock(parsed: URL, connect_timeout: int) -> Iterator[None]:
-    """Hold the schema-initialization advisory lock of the database (waits)."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(
-        parsed,
-        poolclass=sqlalchemy.pool.NullPool,
-        connect_args={"connect_timeout": connect_timeout},
-    )
-    key = zlib.crc32(b"sparse-cnn-hpo schema init")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-    finally:
-        engine.dispose()
-
-
-@contextlib.contextmanager
-def try_exclusive(url: str, folder: Path, name: str) -> Iterator[bool]:
-    """Try to take the lock ``name`` of the storage at ``url``; yields whether this process got it.
+def exclusive(
+    target: StorageTarget,
+    name: str,
+    *,
+    wait: bool = True,
+    folder: Path | None = None,
+    connect_timeout: int = 10,
+) -> Iterator[bool]:
+    """Hold the lock ``name`` of the storage; yields whether this process holds it.
 
     Args:
-        url: The storage (PostgreSQL: an advisory lock in its database).
-        folder: For SQLite, an existing folder of that storage (its artifact folder) to lock
-            with ``flock``; SQLite storages are shared on one machine only.
-        name: What the lock is for (two names never collide).
+        target: The storage.
+        name: What the lock is for (PostgreSQL: two names never collide).
+        wait: Wait for the lock (yields True), or try once (yields False if it is taken).
+        folder: SQLite: the existing folder to lock (default: the database file's). Two names
+            that must not exclude each other lock different folders.
+        connect_timeout: PostgreSQL: seconds to wait for the server.
     """
-    from .storage_url import SQLITE_DRIVERS, parse_storage_url
-
-    parsed = parse_storage_url(url)
-    if parsed.drivername in SQLITE_DRIVERS:
-        fd = os.open(folder, os.O_RDONLY)
+    if target.in_memory:  # one process: nobody to exclude
+        yield True
+        return
+    if target.is_sqlite:
+        assert target.sqlite_path is not None
+        fd = os.open(folder or target.sqlite_path.parent, os.O_RDONLY)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 yield False
                 return
@@ -87,17 +59,21 @@ def try_exclusive(url: str, folder: Path, name: str) -> Iterator[bool]:
         return
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool)
-    key = zlib.crc32(f"sparse-cnn-hpo {name}".encode())
+    engine = sqlalchemy.create_engine(
+        target.url,
+        poolclass=sqlalchemy.pool.NullPool,
+        connect_args={"connect_timeout": connect_timeout},
+    )
+    key = {"k": zlib.crc32(f"sparse-cnn-hpo {name}".encode())}
+    take = "pg_advisory_lock(:k), true" if wait else "pg_try_advisory_lock(:k)"
     try:
         with engine.connect() as connection:
-            query = sqlalchemy.text("SELECT pg_try_advisory_lock(:k)")
-            held = bool(connection.execute(query, {"k": key}).scalar())
+            row = connection.execute(sqlalchemy.text(f"SELECT {take}"), key).one()
+            held = bool(row[-1])
             try:
                 yield held
             finally:
                 if held:
-                    unlock = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
-                    connection.execute(unlock, {"k": key})
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), key)
     finally:
         engine.dispose()

@@ -1,20 +1,17 @@
 """What a storage URL means: where it comes from, whether it is valid, how it is shown.
 
-Only two backends are supported, each for a reason (see :mod:`hpo.runtime.storage`): SQLite
-for one machine and PostgreSQL through psycopg 3 for many. Credentials come only from the URL,
-i.e. from ``--storage`` or ``HPO_STORAGE``; every message shows the URL with its password
-masked (:func:`mask_url`).
+Two backends, each for a reason (``docs/decisions.md``): SQLite for one machine, PostgreSQL
+through psycopg 3 for many. An entry point parses the URL once into a :class:`StorageTarget`
+and passes that down; messages show only its masked form.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:  # SQLAlchemy is imported on first use: a command's --help does not pay
-    from sqlalchemy.engine import URL
+from typing import Final
 
 __all__ = [
     "ARTIFACT_DIR_ENV",
@@ -22,18 +19,14 @@ __all__ = [
     "STORAGE_DEFAULT_HELP",
     "STORAGE_ENV",
     "StorageError",
-    "artifact_dir_for",
+    "StorageTarget",
     "mask_url",
-    "normalize_storage_url",
-    "parse_storage_url",
     "resolve_storage_url",
-    "storage_kind",
 ]
 
 STORAGE_ENV: Final = "HPO_STORAGE"
 ARTIFACT_DIR_ENV: Final = "HPO_ARTIFACT_DIR"
 DEFAULT_STORAGE_URL: Final = "sqlite:///hpo.db"
-# How every command's --storage help states its default.
 STORAGE_DEFAULT_HELP: Final = f"${STORAGE_ENV}, else {DEFAULT_STORAGE_URL}"
 
 SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
@@ -60,65 +53,79 @@ def mask_url(url: str) -> str:
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
-        # Not parseable: blank out anything between "user:" and "@" ourselves.
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-def normalize_storage_url(url: str) -> str:
-    """Validate ``url`` and return the form SQLAlchemy should open.
+@dataclass(frozen=True)
+class StorageTarget:
+    """A validated storage URL, parsed once (picklable: ``--workers K`` hands it on).
 
-    Raises:
-        StorageError: If the URL cannot be parsed or names an unsupported database.
+    Attributes:
+        url: The SQLAlchemy URL to open, password included: never print it.
+        masked: The same with the password masked, for every message.
+        sqlite_path: The database file of a SQLite storage (``None``: a server, or memory).
+        in_memory: An in-memory SQLite database (one process, nothing kept).
     """
-    return parse_storage_url(url).render_as_string(hide_password=False)
 
+    url: str
+    masked: str
+    sqlite_path: Path | None = None
+    in_memory: bool = False
 
-def storage_kind(url: str) -> str:
-    """``"sqlite"`` or ``"postgresql"``: which backend ``url`` uses (after validation)."""
-    return "sqlite" if parse_storage_url(url).drivername in SQLITE_DRIVERS else "postgresql"
+    @classmethod
+    def parse(cls, url: str) -> StorageTarget:
+        """Validate ``url`` (a bare ``postgresql://`` means psycopg 3).
 
+        Raises:
+            StorageError: Empty, unparseable, unsupported or malformed (one line, masked).
+        """
+        import sqlalchemy
 
-def artifact_dir_for(url: str) -> Path:
-    """Where trial artifacts (model checkpoints) go for the study stored at ``url``.
-
-    ``HPO_ARTIFACT_DIR`` wins (the compose file points every container at one shared volume);
-    otherwise next to a SQLite file, else ``hpo-artifacts`` under the working directory.
-    """
-    override = os.environ.get(ARTIFACT_DIR_ENV)
-    if override:
-        return Path(override)
-    if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
-        db_path = Path(url.removeprefix("sqlite:///"))
-        return db_path.parent / f"{db_path.stem}-artifacts"
-    return Path("hpo-artifacts")
-
-
-def parse_storage_url(url: str) -> URL:
-    """The SQLAlchemy URL of a supported storage (a bare ``postgresql://`` means psycopg 3).
-
-    Raises:
-        StorageError: Empty, unparseable, an unsupported database, or a malformed SQLite or
-            PostgreSQL URL (one line, password masked).
-    """
-    import sqlalchemy
-
-    if not url or not url.strip():
-        raise StorageError(f"empty storage URL: {_EXPECTED}")
-    try:
-        parsed = sqlalchemy.engine.make_url(url.strip())
-    except (sqlalchemy.exc.ArgumentError, ValueError) as e:
-        raise StorageError(f"invalid storage URL {mask_url(url)!r}: {_EXPECTED}") from e
-    if parsed.drivername in SQLITE_DRIVERS:
-        if parsed.host or parsed.username or parsed.password or parsed.port:
+        if not url or not url.strip():
+            raise StorageError(f"empty storage URL: {_EXPECTED}")
+        if "{" in url or "}" in url:
             raise StorageError(
-                f"invalid SQLite URL {mask_url(url)!r}: use three slashes for a relative path "
-                "(sqlite:///study.db) or four for an absolute one (sqlite:////abs/study.db)"
+                f"storage URL {mask_url(url)!r} holds braces: name the database file or "
+                "database plainly (Optuna's {SCHEMA_VERSION} template is not supported)"
             )
-        return parsed
-    if parsed.drivername in _POSTGRES_ALIASES:
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() == "postgresql":
+        try:
+            parsed = sqlalchemy.engine.make_url(url.strip())
+        except (sqlalchemy.exc.ArgumentError, ValueError) as e:
+            raise StorageError(f"invalid storage URL {mask_url(url)!r}: {_EXPECTED}") from e
+        if parsed.drivername in SQLITE_DRIVERS:
+            if parsed.host or parsed.username or parsed.password or parsed.port:
+                raise StorageError(
+                    f"invalid SQLite URL {mask_url(url)!r}: use three slashes for a relative "
+                    "path (sqlite:///study.db) or four for an absolute one (sqlite:////abs/x.db)"
+                )
+            if parsed.query.get("uri") or (parsed.database or "").startswith("file:"):
+                raise StorageError("SQLite URI file names are not supported: sqlite:///path/db")
+            in_memory = parsed.database in (None, "", ":memory:")
+            path = None if in_memory else Path(str(parsed.database))
+            return cls(parsed.render_as_string(hide_password=False), str(parsed), path, in_memory)
+        if parsed.drivername in _POSTGRES_ALIASES:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.get_backend_name() != "postgresql":
+            raise StorageError(f"unsupported storage URL {mask_url(url)!r}: {_EXPECTED}")
         if not parsed.database:
             raise StorageError(f"PostgreSQL URL {mask_url(url)!r} names no database: {_EXPECTED}")
-        return parsed
-    raise StorageError(f"unsupported storage URL {mask_url(url)!r}: {_EXPECTED}")
+        masked = parsed.render_as_string(hide_password=True)
+        return cls(parsed.render_as_string(hide_password=False), masked)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Where trial artifacts (checkpoints) go: ``HPO_ARTIFACT_DIR``, else next to a SQLite
+        file (``<stem>-artifacts``), else ``hpo-artifacts`` in the working directory."""
+        override = os.environ.get(ARTIFACT_DIR_ENV)
+        if override:
+            return Path(override)
+        if self.sqlite_path is not None:
+            return self.sqlite_path.parent / f"{self.sqlite_path.stem}-artifacts"
+        return Path("hpo-artifacts")
+
+    def __repr__(self) -> str:  # the dataclass repr would print the password
+        return f"StorageTarget({self.masked!r})"

@@ -45,7 +45,7 @@ class FitResult:
     Attributes:
         state: The weights to keep: those of the best validated epoch, or the final weights
             when there is no validation (tensors on the training device, detached copies).
-        best_epoch: The epoch ``state`` belongs to.
+        best_epoch: The step (1-based epoch) ``state`` belongs to.
         best_metrics: Its validation scores (``None`` without validation).
         last_metrics: The validation scores of the last epoch trained (``None`` without).
         epochs_run: Epochs actually trained (fewer than asked when the hook stopped it).
@@ -127,48 +127,44 @@ def fit(
     *,
     validation: EpochBatches | None = None,
     on_epoch: EpochHook | None = None,
-    first_epoch: int = 1,
 ) -> FitResult:
     """Train ``epochs`` epochs, validating after each and keeping the best epoch's weights.
 
+    Epoch ``e`` (0-based) draws its training masks and order as ``train.epoch(e)``; it is
+    reported as step ``e + 1`` (the epochs trained so far, Optuna's and the pruners' unit).
+
     Args:
         model: The network, on the training device.
-        optimization: Its optimizer, schedule and loss (``build_optimization`` of a recipe,
-            built for this ``epochs`` so the schedule ends with the last epoch).
-        train: Training batches; epoch ``e`` draws its own masks and order from ``e``.
+        optimization: Its optimizer, schedule and loss, built for this many ``epochs``.
+        train: Training batches.
         epochs: How many epochs to train (>= 1).
-        validation: Fixed-mask validation batches scored after every epoch (the same masks
-            each time, so epochs are compared on the same pixels); ``None`` skips validation
-            and keeps the final weights.
-        on_epoch: Called after each validated epoch; returning ``True`` stops training there.
-        first_epoch: Number of the first epoch (the training masks depend on it). Tuning
-            trials count from 1 (the step Optuna reports); the experiments count from 0, as
-            when their published results were drawn.
+        validation: Fixed-mask batches scored after every epoch (the same masks each time);
+            ``None`` skips validation and keeps the final weights.
+        on_epoch: Called after each validated epoch with its step; ``True`` stops training.
 
     Raises:
         NonFiniteLossError: An epoch's training loss was NaN or infinite.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    best_epoch, best, metrics, state = first_epoch, None, None, None
-    last = first_epoch + epochs - 1
+    best_step, best, metrics, state = 0, None, None, None
     validating, losses = 0.0, []
-    for epoch in range(first_epoch, last + 1):
-        losses.append(train_one_epoch(model, train.epoch(epoch), optimization, epoch))
+    for epoch in range(epochs):
+        step = epoch + 1
+        losses.append(train_one_epoch(model, train.epoch(epoch), optimization, step))
         if validation is None:
             continue
         started = time.perf_counter()
         metrics = evaluate(model, validation.epoch(0))
         if best is None or metrics.accuracy > best.accuracy:
-            best_epoch, best, state = epoch, metrics, _copy_state(model)
+            best_step, best, state = step, metrics, _copy_state(model)
         validating += time.perf_counter() - started
-        if on_epoch is not None and on_epoch(epoch, metrics):
-            ran = epoch - first_epoch + 1
-            return FitResult(state, best_epoch, best, metrics, ran, True, validating, (*losses,))
+        if on_epoch is not None and on_epoch(step, metrics):
+            return FitResult(state, best_step, best, metrics, step, True, validating, (*losses,))
     if validation is None:
-        best_epoch, state = last, _copy_state(model)
+        best_step, state = epochs, _copy_state(model)
     assert state is not None  # epochs >= 1
-    return FitResult(state, best_epoch, best, metrics, epochs, False, validating, (*losses,))
+    return FitResult(state, best_step, best, metrics, epochs, False, validating, (*losses,))
 
 
 def _copy_state(model: nn.Module) -> dict[str, Tensor]:

@@ -40,16 +40,15 @@ from ..runtime.processes import available_cpu_count, plan_workers, run_workers
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
     StorageError,
-    artifact_dir_for,
-    normalize_storage_url,
+    StorageTarget,
     resolve_storage_url,
 )
-from .settings import ALL, DEFAULT_PRUNER, PRUNERS, RunSettings, fresh_seed
+from .settings import ALL, DEFAULT_PRUNER, DRY_RUN_HELP, PRUNERS, RunSettings, fresh_seed
 
 # torch and everything that trains are imported only once the arguments are parsed, so that
 # --help and --list answer at once (see _run).
 
-__all__ = ["DRY_RUN", "USAGE_ERRORS", "build_parser", "main", "settings_from_args"]
+__all__ = ["USAGE_ERRORS", "build_parser", "main", "settings_from_args"]
 
 # Input errors: printed as one line, exit status 2.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -61,9 +60,6 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError,
 )
 
-# The dry run checks the plumbing, not the model: small sizes everywhere. The whole MNIST test
-# split at four sparsities (40,000 evaluations) was most of a dry run's time.
-DRY_RUN = {"n_trials": 2, "epochs": 1, "train_size": 256, "val_size": 500, "test_size": 1000}
 # --workers auto on a GPU. The earlier H200 study ran 4 workers on one GPU at 27-61 s per trial;
 # 1, 2, 4 and 8 have not been measured against each other yet (no GPU since):
 # bench/trial_throughput.py --workers-sweep does, on a GPU.
@@ -81,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-trials",
         type=int,
         default=100,
-        help="the study ends with exactly this many finished (complete or pruned) trials, "
-        "counting earlier runs and other workers (default: %(default)s)",
+        help="run until the study has this many finished (complete or pruned) trials, "
+        "counting earlier runs and other workers; K workers that finish together may add up "
+        "to K-1 more (default: %(default)s)",
     )
     parser.add_argument(
         "--storage",
@@ -187,9 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help=f"smoke test: {DRY_RUN['n_trials']} trials of {DRY_RUN['epochs']} epoch on "
-        f"{DRY_RUN['train_size']} examples, scored on {DRY_RUN['val_size']} validation images, "
-        "in a temporary storage that is deleted afterwards",
+        help=DRY_RUN_HELP,
     )
     parser.add_argument("--list", action="store_true", help="list the registered studies and exit")
     return parser
@@ -210,7 +205,7 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
     settings = RunSettings(
         study=registry.get(args.study),  # unknown study / invalid override: before any storage
         n_trials=args.n_trials,
-        storage_url=resolve_storage_url(args.storage),
+        storage=StorageTarget.parse(resolve_storage_url(args.storage)),
         device=device,
         seed=_seed(args),
         study_name=args.study_name,
@@ -227,7 +222,6 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
         precision=args.precision,
         compile=args.compile,
     )
-    normalize_storage_url(settings.storage_url)
     return settings
 
 
@@ -289,18 +283,12 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
         return 0
     _configure_logging()
     try:
+        settings = settings_from_args(args, registry)
         if not args.dry_run:
-            return _run(settings_from_args(args, registry))
-        with tempfile.TemporaryDirectory(prefix="hpo-dry-run-") as tmp:
-            args.storage = f"sqlite:///{os.path.join(tmp, 'dry-run.db')}"
-            args.n_trials = DRY_RUN["n_trials"]
-            args.epochs = args.epochs or DRY_RUN["epochs"]
-            args.train_size = args.train_size or DRY_RUN["train_size"]
-            args.val_size = args.val_size or str(DRY_RUN["val_size"])
-            settings = dataclasses.replace(
-                settings_from_args(args, registry), dry_run=True, test_size=DRY_RUN["test_size"]
-            )
             return _run(settings)
+        with tempfile.TemporaryDirectory(prefix="hpo-dry-run-") as tmp:
+            storage = StorageTarget.parse(f"sqlite:///{os.path.join(tmp, 'dry-run.db')}")
+            return _run(settings.for_dry_run(storage))
     except USAGE_ERRORS as e:
         return print_usage_error(e)
     except KeyboardInterrupt:
@@ -316,7 +304,7 @@ def _run(settings: RunSettings) -> int:
     from .finalize import finalize_study
 
     status = 1  # until the workers return: an exception leaves it non-zero
-    with _no_empty_database_left(settings.storage_url, lambda: status):
+    with _no_empty_database_left(settings.storage, lambda: status):
         status = run_workers_here(settings)
     if status == 0:
         finalize_study(settings)
@@ -324,13 +312,13 @@ def _run(settings: RunSettings) -> int:
 
 
 @contextlib.contextmanager
-def _no_empty_database_left(url: str, status: Callable[[], int]) -> Iterator[None]:
+def _no_empty_database_left(target: StorageTarget, status: Callable[[], int]) -> Iterator[None]:
     """If this run creates a SQLite file and fails before creating a study, delete the file
     (and the empty artifact folder made for it): a typo must not leave a database behind."""
-    from ..runtime.storage import remove_if_unused, sqlite_file
+    from ..runtime.storage import remove_if_unused
 
-    db = sqlite_file(url)
-    artifacts = artifact_dir_for(url)
+    db = target.sqlite_path
+    artifacts = target.artifact_dir
     created = db is not None and not db.exists()
     artifacts_created = not artifacts.exists()
     try:
@@ -359,7 +347,7 @@ def run_workers_here(settings: RunSettings) -> int:
         run_worker(settings)
         return 0
     # Open the storage once here: a bad URL or an unreachable database is one line, not K.
-    open_storage(settings.storage_url).engine.dispose()
+    open_storage(settings.storage).engine.dispose()
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     plan = plan_workers(
         settings.workers, settings.seed, settings.device, cuda_devices, available_cpu_count()

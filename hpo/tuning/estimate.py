@@ -1,40 +1,38 @@
 """What a run will cost: measured before the first trial, and updated as trials finish.
 
-Before the first trial a worker times a few training steps and one validation pass of a
-typical configuration of the study (the middle depth of the search space, the grid's batch
-size) on its device, and logs what a full trial and the whole study take there, with the
-budget spelled out; on a CPU it also gives the command for a quick study. After every trial
-it logs an ETA from the trials that have finished (pruned ones included), which accounts for
-pruning, the other workers and the machine's real speed.
+Before the first trial a worker times a few training steps of a typical configuration (the
+middle depth, the grid's batch size) with the study's own recipe and execution, and one
+validation pass, and logs what a full trial and the rest of the study take there. After
+every trial it logs an ETA from the trials that finished (pruning, the other workers and the
+machine's real speed included).
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from data import SparseBatches, SparseDataset
+from data import SparseBatches, SparseDataset, augmentation_for
 from models import build_model
 from studies import VAL_MASK_SEED, StudyDefinition
 
-from ..runtime.device import place
-from ..training import evaluate, train_step
+from ..runtime.execution import Execution
+from ..training import build_optimization, evaluate, train_one_epoch
 from .trial_data import eval_batches, validation_split
 
-__all__ = [
-    "CostEstimate",
-    "asha_share",
-    "estimate_line",
-    "eta_line",
-    "format_duration",
-    "measure_cost",
-]
+if TYPE_CHECKING:
+    from .settings import RunSettings
+
+__all__ = ["CostEstimate", "asha_share", "estimate_line", "eta_line", "measure_cost"]
 
 _TIMED_STEPS = 6
 _ETA_WINDOW = 20  # the last finished trials the ETA averages over
@@ -42,21 +40,13 @@ _ETA_WINDOW = 20  # the last finished trials the ETA averages over
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """Seconds a trial of a study takes on this device, from a short measurement.
-
-    Attributes:
-        step_seconds: One training step of the probed configuration.
-        steps_per_epoch: Training steps per epoch at the probed batch size.
-        validation_seconds: One validation pass at one sparsity.
-        epochs: Epochs per trial.
-        final_passes: Validation passes after the last epoch (the other test sparsities).
-    """
+    """Seconds one step, one epoch's steps and one validation pass take on this device."""
 
     step_seconds: float
     steps_per_epoch: int
     validation_seconds: float
     epochs: int
-    final_passes: int
+    final_passes: int  # validation passes after the last epoch (the other test sparsities)
 
     @property
     def trial_seconds(self) -> float:
@@ -66,45 +56,39 @@ class CostEstimate:
 
 
 def measure_cost(
-    definition: StudyDefinition, data: SparseDataset, device: torch.device
+    definition: StudyDefinition, data: SparseDataset, device: torch.device, execution: Execution
 ) -> tuple[CostEstimate, str]:
     """Time a typical configuration briefly; returns the estimate and what was probed."""
     space, grid = definition.search_space, definition.grid.points()
     depth = (space.depth.low + space.depth.high) // 2
     batch_size = grid[0]["batch_size"] if grid else 64
-    params = {"depth": depth, "activation": space.activation.choices[0]}
     torch.manual_seed(0)
+    params = {"depth": depth, "activation": space.activation.choices[0]}
     config = definition.cnn_config(data.in_channels, data.num_classes, params)
-    model = place(build_model(definition.model_family, config), device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = execution.prepare(build_model(definition.model_family, config), device)
+    augment = augmentation_for(data.name) if definition.recipe.augment else None
     train = SparseBatches(
-        data.train,
-        sparsity=definition.train_sparsity,
-        batch_size=batch_size,
-        device=device,
-        mean=data.mean,
-        std=data.std,
-        shuffle=True,
-    )
-    batches = iter(train.epoch(0))
-    model.train()
-    train_step(model, optimizer, *next(batches))  # warm-up: allocations, kernels
-    _sync(device)
-    started, steps = time.perf_counter(), 0
-    for x, mask, y in batches:
-        train_step(model, optimizer, x, mask, y)
-        steps += 1
-        if steps == _TIMED_STEPS:
-            break
-    _sync(device)
-    step_seconds = (time.perf_counter() - started) / max(steps, 1)
-    val = eval_batches(
-        definition, data, validation_split(definition, data), definition.train_sparsity,
-        VAL_MASK_SEED, device,
+        data.train, sparsity=definition.train_sparsity, batch_size=batch_size, device=device,
+        mean=data.mean, std=data.std, shuffle=True, augment=augment,
     )  # fmt: skip
-    started = time.perf_counter()
-    evaluate(model, val.epoch(0))
-    _sync(device)
+    optimization = build_optimization(
+        definition.recipe, model, 1e-3, steps_per_epoch=len(train), epochs=definition.epochs
+    )
+    batches = itertools.chain.from_iterable(train.epoch(e) for e in itertools.count())
+    with execution.autocast(device):
+        train_one_epoch(model, itertools.islice(batches, 1), optimization, 0)  # warm-up
+        _sync(device)
+        started = time.perf_counter()
+        train_one_epoch(model, itertools.islice(batches, _TIMED_STEPS), optimization, 0)
+        _sync(device)
+        step_seconds = (time.perf_counter() - started) / _TIMED_STEPS
+        val = eval_batches(
+            definition, data, validation_split(data, definition.val_size),
+            definition.train_sparsity, VAL_MASK_SEED, device,
+        )  # fmt: skip
+        started = time.perf_counter()
+        evaluate(model, val.epoch(0))
+        _sync(device)
     estimate = CostEstimate(
         step_seconds=step_seconds,
         steps_per_epoch=len(train),
@@ -119,34 +103,34 @@ def estimate_line(
     definition: StudyDefinition,
     estimate: CostEstimate,
     probed: str,
-    *,
-    n_trials: int,
+    settings: RunSettings,
     finished: int,
-    pruner: str,
-    device: torch.device,
     n_train: int,
-    n_val: int,
 ) -> str:
     """The estimate as one log line: per trial, for the rest of the study, the budget."""
-    remaining = max(0, n_trials - finished)
+    remaining = max(0, settings.n_trials - finished)
     full = remaining * estimate.trial_seconds
     epochs = f"{definition.epochs} epoch" + ("s" if definition.epochs != 1 else "")
+    val = "all" if definition.val_size is None else f"{definition.val_size:,}"
     budget = (
-        f"{epochs} x {n_train:,} images, {n_val:,} validation images at "
-        f"{len(definition.test_sparsities)} sparsities, pruner {pruner}"
+        f"{epochs} x {n_train:,} images, {val} validation images at "
+        f"{len(definition.test_sparsities)} sparsities, pruner {settings.pruner}"
     )
-    where = f"{device}" + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else "")
+    device = torch.device(settings.device)
+    where = str(device) + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else "")
     line = (
         f"estimate on {where}: a full trial of {definition.name} takes about "
         f"{format_duration(estimate.trial_seconds)} ({budget}; measured on {probed}); "
         f"{remaining} trials to go: at most {format_duration(full)}"
     )
-    if pruner == "asha" and asha_share(definition.epochs) < 1:
-        line += f", about {format_duration(asha_share(definition.epochs) * full)} with pruning"
+    share = asha_share(definition.epochs)
+    if settings.pruner == "asha" and share < 1:
+        line += f", about {format_duration(share * full)} with pruning"
     if device.type == "cpu" and estimate.trial_seconds > 600:
         line += (
-            f". A quick study on this CPU: python -m hpo.run --study {definition.name} "
-            f"--epochs 3 --train-size 10000 --study-name {definition.name}_quick"
+            f". A quick study on this CPU: {sys.executable} -m hpo.run --study "
+            f"{definition.name} --epochs 3 --train-size 10000 --study-name "
+            f"{definition.name}_quick"
         )
     return line
 
@@ -169,9 +153,8 @@ def asha_share(epochs: int) -> float:
     return spent / epochs
 
 
-def eta_line(study: optuna.Study, n_trials: int) -> str | None:
+def eta_line(trials: Sequence[FrozenTrial], n_trials: int) -> str | None:
     """``ETA ...`` for the study's remaining trials, from the trials finished so far."""
-    trials = study.get_trials(deepcopy=False)
     done = [
         t
         for t in trials
@@ -184,8 +167,7 @@ def eta_line(study: optuna.Study, n_trials: int) -> str | None:
         return None
     recent = sorted(done, key=lambda t: t.datetime_complete)[-_ETA_WINDOW:]
     mean = sum(_seconds(t) for t in recent) / len(recent)
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    workers = max(1, running)
+    workers = max(1, sum(t.state == TrialState.RUNNING for t in trials))
     return (
         f"{len(done)}/{n_trials} finished; ETA {format_duration(remaining * mean / workers)} "
         f"for the other {remaining} (mean {format_duration(mean)} per trial over the last "
@@ -204,7 +186,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _seconds(trial: optuna.trial.FrozenTrial) -> float:
+def _seconds(trial: FrozenTrial) -> float:
     delta: datetime.timedelta = trial.datetime_complete - trial.datetime_start
     return delta.total_seconds()
 

@@ -19,7 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import EXIT_OK, CheckpointError, UsageError, print_usage_error
-from ..runtime.storage_url import STORAGE_DEFAULT_HELP, StorageError, mask_url, resolve_storage_url
+from ..runtime.storage_url import (
+    STORAGE_DEFAULT_HELP,
+    StorageError,
+    StorageTarget,
+    resolve_storage_url,
+)
 
 __all__ = ["build_parser", "export_checkpoint", "main"]
 
@@ -40,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def export_checkpoint(storage_url: str, study_name: str, trial: int | None, out: Path) -> str:
+def export_checkpoint(
+    target: StorageTarget, study_name: str, trial: int | None, out: Path
+) -> str:
     """Write the checkpoint of ``trial`` (``None``: the best) to ``out``; returns a summary.
 
     Raises:
@@ -48,34 +55,30 @@ def export_checkpoint(storage_url: str, study_name: str, trial: int | None, out:
         CheckpointError: The trial saved no model.
         UsageError: ``out``'s folder does not exist.
     """
+    import dataclasses
+
     from ..checkpoints.format import write_checkpoint
     from ..runtime.storage import load_existing_study, open_existing_storage
     from .artifacts import open_artifact_store, trial_checkpoint
 
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist; create it first")
-    storage = open_existing_storage(storage_url)
-    study = load_existing_study(storage, study_name, mask_url(storage_url))
-    payload = trial_checkpoint(study, trial, open_artifact_store(storage_url))
-    config = payload["config"]
-    number = config["trial_number"]
+    study = load_existing_study(open_existing_storage(target), study_name, target.masked)
+    checkpoint = trial_checkpoint(study, trial, open_artifact_store(target))
+    number = checkpoint.config.trial_number
     value = next(t.value for t in study.get_trials(deepcopy=False) if t.number == number)
-    config["source"] = {
-        "study": study.study_name,
-        "trial": number,
-        "value": value,
-        "storage": mask_url(storage_url),
-    }
-    write_checkpoint(out, payload["state_dict"], config)
+    source = {"study": study.study_name, "trial": number, "value": value, "storage": target.masked}
+    config = dataclasses.replace(checkpoint.config, source=source)
+    write_checkpoint(out, checkpoint.state_dict, config)
     return f"trial {number} of study {study.study_name} (objective {value:.4f})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (bad input: one line on stderr, status 2)."""
     args = build_parser().parse_args(argv)
-    url = resolve_storage_url(args.storage)
     try:
-        what = export_checkpoint(url, args.study, args.trial, args.out)
+        target = StorageTarget.parse(resolve_storage_url(args.storage))
+        what = export_checkpoint(target, args.study, args.trial, args.out)
     except (StorageError, CheckpointError, UsageError) as e:
         return print_usage_error(e, prog="hpo.export")
     print(f"wrote {args.out}: {what}; score it with python -m hpo.evaluate {args.out}")

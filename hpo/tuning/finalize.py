@@ -1,23 +1,25 @@
 """After the workers: score the best trial on the test split once, store and print the figures.
 
 The test split is touched here only, for one trial per study: the best by validation accuracy.
-Its figures go on the study (``keys.TEST_METRICS``, ``keys.BEST_TRIAL``), where the report
-and the dashboard read them.
+Its figures go on the study (``records.TEST_METRICS``, ``records.BEST_TRIAL``), where the
+report and the dashboard read them.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import optuna
 import torch
 
 from studies import TEST_MASK_SEED
 
-from ..runtime.locks import try_exclusive
+from .. import records
+from ..records import TrialCounts
+from ..runtime.locks import exclusive
 from ..runtime.storage import open_storage
-from ..runtime.storage_url import DEFAULT_STORAGE_URL, artifact_dir_for, mask_url
-from . import keys
+from ..runtime.storage_url import DEFAULT_STORAGE_URL, StorageTarget
 from .artifacts import load_trial_model, open_artifact_store
-from .budget import TrialCounts, count_trials
 from .progress import format_params
 from .settings import RunSettings
 from .trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
@@ -28,26 +30,27 @@ __all__ = ["finalize_study"]
 def finalize_study(settings: RunSettings) -> None:
     """Score the best trial on the test split, store the figures, print a summary.
 
-    Runs once per study, whichever worker gets there first: ``--workers K`` calls it in the
-    parent, and of several processes or containers sharing the study the first to finish
-    takes a lock and does it, while the others say so and skip it (``keys.FINAL_STEP`` tells
-    a later one that it is done). Idempotent: if the best trial has not changed since the last
-    run, the stored test figures are reused instead of evaluating again.
+    Once per study: of several processes sharing it the first to get here takes a lock and
+    does it, the others say so (``records.FINAL_STEP`` tells a later one that it is done).
+    If the best trial has not changed, the stored test figures are reused.
     """
-    storage = open_storage(settings.storage_url)
+    storage = open_storage(settings.storage)
     study = optuna.load_study(study_name=settings.optuna_study_name, storage=storage)
-    folder = artifact_dir_for(settings.storage_url)  # a SQLite storage's lock is on this folder
-    folder.mkdir(parents=True, exist_ok=True)
-    with try_exclusive(settings.storage_url, folder, f"final step {study.study_name}") as mine:
+    open_artifact_store(settings.storage)  # creates the folder a SQLite storage's lock is on
+    folder, name = settings.storage.artifact_dir, f"final step {study.study_name}"
+    with exclusive(settings.storage, name, wait=False, folder=folder) as mine:
         if not mine:
             print(f"study {study.study_name}: another worker is running its final step; skipped")
             return
+        with warnings.catch_warnings():  # dead workers' trials must not stay RUNNING
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         _final_step(study, settings)
 
 
 def _final_step(study: optuna.Study, settings: RunSettings) -> None:
-    counts = count_trials(study)
-    done = study.user_attrs.get(keys.FINAL_STEP)
+    counts = TrialCounts.of(study.get_trials(deepcopy=False))
+    done = study.user_attrs.get(records.FINAL_STEP)
     if done is not None and done.get("finished") == counts.finished:
         print(
             f"study {study.study_name}: its final step already ran for these {counts.finished} "
@@ -55,19 +58,23 @@ def _final_step(study: optuna.Study, settings: RunSettings) -> None:
             f"{study.study_name} shows the results"
         )
         return
-    print(_counts_line(study.study_name, counts, settings.n_trials))
-    met = counts.finished >= settings.n_trials  # the study's budget is met: nothing will change
+    print(
+        f"study {study.study_name}: {counts.complete} complete, {counts.pruned} pruned, "
+        f"{counts.failed} failed, {counts.running} running, {counts.waiting} waiting "
+        f"(target {settings.n_trials} finished)"
+    )
+    met = counts.finished >= settings.n_trials  # the budget is met: nothing will change
     if counts.complete == 0:
         print("no completed trial yet: nothing to evaluate")
         if met:
-            study.set_user_attr(keys.FINAL_STEP, {"finished": counts.finished, "best": None})
+            study.set_user_attr(records.FINAL_STEP, {"finished": counts.finished, "best": None})
         return
     best = study.best_trial
-    test_metrics = study.user_attrs.get(keys.TEST_METRICS)
-    if study.user_attrs.get(keys.BEST_TRIAL) != best.number or test_metrics is None:
+    test_metrics = study.user_attrs.get(records.TEST_METRICS)
+    if study.user_attrs.get(records.BEST_TRIAL) != best.number or test_metrics is None:
         test_metrics = _score_on_test(study, best, settings)
     if met:
-        study.set_user_attr(keys.FINAL_STEP, {"finished": counts.finished, "best": best.number})
+        study.set_user_attr(records.FINAL_STEP, {"finished": counts.finished, "best": best.number})
     _print_summary(study, best, test_metrics, settings)
 
 
@@ -75,31 +82,23 @@ def _score_on_test(
     study: optuna.Study, best: optuna.trial.FrozenTrial, settings: RunSettings
 ) -> dict[str, dict[str, float]]:
     definition = settings.definition()
-    store = open_artifact_store(settings.storage_url)
+    store = open_artifact_store(settings.storage)
     loaded = load_trial_model(study, best.number, store=store, device=settings.device)
-    data = load_trial_data(definition, settings.data_dir, settings.download)
-    device = torch.device(settings.device)
+    data = load_trial_data(definition, settings.data_dir, settings.download, definition.train_size)
     test = data.test
     if settings.test_size is not None:
         test = test.stratified_subset(settings.test_size, seed=TEST_MASK_SEED)
+    device = torch.device(settings.device)
     batches = {
         s: eval_batches(definition, data, test, s, TEST_MASK_SEED, device)
         for s in definition.test_sparsities
     }
     metrics = evaluate_at_sparsities(loaded.model, batches, definition.test_sparsities)
     test_metrics = {k: m.to_dict() for k, m in metrics.items()}
-    study.set_user_attr(keys.TEST_METRICS, test_metrics)
-    study.set_user_attr(keys.BEST_MODEL_ARTIFACT, best.user_attrs[keys.MODEL_ARTIFACT])
-    study.set_user_attr(keys.BEST_TRIAL, best.number)
+    study.set_user_attr(records.TEST_METRICS, test_metrics)
+    study.set_user_attr(records.BEST_MODEL_ARTIFACT, best.user_attrs[records.MODEL_ARTIFACT])
+    study.set_user_attr(records.BEST_TRIAL, best.number)
     return test_metrics
-
-
-def _counts_line(name: str, counts: TrialCounts, n_trials: int) -> str:
-    return (
-        f"study {name}: {counts.complete} complete, {counts.pruned} pruned, "
-        f"{counts.failed} failed, {counts.running} running, {counts.waiting} waiting "
-        f"(target {n_trials} finished)"
-    )
 
 
 def _print_summary(
@@ -109,31 +108,27 @@ def _print_summary(
     settings: RunSettings,
 ) -> None:
     definition = settings.definition()
-    val_metrics = best.user_attrs.get(keys.VAL_METRICS, {})
-    source = study.user_attrs.get(keys.RETRAIN_SOURCE)
+    val_metrics = best.user_attrs.get(records.VAL_METRICS, {})
+    source = study.user_attrs.get(records.RETRAIN_SOURCE)
     if source is not None:
         print(
             f"retraining trial {source['trial']} of study {source['study']} "
             f"(val accuracy {source['value']:.4f} at that study's budget)"
         )
     print(
-        f"best trial {best.number} [{best.user_attrs.get(keys.PHASE, '?')}]: "
+        f"best trial {best.number} [{best.user_attrs.get(records.PHASE, '?')}]: "
         f"val accuracy {best.value:.4f} at sparsity {definition.train_sparsity:g}; "
         f"{format_params(best.params)}"
     )
     print(f"{'sparsity':>8}  {'val acc':>8}  {'val MAE':>8}  {'test acc':>8}  {'test MAE':>8}")
     for sparsity in definition.test_sparsities:
-        k = keys.sparsity_key(sparsity)
+        k = records.sparsity_key(sparsity)
         v, t = val_metrics.get(k, {}), test_metrics.get(k, {})
-        print(
-            f"{k:>8}  {_fmt(v.get('accuracy'))}  {_fmt(v.get('mae'))}  "
-            f"{_fmt(t.get('accuracy'))}  {_fmt(t.get('mae'))}"
-        )
+        cells = (v.get("accuracy"), v.get("mae"), t.get("accuracy"), t.get("mae"))
+        print(f"{k:>8}  " + "  ".join(_fmt(c) for c in cells))
     if settings.dry_run:
-        scored = (
-            "the whole test split"
-            if settings.test_size is None
-            else f"{settings.test_size:,} test images"
+        scored = "the whole test split" if settings.test_size is None else (
+            f"{settings.test_size:,} test images"
         )
         print(
             f"dry run: test figures on {scored}; the storage and the saved models were "
@@ -141,15 +136,14 @@ def _print_summary(
         )
         return
     print(
-        f"best model: artifact {study.user_attrs.get(keys.BEST_MODEL_ARTIFACT)} in "
-        f"{artifact_dir_for(settings.storage_url)}; save it as a file with: python -m "
-        f"hpo.export --study {study.study_name} --out best.pt"
-        + (
-            ""
-            if settings.storage_url == DEFAULT_STORAGE_URL
-            else f" --storage {mask_url(settings.storage_url)}"
-        )
+        f"best model: artifact {study.user_attrs.get(records.BEST_MODEL_ARTIFACT)} in "
+        f"{settings.storage.artifact_dir}; save it as a file with: python -m hpo.export "
+        f"--study {study.study_name} --out best.pt" + _storage_flag(settings.storage)
     )
+
+
+def _storage_flag(target: StorageTarget) -> str:
+    return "" if target.url == DEFAULT_STORAGE_URL else f" --storage '{target.masked}'"
 
 
 def _fmt(value: float | None) -> str:

@@ -21,7 +21,7 @@ import optuna
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import keys
+from .. import records
 
 __all__ = [
     "LOG_EVERY_SECONDS",
@@ -77,22 +77,18 @@ class RunProgress:
         self._trials.refresh()
 
     @contextlib.contextmanager
-    def trial(
-        self, trial_number: int, epochs: int, batches_per_epoch: int
-    ) -> Iterator[TrialProgress]:
+    def trial(self, trial_number: int, epochs: int) -> Iterator[TrialProgress]:
         """Progress of one trial, its bar closed when the trial ends."""
         bar = tqdm(
-            total=epochs * batches_per_epoch,
+            total=None,
             desc=f"trial {trial_number}",
             unit="batch",
             leave=False,
             disable=not self._bars,
             dynamic_ncols=True,
         )
-        progress = TrialProgress(
-            trial_number, epochs, batches_per_epoch, bar, None if self._bars else self._log_every,
-            self._clock,
-        )  # fmt: skip
+        log_every = None if self._bars else self._log_every
+        progress = TrialProgress(trial_number, epochs, bar, log_every, self._clock)
         try:
             yield progress
         finally:
@@ -118,12 +114,11 @@ class TrialProgress:
         self,
         trial_number: int,
         epochs: int,
-        batches_per_epoch: int,
         bar: tqdm,
         log_every: float | None,
         clock: Callable[[], float],
     ) -> None:
-        self._number, self._epochs, self._per_epoch = trial_number, epochs, batches_per_epoch
+        self._number, self._epochs, self._per_epoch = trial_number, epochs, 0
         self._bar, self._log_every, self._clock = bar, log_every, clock
         self._started = self._last_log = clock()
         self._images = 0
@@ -132,9 +127,11 @@ class TrialProgress:
 
     def track(self, source: Any) -> Any:
         """``source`` (``.epoch(e)`` yields batches) with every batch counted as it is taken."""
+        self._per_epoch = len(source)
+        self._bar.reset(total=self._epochs * self._per_epoch)
         return _Tracked(source, self)
 
-    def epoch_done(self, epoch: int, accuracy: float) -> None:
+    def epoch_done(self, step: int, accuracy: float) -> None:
         self._val = accuracy
         self._bar.set_postfix(val=f"{accuracy:.4f}")
 
@@ -142,17 +139,19 @@ class TrialProgress:
         self._images += images
         if epoch != self._shown_epoch:
             self._shown_epoch = epoch
-            self._bar.set_description(f"trial {self._number} epoch {epoch}/{self._epochs}", False)
+            self._bar.set_description(
+                f"trial {self._number} epoch {epoch + 1}/{self._epochs}", False
+            )
         self._bar.update()
         now = self._clock()
         if self._log_every is None or now - self._last_log < self._log_every:
             return
         self._last_log = now
         rate = self._images / max(now - self._started, 1e-9)
-        val = f", val {self._val:.4f} after epoch {epoch - 1}" if self._val is not None else ""
+        val = f", val {self._val:.4f} after epoch {epoch}" if self._val is not None else ""
         _logger.info(
             "trial %d: epoch %d/%d, batch %d/%d, %.0f images/s%s",
-            self._number, epoch, self._epochs, index, self._per_epoch, rate, val,
+            self._number, epoch + 1, self._epochs, index, self._per_epoch, rate, val,
         )  # fmt: skip
 
 
@@ -172,15 +171,16 @@ def format_params(params: dict[str, Any]) -> str:
     )
 
 
-def format_trial_line(trial: optuna.trial.FrozenTrial, seconds: float) -> str:
+def format_trial_line(trial: optuna.trial.FrozenTrial) -> str:
     """``trial 12 [tpe] COMPLETE value=0.9512 depth=6 ... in 41.2s`` (one line)."""
-    phase = trial.user_attrs.get(keys.PHASE, "?")
+    phase = trial.user_attrs.get(records.PHASE, "?")
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     value = f"value={trial.value:.4f}" if trial.value is not None else "value=-"
     line = (
         f"trial {trial.number} [{phase}] {trial.state.name} {value} "
         f"{format_params(trial.params)} in {seconds:.1f}s"
     )
-    reason = trial.user_attrs.get(keys.FAIL_REASON)
+    reason = trial.user_attrs.get(records.FAIL_REASON)
     if reason and trial.state.name != "COMPLETE":
         line += f" ({reason})"
     return line

@@ -12,7 +12,7 @@ import optuna
 
 from studies import StudyDefinition
 
-from . import keys
+from .. import records
 
 __all__ = ["ModelledTPESampler", "make_sampler", "proposal_phase"]
 
@@ -45,10 +45,10 @@ class ModelledTPESampler(optuna.samplers.TPESampler):
 
 
 def proposal_phase(sampler: optuna.samplers.BaseSampler, trial_number: int) -> str:
-    """``keys.PHASE_TPE`` if TPE's model proposed the trial, else ``keys.PHASE_RANDOM``."""
+    """``records.PHASE_TPE`` if TPE's model proposed the trial, else ``records.PHASE_RANDOM``."""
     if isinstance(sampler, ModelledTPESampler) and sampler.proposed_by_model(trial_number):
-        return keys.PHASE_TPE
-    return keys.PHASE_RANDOM
+        return records.PHASE_TPE
+    return records.PHASE_RANDOM
 
 
 def make_sampler(

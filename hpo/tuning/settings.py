@@ -1,14 +1,13 @@
 """The resolved settings of one run: what the command line and the environment asked for.
 
-:class:`RunSettings` is a frozen, picklable dataclass, because ``--workers K`` hands one copy
-to each of K spawned processes (``dataclasses.replace`` gives each its own seed and device).
-It carries the study definition itself, resolved once at the entry point from the registry the
-entry point was given, so a worker -- in this process, a spawned one, or a test -- never looks
-a name up again. The sampler and the pruner are rebuilt inside each worker from these values.
+Frozen and picklable, because ``--workers K`` hands one copy to each of K spawned processes
+(``dataclasses.replace`` gives each its own seed and device). The entry point resolves the
+study definition, the storage URL, the device and the seed once; nothing looks them up again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 from dataclasses import dataclass
@@ -17,15 +16,14 @@ from typing import Any
 from studies import StudyDefinition
 
 from ..errors import InvalidSettingError
+from ..records import StudyRecord
 from ..runtime.execution import Execution
+from ..runtime.storage_url import StorageTarget
 
 __all__ = ["ALL", "DEFAULT_PRUNER", "PRUNERS", "RunSettings", "fresh_seed"]
 
-# The --pruner choices (what each does: hpo.tuning.pruning) and the default, chosen by
-# bench/search_efficiency.py.
-PRUNERS = ("asha", "median", "hyperband", "none")
+PRUNERS = ("asha", "median", "hyperband", "none")  # what each does: hpo.tuning.pruning
 DEFAULT_PRUNER = "asha"
-
 ALL = "all"  # --val-size all: score every trial on the whole validation split
 
 
@@ -35,38 +33,28 @@ class RunSettings:
 
     Attributes:
         study: The registered study definition (before this run's overrides).
-        n_trials: Finished (complete + pruned) trials the study must end with, over all workers.
-        storage_url: SQLAlchemy URL of the shared Optuna storage.
-        device: Torch device string, already validated by ``hpo.runtime.device``.
-        seed: This worker's seed: seeds the sampler, and ``seed + trial.number`` seeds torch.
-        study_name: Optuna study name; defaults to ``study.name``. A different name keeps a
-            quick run with overrides apart from the real study in the same storage.
-        data_dir: Root of the dataset archives (``None``: ``HPO_DATA_DIR`` / the default).
-        download: Whether the data loader may download missing archives.
-        epochs: Override of the definition's epoch budget (``None``: keep it).
-        train_size: Override of the number of training examples (``None``: keep it).
-        val_size: Override of the validation images scored per trial: a number, or ``"all"``
-            for the whole validation split (``None``: keep the definition's).
-        timeout: Seconds after which this worker starts no new trial (``None``: no limit).
-        pruner: One of ``hpo.tuning.pruning.PRUNERS``.
-        show_progress: Draw progress bars (they are also hidden when stderr is not a TTY).
-        grid_wait_seconds: How long a worker that did not create the study waits for the
-            creator to finish queuing the grid before assuming it died and repairing the queue.
-        workers: Worker processes to start on this machine (``--workers K``); each spawned
-            worker gets a copy with ``workers=1`` and its own seed and device.
-        dry_run: A smoke test in a temporary storage that is deleted afterwards.
-        test_size: Test images the final step scores the best trial on, a fixed stratified
-            subset (``None``: the whole test split; the dry run checks plumbing on fewer).
-        precision: ``fp32`` or ``bf16`` (autocast; see ``hpo.runtime.device.Execution``).
-        compile: Compile the networks with ``torch.compile`` (CUDA graphs on a GPU).
-        retrain_from: Name of a finished study in the same storage. Instead of searching,
-            every trial trains that study's best configuration (with seed ``seed + i``),
-            usually with a larger budget; see :mod:`hpo.tuning.study_setup`.
+        n_trials: Finished (complete + pruned) trials the study runs to, over all workers.
+        storage: The parsed storage.
+        device: Torch device string, validated by ``hpo.runtime.device``.
+        seed: This worker's seed: seeds the sampler; trial ``i`` trains with ``seed + i``.
+        study_name: Optuna study name (default: the definition's, or ``<source>_retrain``).
+        data_dir, download: Where the dataset archives are, and whether to fetch them.
+        epochs, train_size, val_size: Overrides of the definition's budget (``None``: keep;
+            ``val_size="all"``: the whole validation split).
+        timeout: Seconds after which this worker starts no new trial.
+        pruner: One of :data:`PRUNERS`.
+        show_progress: Draw progress bars (hidden anyway when stderr is not a terminal).
+        workers: Worker processes on this machine; each spawned one gets ``workers=1``.
+        retrain_from: A finished study in the same storage whose best configuration every
+            trial trains instead of searching (see :mod:`hpo.tuning.study_setup`).
+        dry_run: A smoke test in a temporary storage (``DRY_RUN``).
+        test_size: Test images the final step scores on (``None``: the whole test split).
+        precision, compile: How the networks run (``hpo.runtime.execution``).
     """
 
     study: StudyDefinition
     n_trials: int
-    storage_url: str
+    storage: StorageTarget
     device: str = "cpu"
     seed: int = 0
     study_name: str | None = None
@@ -78,7 +66,6 @@ class RunSettings:
     timeout: float | None = None
     pruner: str = DEFAULT_PRUNER
     show_progress: bool = True
-    grid_wait_seconds: float = 120.0
     workers: int = 1
     retrain_from: str | None = None
     dry_run: bool = False
@@ -87,14 +74,11 @@ class RunSettings:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.study, StudyDefinition):
-            raise TypeError(f"RunSettings.study must be a StudyDefinition, got {self.study!r}")
-        _positive_int("--n-trials", self.n_trials)
-        _positive_int("--workers", self.workers)
-        if self.epochs is not None:
-            _positive_int("--epochs", self.epochs)
-        if self.train_size is not None:
-            _positive_int("--train-size", self.train_size)
+        for flag, value in (("--n-trials", self.n_trials), ("--workers", self.workers)):
+            _positive_int(flag, value)
+        for flag, value in (("--epochs", self.epochs), ("--train-size", self.train_size)):
+            if value is not None:
+                _positive_int(flag, value)
         if self.val_size is not None and self.val_size != ALL:
             _positive_int("--val-size", self.val_size)
         if self.test_size is not None:
@@ -106,9 +90,7 @@ class RunSettings:
                 f"--timeout must be a positive number of seconds, got {self.timeout!r}"
             )
         if self.pruner not in PRUNERS:
-            raise InvalidSettingError(
-                f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}"
-            )
+            raise InvalidSettingError(f"--pruner must be one of {', '.join(PRUNERS)}")
         if self.study_name is not None and not self.study_name.strip():
             raise InvalidSettingError("--study-name must not be empty")
         if self.retrain_from is not None and not self.retrain_from.strip():
@@ -118,8 +100,8 @@ class RunSettings:
                 f"--retrain-best {self.retrain_from} would write into the study it reads; "
                 "pass another --study-name (default: <study>_retrain)"
             )
-        self.definition()  # an invalid override fails here, before any storage is touched
-        self.execution()
+        object.__setattr__(self, "_definition", self.study.with_overrides(self.overrides()))
+        self.execution()  # an invalid override or precision fails here, before any storage
 
     @property
     def optuna_study_name(self) -> str:
@@ -136,38 +118,43 @@ class RunSettings:
         return given
 
     def definition(self) -> StudyDefinition:
-        """The study definition with this run's overrides applied (and validated)."""
-        return self.study.with_overrides(self.overrides())
+        """The study definition with this run's overrides applied (resolved once)."""
+        return self._definition  # type: ignore[attr-defined]
 
     def execution(self) -> Execution:
-        """How the trials run on the device (precision, compilation)."""
         return Execution(precision=self.precision, compile=self.compile)
 
-    def resolved_config(self) -> dict[str, Any]:
-        """What must be identical for two runs to share one study (stored as keys.DEFINITION).
+    def record(self) -> StudyRecord:
+        """What must be identical for two runs to share one study. The seed, device, data
+        folder and trial count are absent: workers differ in them, and a larger N extends."""
+        return StudyRecord(
+            definition=self.definition().to_dict(),
+            overrides=self.overrides(),
+            pruner=self.pruner,
+            precision=self.precision,
+            retrain_from=self.retrain_from,
+            kind="retrain" if self.retrain_from else "search",
+        )
 
-        The seed, device, data directory and trial count are deliberately absent: workers on
-        different machines differ in them, and raising ``--n-trials`` extends a study.
-        """
-        config: dict[str, Any] = {
-            "definition": self.definition().to_dict(),
-            "overrides": self.overrides(),
-            "pruner": self.pruner,
-        }
-        if self.retrain_from is not None:  # absent otherwise: older stored studies still match
-            config["retrain_from"] = self.retrain_from
-        if self.precision != "fp32":  # bf16 scores are not fp32 scores: another study
-            config["precision"] = self.precision
-        return config
+    def for_dry_run(self, storage: StorageTarget) -> RunSettings:
+        """The smoke-test preset: small sizes everywhere, in a temporary ``storage``."""
+        sizes = {"n_trials": 2, "epochs": 1, "train_size": 256, "val_size": 500}
+        given = {k: getattr(self, k) for k in ("epochs", "train_size", "val_size")}
+        sizes.update({k: v for k, v in given.items() if v is not None})
+        return dataclasses.replace(
+            self, storage=storage, dry_run=True, test_size=1000, **sizes
+        )
+
+
+DRY_RUN_HELP = (
+    "smoke test: 2 trials of 1 epoch on 256 examples, scored on 500 validation images and "
+    "1,000 test images, in a temporary storage that is deleted afterwards"
+)
 
 
 def fresh_seed() -> int:
-    """A seed for a run started without ``--seed``: distinct for every worker started alone.
-
-    Several machines or containers started with the same command would otherwise seed their
-    samplers alike and propose the same points; the seed is logged and stored on every trial
-    (``keys.WORKER_SEED``), so any worker can be reproduced with ``--seed``.
-    """
+    """A distinct seed for a worker started without ``--seed`` (logged and stored on every
+    trial, so ``--seed`` reproduces it): replicas started alike must not explore alike."""
     return secrets.randbelow(2**31)
 
 

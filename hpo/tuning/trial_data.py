@@ -1,72 +1,82 @@
 """The data a worker trains every trial on, and the fixed-mask batches that score them.
 
-Loaded once per worker: every trial and every worker trains on the same training subset and
-is scored on the same validation images with the same masks (``studies.VAL_MASK_SEED``), so
-scores differ only because the models do. The test split is scored once, for the best trial,
-with its own masks (``studies.TEST_MASK_SEED``).
+Loaded once per worker: every trial of a study (or run of an experiment) trains on the same
+training subset and is scored on the same validation images with the same masks
+(``studies.VAL_MASK_SEED``), so scores differ only because the models do. The test split has
+its own masks (``studies.TEST_MASK_SEED``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from data import DatasetName, SparseBatches, SparseDataset, TensorSplit, load_dataset
-from studies import VAL_SUBSET_SEED, StudyDefinition
+from data import Caltech101Options, DatasetName, MNISTOptions, SparseBatches, SparseDataset
+from data import TensorSplit, load_dataset
+from studies import VAL_SUBSET_SEED, sparsity_key
 
 from ..training import EvalMetrics, evaluate
-from .keys import sparsity_key
 
-__all__ = ["eval_batches", "evaluate_at_sparsities", "load_trial_data", "validation_split"]
+__all__ = [
+    "DataSpec",
+    "eval_batches",
+    "evaluate_at_sparsities",
+    "load_trial_data",
+    "validation_split",
+]
+
+
+class DataSpec(Protocol):
+    """What a study or an experiment definition says about its data."""
+
+    dataset: DatasetName
+    dataset_options: MNISTOptions | Caltech101Options
+    data_seed: int
+    eval_batch_size: int
 
 
 def load_trial_data(
-    definition: StudyDefinition, data_dir: str | None, download: bool
+    spec: DataSpec, data_dir: str | None, download: bool, train_size: int | None = None
 ) -> SparseDataset:
-    """Load the study's dataset once per worker, cut to the definition's ``train_size``.
-
-    The training subset is stratified and drawn with the definition's ``data_seed`` (by
-    ``data/``), so all trials and workers train and validate on the same examples.
-    """
-    options = definition.dataset_options
-    if definition.train_size is not None:
-        options = dataclasses.replace(options, train_size=definition.train_size)
+    """Load the dataset once per worker (``train_size``: a stratified training subset drawn
+    with the data seed, so all trials and workers train on the same examples)."""
+    options = spec.dataset_options
+    if train_size is not None:
+        options = dataclasses.replace(options, train_size=train_size)
     return load_dataset(
-        DatasetName(definition.dataset),
+        DatasetName(spec.dataset),
         data_dir=data_dir,
         download=download,
-        seed=definition.data_seed,
+        seed=spec.data_seed,
         options=options,
     )
 
 
-def validation_split(definition: StudyDefinition, data: SparseDataset) -> TensorSplit:
-    """The validation images every trial is scored on: ``definition.val_size`` of them.
-
-    A fixed stratified subset of the validation split, the same in every worker; the whole
-    split when ``val_size`` is ``None`` or not smaller than it.
-    """
-    if definition.val_size is None:
+def validation_split(data: SparseDataset, val_size: int | None) -> TensorSplit:
+    """The validation images every trial is scored on: a fixed stratified subset of
+    ``val_size`` images, the same in every worker (``None``: the whole split)."""
+    if val_size is None:
         return data.val
-    return data.val.stratified_subset(definition.val_size, seed=VAL_SUBSET_SEED)
+    return data.val.stratified_subset(val_size, seed=VAL_SUBSET_SEED)
 
 
 def eval_batches(
-    definition: StudyDefinition,
+    spec: DataSpec,
     data: SparseDataset,
     split: TensorSplit,
     sparsity: float,
     mask_seed: int,
-    device: torch.device,
+    device: torch.device | str,
 ) -> SparseBatches:
     """Batches of ``split`` at ``sparsity`` with masks fixed by ``mask_seed`` (evaluation)."""
     return SparseBatches(
         split,
         sparsity=sparsity,
-        batch_size=definition.eval_batch_size,
+        batch_size=spec.eval_batch_size,
         device=device,
         mean=data.mean,
         std=data.std,
@@ -81,15 +91,11 @@ def evaluate_at_sparsities(
     sparsities: Sequence[float],
     known: Mapping[str, EvalMetrics | None] | None = None,
 ) -> dict[str, EvalMetrics]:
-    """Score ``model`` at every sparsity, keyed by :func:`~hpo.tuning.keys.sparsity_key`.
-
-    ``known`` holds scores already computed for this model on the same batches; they are
-    reused instead of evaluated again.
-    """
+    """Score ``model`` at every sparsity, keyed by ``studies.sparsity_key``; scores in
+    ``known`` (this model, the same batches) are reused instead of evaluated again."""
     known = known or {}
     out: dict[str, EvalMetrics] = {}
     for s in sparsities:
-        k = sparsity_key(s)
-        cached = known.get(k)
-        out[k] = cached if cached is not None else evaluate(model, batches[s].epoch(0))
+        cached = known.get(sparsity_key(s))
+        out[sparsity_key(s)] = cached if cached is not None else evaluate(model, batches[s].epoch(0))
     return out

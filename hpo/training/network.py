@@ -1,0 +1,96 @@
+"""Train one network of a study trial or an experiment run: the one function both share.
+
+A :class:`TrainingRun` is everything that decides the trained weights -- model family and
+topology, recipe, learning rate, batch size, epochs, training sparsity, seed -- so the tuning
+objective and an experiment that describe the same run train the same network, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from data import SparseBatches, SparseDataset, augmentation_for
+from models import CNNConfig, ModelFamily, build_model
+from studies.recipe import TrainingRecipe
+
+from ..runtime.execution import Execution
+from .loop import EpochBatches, EpochHook, FitResult, fit
+from .recipe import build_optimization
+
+__all__ = ["TrainingRun", "train_network"]
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One network to train.
+
+    Attributes:
+        family: Sparse CNN, dense CNN or dense CNN + mask.
+        cnn_config: Its topology.
+        recipe: Optimizer, schedule, loss and augmentation.
+        lr: Peak learning rate.
+        batch_size: Training batch size.
+        epochs: Training epochs.
+        sparsity: Fraction of pixels dropped in training.
+        seed: Seeds the initial weights, the batch order, the masks and the augmentation.
+    """
+
+    family: ModelFamily
+    cnn_config: CNNConfig
+    recipe: TrainingRecipe
+    lr: float
+    batch_size: int
+    epochs: int
+    sparsity: float
+    seed: int
+
+
+def train_network(
+    run: TrainingRun,
+    data: SparseDataset,
+    device: torch.device,
+    *,
+    execution: Execution | None = None,
+    validation: EpochBatches | None = None,
+    on_epoch: EpochHook | None = None,
+    track: Callable[[SparseBatches], EpochBatches] | None = None,
+) -> tuple[nn.Module, FitResult]:
+    """Build and train ``run``'s network on ``data``; returns it (final weights) and the fit.
+
+    Args:
+        run: What to train.
+        data: The dataset (its training split, normalization and name).
+        device: Where to train.
+        execution: Precision and compilation (default: fp32, eager).
+        validation, on_epoch: Per-epoch validation and the hook that may stop training
+            (:func:`hpo.training.fit`); the fit keeps the best validated epoch's weights.
+        track: Wraps the training batches (a progress display counts them).
+    """
+    execution = execution or Execution()
+    torch.manual_seed(run.seed)
+    model = execution.prepare(build_model(run.family, run.cnn_config), device)
+    train = SparseBatches(
+        data.train,
+        sparsity=run.sparsity,
+        batch_size=run.batch_size,
+        device=device,
+        mean=data.mean,
+        std=data.std,
+        shuffle=True,
+        seed=run.seed,
+        drop_last=execution.compile,  # one batch shape for the compiled graphs
+        augment=augmentation_for(data.name) if run.recipe.augment else None,
+    )
+    optimization = build_optimization(
+        run.recipe, model, run.lr, steps_per_epoch=len(train), epochs=run.epochs
+    )
+    batches = track(train) if track is not None else train
+    with execution.autocast(device):
+        result = fit(
+            model, optimization, batches, run.epochs, validation=validation, on_epoch=on_epoch
+        )
+    return model, result
