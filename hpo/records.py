@@ -246,7 +246,9 @@ class CheckpointConfig:
         config = _mapping(value, f"{what}: its config", CheckpointError)
         names = {f.name for f in dataclasses.fields(cls)}
         missing = sorted(
-            f.name for f in dataclasses.fields(cls) if f.default is not None and f.name not in config
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is not None and f.name not in config
         )
         unknown = sorted(set(config) - names)
         if missing or unknown:

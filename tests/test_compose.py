@@ -1,15 +1,14 @@
-"""The docker-compose deployment, checked statically; ``.ci/compose-smoke.sh`` runs it for real.
+"""The docker-compose deployment's promises, checked statically; ``.ci/compose-smoke.sh``
+runs it for real (images, commands, health checks, signals, restarts).
 
 Each test names one property the README promises: a scalable worker that starts on a host
-without GPUs (GPUs one override file away), a private PostgreSQL with a health check over TCP,
-credentials only from `.env`, a dashboard reachable from localhost only in an image without
-torch, and a worker image that installs the project exactly as the README's command does.
+without GPUs (GPUs one override file away), a private PostgreSQL, credentials only from
+`.env`, a dashboard reachable from localhost only, and images that hold every package.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tomllib
@@ -39,11 +38,6 @@ def _env(service: dict) -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
-def _command(service: dict) -> str:
-    command = service["command"]
-    return command if isinstance(command, str) else " ".join(str(c) for c in command)
-
-
 def _named_volume_mounts(service: dict, compose: dict) -> dict[str, str]:
     mounts = {}
     for volume in service.get("volumes", []):
@@ -57,23 +51,9 @@ def test_exactly_the_three_services(services: dict) -> None:
     assert set(services) == {"postgres", "worker", "dashboard"}
 
 
-def test_postgres_uses_a_pinned_official_image(services: dict) -> None:
-    image = services["postgres"]["image"]
-    name, _, tag = image.partition(":")
-    assert name in ("postgres", "docker.io/library/postgres")
-    assert re.match(r"\d+(\.\d+)?", tag), f"pin a PostgreSQL version, got {image!r}"
-
-
 def test_postgres_keeps_data_in_a_named_volume(services: dict, compose: dict) -> None:
     mounts = _named_volume_mounts(services["postgres"], compose)
     assert "/var/lib/postgresql/data" in mounts.values()
-
-
-def test_postgres_has_a_pg_isready_healthcheck_over_tcp(services: dict) -> None:
-    check = services["postgres"]["healthcheck"]
-    test = check["test"] if isinstance(check["test"], str) else " ".join(check["test"])
-    assert "pg_isready" in test and "-h 127.0.0.1" in test
-    assert check.get("retries", 0) >= 3
 
 
 def test_postgres_is_not_published_outside_the_compose_network(services: dict) -> None:
@@ -168,23 +148,6 @@ def test_waits_for_healthy_postgres(services: dict, name: str) -> None:
     assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_worker_runs_the_study_runner_with_the_options_of_env(services: dict) -> None:
-    worker = services["worker"]
-    command = _command(worker)
-    assert "exec python -m hpo.run" in command  # exec: tini signals python itself
-    for option, name in (("--study", "STUDY"), ("--n-trials", "N_TRIALS")):
-        assert f'{option} "$${name}"' in command
-        assert _env(worker)[name].startswith(f"${{{name}:-")
-    assert command.endswith("$$HPO_RUN_ARGS") and "HPO_RUN_ARGS" in _env(worker)
-    example = (ROOT / ".env.example").read_text()
-    assert "HPO_RUN_ARGS=" in example and "--epochs 3 --train-size 10000" in example
-
-
-def test_worker_restarts_after_a_crash_but_not_after_finishing(services: dict) -> None:
-    # A few restarts, not forever: a worker stopped by bad input (exit 2) would only loop.
-    assert services["worker"]["restart"] == "on-failure:5"
-
-
 def test_an_unset_data_folder_stops_compose_with_a_message(services: dict) -> None:
     mounts = [str(v) for v in services["worker"]["volumes"] if str(v).endswith(":/datasets:ro")]
     assert mounts and mounts[0].startswith("${HPO_HOST_DATA_DIR:?"), mounts
@@ -194,19 +157,11 @@ def test_worker_and_dashboard_share_the_artifact_volume(services: dict, compose:
     worker = _named_volume_mounts(services["worker"], compose)
     dashboard = _named_volume_mounts(services["dashboard"], compose)
     assert "artifacts" in worker and worker["artifacts"] == dashboard.get("artifacts")
-    target = worker["artifacts"]
-    assert _env(services["worker"])["HPO_ARTIFACT_DIR"] == target
-    assert f"--artifact-dir {target}" in _command(services["dashboard"])
+    assert _env(services["worker"])["HPO_ARTIFACT_DIR"] == worker["artifacts"]
 
 
 def test_dashboard_reads_the_same_database(services: dict) -> None:
-    dashboard = services["dashboard"]
-    command = _command(dashboard)
-    assert command.startswith("python -m hpo.dashboard")  # optuna-dashboard, our storage rules
-    assert "--storage" not in command, "the storage URL comes from HPO_STORAGE, not the file"
-    assert _env(dashboard)["HPO_STORAGE"] == _env(services["worker"])["HPO_STORAGE"]
-    port = re.search(r"--port (\d+)", command).group(1)
-    assert any(str(p).endswith(f":{port}") for p in dashboard["ports"])
+    assert _env(services["dashboard"])["HPO_STORAGE"] == _env(services["worker"])["HPO_STORAGE"]
 
 
 def test_dashboard_is_published_on_localhost_only(services: dict) -> None:
@@ -215,30 +170,6 @@ def test_dashboard_is_published_on_localhost_only(services: dict) -> None:
     for port in ports:
         spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port['published']}"
         assert spec.startswith("127.0.0.1:"), f"published beyond localhost: {spec}"
-
-
-def _stage(name: str) -> str:
-    """The instructions of one build stage of the Dockerfile (continuation lines joined)."""
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    stages = re.split(r"^FROM ", text, flags=re.MULTILINE)
-    return next(s for s in stages if re.match(rf"\S+ AS {name}\b", s))
-
-
-def test_worker_image_installs_the_project_like_the_readme(services: dict) -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert "pip install -e ." in readme or "pip install ." in readme
-    worker = _stage("worker")
-    index = r'\$\{PIP_INDEX_URL:\+--index-url "\$PIP_INDEX_URL"\}'
-    assert re.search(rf"pip install {index} \.\s*$", worker, flags=re.MULTILINE), worker
-    assert services["worker"]["build"]["target"] == "worker"
-    assert re.search(r"^FROM python:3\.11", (ROOT / "Dockerfile").read_text(), flags=re.M)
-
-
-def test_dashboard_image_has_no_torch(services: dict) -> None:
-    dashboard = _stage("dashboard")
-    assert "--no-deps ." in dashboard and "torch" not in dashboard
-    assert services["dashboard"]["build"]["target"] == "dashboard"
-    assert services["dashboard"]["image"] != services["worker"]["image"]
 
 
 def test_dockerfile_copies_every_package_pip_installs() -> None:

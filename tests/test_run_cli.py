@@ -149,13 +149,13 @@ def test_settings_are_resolved_picklable_and_validated(monkeypatch: pytest.Monke
         ["--study", "sparse_mnist", "--epochs", "2", "--device", "cpu"]
     )
     settings = settings_from_args(args, default_registry())
-    assert settings.storage_url == "sqlite:///from-env.db"
+    assert settings.storage.url == "sqlite:///from-env.db"
     assert settings.study == get_study("sparse_mnist")  # the definition itself travels
     assert settings.definition().epochs == 2 and settings.overrides() == {"epochs": 2}
     assert pickle.loads(pickle.dumps(settings)) == settings
     with pytest.raises(InvalidSettingError, match="--pruner"):
         RunSettings(
-            study=get_study("sparse_mnist"), n_trials=1, storage_url="sqlite:///x.db", pruner="x"
+            study=get_study("sparse_mnist"), n_trials=1, storage=settings.storage, pruner="x"
         )
 
 

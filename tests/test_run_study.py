@@ -1,4 +1,4 @@
-"""hpo.run end to end on the synthetic MNIST: grid then TPE, exact budgets, failures, results.
+"""hpo.run end to end on the synthetic MNIST: grid then TPE, budgets, failures, results.
 
 The studies here are the registered ``sparse_mnist`` with options the tiny synthetic data can
 satisfy (100 validation images) and a 4-point grid, handed to the real command line in a
@@ -12,8 +12,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,24 +21,23 @@ import torch
 from optuna.trial import TrialState
 
 import hpo.runtime.cpu
-import hpo.runtime.optuna_compat
 import hpo.training.loop
 import hpo.tuning.finalize
 from data import MNISTOptions
+from hpo import records as keys
 from hpo.errors import EXIT_INTERRUPTED, NonFiniteLossError
+from hpo.records import StudyRecord, TrialCounts
 from hpo.runtime.cpu import denormals_flushed, flush_denormals
 from hpo.runtime.storage import StorageOptions, open_storage
+from hpo.runtime.storage_url import StorageTarget
 from hpo.training import EvalMetrics
-from hpo.tuning import keys
 from hpo.tuning.artifacts import load_trial_model, open_artifact_store
-from hpo.tuning.budget import count_trials, is_surplus, release_surplus, wait_for_slot
-from hpo.tuning.cli import DRY_RUN
 from hpo.tuning.cli import main as cli_main
 from hpo.tuning.estimate import CostEstimate, estimate_line
 from hpo.tuning.progress import RunProgress
 from hpo.tuning.pruning import make_pruner
 from hpo.tuning.search import make_sampler
-from hpo.tuning.settings import RunSettings
+from hpo.tuning.settings import DRY_RUN, RunSettings
 from hpo.tuning.study_setup import open_study, planned_queue
 from hpo.tuning.trial_data import (
     eval_batches,
@@ -110,7 +107,7 @@ def _settings(env: dict[str, str], n_trials: int, **kw: object) -> RunSettings:
     values: dict[str, object] = {
         "study": TINY,
         "n_trials": n_trials,
-        "storage_url": env["storage"],
+        "storage": StorageTarget.parse(env["storage"]),
         "device": "cpu",
         "pruner": "none",
         "show_progress": False,
@@ -121,6 +118,10 @@ def _settings(env: dict[str, str], n_trials: int, **kw: object) -> RunSettings:
 
 def _states(study: optuna.Study) -> list[TrialState]:
     return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+def count_trials(study: optuna.Study) -> TrialCounts:
+    return TrialCounts.of(study.get_trials(deepcopy=False))
 
 
 # --- the happy path --------------------------------------------------------------------
@@ -134,8 +135,8 @@ def test_study_runs_end_to_end_and_stores_everything(
     trials = study.get_trials(deepcopy=False)[:3]
     assert _states(study) == [TrialState.COMPLETE] * 3 + [TrialState.WAITING]  # grid point 3
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-    assert study.user_attrs[keys.DEFINITION]["definition"]["name"] == STUDY
-    assert study.user_attrs[keys.GRID_ENQUEUED] == len(GRID.points())
+    assert StudyRecord.from_dict(study.user_attrs[keys.CONFIG]).name == STUDY
+    assert study.metric_names == [keys.METRIC_NAME]
     for t in trials:
         assert t.user_attrs[keys.SEED] == 7 + t.number
         assert t.user_attrs[keys.N_PARAMS] > 0
@@ -164,12 +165,12 @@ def test_model_reloaded_from_the_artifact_reproduces_the_stored_scores(
     study = _load(env)
     settings = _settings(env, 2)
     definition = settings.definition()
-    data = load_trial_data(definition, settings.data_dir, settings.download)
+    data = load_trial_data(definition, settings.data_dir, settings.download, definition.train_size)
     store = open_artifact_store(env["storage"])
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         loaded = load_trial_model(study, trial.number, store=store)
         assert loaded.cnn_config.depth == trial.params["depth"]
-        assert loaded.config["params"] == trial.params
+        assert loaded.config.params == trial.params
         batches = {
             s: eval_batches(definition, data, data.val, s, VAL_MASK_SEED, torch.device("cpu"))
             for s in definition.test_sparsities
@@ -184,7 +185,7 @@ def test_model_reloaded_from_the_artifact_reproduces_the_stored_scores(
         other = evaluate_at_sparsities(fresh, batches, definition.test_sparsities)
         assert any(other[k].mae != pytest.approx(stored[k]["mae"], abs=1e-6) for k in stored)
     # Default: the best trial.
-    assert load_trial_model(study, store=store).config["trial_number"] == study.best_trial.number
+    assert load_trial_model(study, store=store).config.trial_number == study.best_trial.number
 
 
 # --- grid, TPE, budgets --------------------------------------------------------------------
@@ -242,52 +243,25 @@ def test_tpe_is_seeded(env: dict[str, str], tmp_path: Path) -> None:
     assert params[0] == params[1]
 
 
-def test_budget_rule_keeps_the_first_n_claims_and_requeues_a_popped_surplus(
-    tmp_path: Path,
+def test_a_queue_left_incomplete_is_completed_once_by_the_next_workers(
+    env: dict[str, str],
 ) -> None:
-    no_heartbeat = StorageOptions(heartbeat_interval=None, grace_period=None)
-    study = optuna.create_study(
-        storage=open_storage(f"sqlite:///{tmp_path / 'b.db'}", no_heartbeat)
-    )
-    for params, attrs in planned_queue(TINY, n_trials=4):  # trials 0-3 WAITING
-        study.enqueue_trial(params, user_attrs=attrs)
-    first = study.ask()  # pops grid point 0
-    assert not is_surplus(study, first.number, n_trials=1)
-    late = study.ask()  # pops grid point 1; trial 0 (RUNNING) already holds the only slot
-    assert is_surplus(study, late.number, n_trials=1)
-    release_surplus(study, late, n_trials=1)
-    assert study.get_trials()[1].state == TrialState.WAITING  # the grid point is not lost
-    study.tell(first, 0.5)
-    for _ in range(3):
-        study.ask()  # pops grid points 1, 2, 3
-    fresh = study.ask()  # a new trial 4; trials 0-3 hold all four slots
-    assert is_surplus(study, fresh.number, n_trials=4)
-    release_surplus(study, fresh, n_trials=4)
-    t = study.get_trials()[fresh.number]
-    assert t.state == TrialState.FAIL and "surplus" in t.user_attrs[keys.FAIL_REASON]
-
-
-def test_study_whose_creator_died_mid_grid_is_repaired_once(env: dict[str, str]) -> None:
-    settings = _settings(env, 4, grid_wait_seconds=0.2)
+    """A creator that died after two grid points: the next worker to start queues the rest
+    (under the storage's lock), and a worker after it finds nothing missing."""
+    settings = _settings(env, 4)
     storage = open_storage(
         env["storage"], StorageOptions(heartbeat_interval=None, grace_period=None)
     )
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
-    study.set_user_attr(keys.DEFINITION, settings.resolved_config())
-    for grid_id, params in enumerate(GRID.points()[:2]):  # died after two grid points
-        study.enqueue_trial(params, user_attrs={keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: grid_id})
-    sampler = make_sampler(settings.definition(), 0)
-    for _ in range(2):  # two joiners, one after the other: the second finds it repaired
-        open_study(
-            storage,
-            settings,
-            sampler,
-            make_pruner("none", 1, num_classes=10, n_val=100),
-            poll_seconds=0.05,
-        )
+    study.set_user_attr(keys.CONFIG, settings.record().to_dict())
+    for params, attrs in planned_queue(TINY, 4)[:2]:  # died after two grid points
+        study.enqueue_trial(params, user_attrs=attrs)
+    pruner = make_pruner("none", 1, num_classes=10, n_val=100)
+    for seed in (0, 1):
+        open_study(storage, settings, make_sampler(settings.definition(), seed), pruner)
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.user_attrs[keys.GRID_ID] for t in trials) == [0, 1, 2, 3]
-    assert study.user_attrs[keys.GRID_ENQUEUED] == 4
+    assert {t.state for t in trials} == {TrialState.WAITING}
 
 
 # --- pruning and failures ----------------------------------------------------------------
@@ -389,39 +363,13 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(
     assert interrupted.state == TrialState.FAIL
     assert interrupted.user_attrs[keys.FAIL_REASON] == "interrupted"
     assert TrialState.RUNNING not in _states(study)
-    assert main(_argv(env, 3)) == 0  # the same command resumes and stops at 3
-    assert count_trials(_load(env)).finished == 3
-    assert main(_argv(env, 5)) == 0
+    # The same command resumes: the interrupted grid point is queued again, so the whole
+    # grid still runs, before anything else.
+    assert main(_argv(env, 4)) == 0
     trials = _load(env).get_trials(deepcopy=False)
-    assert count_trials(_load(env)).finished == 5
-    # The interrupted grid point was queued again, so the whole grid still ran.
+    assert count_trials(_load(env)).finished == 4
     done = [t.user_attrs.get(keys.GRID_ID) for t in trials if t.state == TrialState.COMPLETE]
-    assert sorted(g for g in done if g is not None) == [0, 1, 2, 3]
-
-
-@pytest.mark.usefixtures("terminal_sigint")
-def test_ctrl_c_while_optuna_creates_the_trial_leaves_nothing_running(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The signal lands after ``ask`` has written the trial as RUNNING but before it returns
-    (where Optuna runs the sampler): the trial must still end FAIL, not RUNNING."""
-    real_ask = hpo.runtime.optuna_compat.ask
-    calls = {"n": 0}
-
-    def ask(study: optuna.Study) -> optuna.Trial:
-        trial = real_ask(study)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            signal.raise_signal(signal.SIGINT)  # as a terminal's Ctrl-C would, mid-ask
-        return trial
-
-    monkeypatch.setattr(hpo.runtime.optuna_compat, "ask", ask)
-    assert main(_argv(env, 3)) == EXIT_INTERRUPTED
-    study = _load(env)
-    assert _states(study)[:2] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert TrialState.RUNNING not in _states(study)
-    assert study.get_trials(deepcopy=False)[1].user_attrs[keys.FAIL_REASON] == "interrupted"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert sorted(done) == [0, 1, 2, 3]
 
 
 def test_resume_with_different_overrides_is_refused(
@@ -455,7 +403,7 @@ def test_retrain_best_trains_copies_of_the_best_configuration_and_scores_them(
     assert [t.user_attrs[keys.PHASE] for t in trials] == [keys.PHASE_RETRAIN] * 2
     assert [t.user_attrs[keys.SEED] for t in trials] == [0, 1]  # one seed per copy
     assert all(list(t.intermediate_values) == [1, 2] for t in trials)  # the new budget
-    assert study.user_attrs[keys.DEFINITION]["definition"]["epochs"] == 2
+    assert StudyRecord.from_dict(study.user_attrs[keys.CONFIG]).definition["epochs"] == 2
     source = study.user_attrs[keys.RETRAIN_SOURCE]
     assert (source["study"], source["trial"], source["params"]) == (STUDY, best.number, best.params)
     assert set(study.user_attrs[keys.TEST_METRICS]) == {"0.5", "0.9"}
@@ -481,7 +429,7 @@ def test_retrain_best_refuses_a_source_it_cannot_use(
     storage = open_storage(env["storage"])
     if setup == "other_definition":
         study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
-        study.set_user_attr(keys.DEFINITION, {"definition": {"name": "sparse_mnist"}})
+        study.set_user_attr(keys.CONFIG, {"definition": {"name": "sparse_mnist"}})
     elif setup == "empty":
         optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
     assert main(_argv(env, 1, "--retrain-best", STUDY)) == 2
@@ -539,27 +487,13 @@ def test_dry_run_scores_the_best_trial_on_a_test_subset(
     assert "test figures on 12 test images" in capsys.readouterr().out
 
 
-def test_wait_for_slot_follows_the_running_trials(tmp_path: Path) -> None:
-    no_heartbeat = StorageOptions(heartbeat_interval=None, grace_period=None)
-    study = optuna.create_study(
-        storage=open_storage(f"sqlite:///{tmp_path / 'w.db'}", no_heartbeat)
-    )
-    running = study.ask()
-    # The one slot is held by a running trial: wait, until the deadline.
-    assert not wait_for_slot(study, 1, poll_seconds=0.05, deadline=time.monotonic() + 0.3)
-    assert study.trials[running.number].state == TrialState.RUNNING  # nothing changed meanwhile
-    study.tell(running, state=TrialState.FAIL)  # a failure reopens the slot
-    assert wait_for_slot(study, 1, poll_seconds=0.05)
-    study.tell(study.ask(), 1.0)  # the budget is met: nothing left to wait for
-    assert not wait_for_slot(study, 1, poll_seconds=0.05)
-
-
 def test_timeout_starts_no_new_trial(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Optuna's timeout: no trial starts once it has passed (the running one finishes)."""
     assert main(_argv(env, 3, "--timeout", "0.001")) == 0
-    assert count_trials(_load(env)).finished == 0
-    assert "no completed trial yet" in capsys.readouterr().out
+    assert count_trials(_load(env)).finished <= 1
+    assert "(target 3 finished)" in capsys.readouterr().out
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(
@@ -611,24 +545,23 @@ def test_val_size_scores_every_trial_on_that_many_images(
     assert "40 validation images at 2 sparsities" in caplog.text
     forty = optuna.load_study(study_name="forty", storage=open_storage(env["storage"]))
     assert all(40 % n == 0 for n in _denominators(forty))  # every score is k / 40
-    assert forty.user_attrs[keys.DEFINITION]["definition"]["val_size"] == 40
+    assert StudyRecord.from_dict(forty.user_attrs[keys.CONFIG]).definition["val_size"] == 40
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="hpo.run"):
         assert main(_argv(env, 1, "--val-size", "all", "--study-name", "all")) == 0
     assert "100 validation images at 2 sparsities" in caplog.text
     whole = optuna.load_study(study_name="all", storage=open_storage(env["storage"]))
-    assert whole.user_attrs[keys.DEFINITION]["definition"]["val_size"] is None
+    assert StudyRecord.from_dict(whole.user_attrs[keys.CONFIG]).definition["val_size"] is None
     assert all(100 % n == 0 for n in _denominators(whole))
 
 
 def test_the_validation_subset_is_fixed_and_stratified(data_env: Path) -> None:  # noqa: ARG001
-    definition = TINY.with_overrides({"val_size": 40})
-    data = load_trial_data(definition, None, False)
-    subset = validation_split(definition, data)
-    again = validation_split(definition, load_trial_data(definition, None, False))
+    data = load_trial_data(TINY, None, False)
+    subset = validation_split(data, 40)
+    again = validation_split(load_trial_data(TINY, None, False), 40)
     assert len(subset) == 40 and torch.equal(subset.images, again.images)
     assert torch.bincount(subset.labels, minlength=10).tolist() == [4] * 10  # 10 balanced classes
-    assert validation_split(TINY.with_overrides({"val_size": None}), data) is data.val
+    assert validation_split(data, None) is data.val
 
 
 @pytest.mark.parametrize(
@@ -662,7 +595,7 @@ def test_export_and_evaluate_reproduce_the_stored_test_figures(
     assert export_main(["--study", STUDY, "--out", str(best), "--storage", env["storage"]]) == 0
     assert f"trial {study.user_attrs[keys.BEST_TRIAL]} of study {STUDY}" in capsys.readouterr().out
     loaded = load_model_file(best)
-    assert loaded.config["source"]["trial"] == study.user_attrs[keys.BEST_TRIAL]
+    assert loaded.config.source["trial"] == study.user_attrs[keys.BEST_TRIAL]
     assert evaluate_main([str(best), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores == study.user_attrs[keys.TEST_METRICS]  # exactly what the run stored
@@ -672,7 +605,7 @@ def test_export_and_evaluate_reproduce_the_stored_test_figures(
     assert set(other) == {"0.9"} and other["0.9"] != scores["0.9"]
     # The validation images the study scored: the stored validation figures of that trial.
     assert evaluate_main([str(best), "--json", "--split", "val"]) == 0
-    trial = study.trials[loaded.config["trial_number"]]
+    trial = study.trials[loaded.config.trial_number]
     assert json.loads(capsys.readouterr().out) == trial.user_attrs[keys.VAL_METRICS]
 
 
@@ -735,17 +668,14 @@ def test_the_estimate_line_spells_out_the_budget_and_a_quick_study_on_a_slow_cpu
         step_seconds=0.1, steps_per_epoch=860, validation_seconds=1, epochs=10, final_passes=3
     )
     assert slow.trial_seconds == pytest.approx(10 * (86 + 1) + 3)
-    line = estimate_line(
-        _BASE, slow, "depth 6, batch 64", n_trials=100, finished=40, pruner="asha",
-        device=torch.device("cpu"), n_train=55000, n_val=2000,
-    )  # fmt: skip
+    base = _BASE
+    cpu = RunSettings(study=base, n_trials=100, storage=StorageTarget.parse("sqlite:///x.db"))
+    line = estimate_line(base, slow, "depth 6, batch 64", cpu, 40, 55000, 2000)
     assert "takes about 15 min (10 epochs x 55,000 images, 2,000 validation images" in line
     assert "60 trials to go: at most 14.6 h, about 3.6 h with pruning" in line
     assert "--epochs 3 --train-size 10000 --study-name sparse_mnist_quick" in line
-    on_gpu = estimate_line(
-        _BASE, slow, "-", n_trials=100, finished=0, pruner="none",
-        device=torch.device("cuda"), n_train=55000, n_val=2000,
-    )  # fmt: skip
+    gpu = dataclasses.replace(cpu, device="cuda", pruner="none")
+    on_gpu = estimate_line(base, slow, "-", gpu, 0, 55000, 2000)
     assert "quick study" not in on_gpu and "with pruning" not in on_gpu
 
 
@@ -756,17 +686,21 @@ def test_progress_inside_a_trial_is_logged_at_most_every_interval_without_a_term
     progress = RunProgress("s", 10, 0, enabled=False, log_every=30.0, clock=lambda: now[0])
 
     class Source:
+        def __len__(self) -> int:
+            return 10
+
         def epoch(self, epoch: int):
             for _ in range(10):
                 now[0] += 7.0  # one batch of 8 images every 7 s
                 yield torch.zeros(8), torch.zeros(8), torch.zeros(8)
 
     with caplog.at_level(logging.INFO, logger="hpo.run"):
-        with progress.trial(5, epochs=2, batches_per_epoch=10) as shown:
-            for epoch in (1, 2):
-                for _ in shown.track(Source()).epoch(epoch):
+        with progress.trial(5, epochs=2) as shown:
+            tracked = shown.track(Source())
+            for epoch in (0, 1):
+                for _ in tracked.epoch(epoch):
                     pass
-                shown.epoch_done(epoch, 0.5 * epoch)
+                shown.epoch_done(epoch + 1, 0.5 * (epoch + 1))
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 140 // 30  # 20 batches x 7 s, one line per 30 s
     assert lines[0] == "trial 5: epoch 1/2, batch 5/10, 1 images/s"
@@ -807,7 +741,7 @@ def test_the_final_step_runs_once_per_study(
     env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Of several workers finishing the same study, one scores it; the others say so."""
-    from hpo.runtime.locks import try_exclusive
+    from hpo.runtime.locks import exclusive
     from hpo.tuning.finalize import finalize_study
 
     assert main(_argv(env, 2)) == 0
@@ -817,9 +751,30 @@ def test_the_final_step_runs_once_per_study(
     out = capsys.readouterr().out
     assert "its final step already ran for these 2 trials" in out and "test acc" not in out
     folder = tmp_path / "study-artifacts"
-    with try_exclusive(env["storage"], folder, f"final step {STUDY}") as mine:
+    name = f"final step {STUDY}"
+    with exclusive(settings.storage, name, wait=False, folder=folder) as mine:
         assert mine  # as a worker in the middle of the final step holds it
         finalize_study(dataclasses.replace(settings, n_trials=3))
         assert "another worker is running its final step; skipped" in capsys.readouterr().out
-        with try_exclusive(env["storage"], folder, f"final step {STUDY}") as again:
+        with exclusive(settings.storage, name, wait=False, folder=folder) as again:
             assert not again
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_the_final_step_leaves_no_trial_running_for_good(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between Optuna creating its trial and the trial's first heartbeat
+    leaves a RUNNING trial that never goes stale by itself; the final step, once the budget
+    is met, makes it stale (one heartbeat on its behalf), fails it and re-queues it."""
+    from hpo.tuning.finalize import finalize_study
+
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
+    assert main(_argv(env, 1)) == 0
+    orphan = _load(env).ask()  # RUNNING, and nobody beats for it
+    finalize_study(_settings(env, 1))
+    trials = _load(env).get_trials(deepcopy=False)
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert TrialState.RUNNING not in [t.state for t in trials]
+    assert trials[-1].state == TrialState.WAITING  # re-queued: nothing lost

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.tuning import keys
+from hpo import records as keys
 from hpo.tuning.pruning import EarlyPruner, chance_threshold, make_pruner
-from hpo.tuning.search import make_sampler, proposal_phase
+from hpo.tuning.search import label_phase, make_sampler
 from hpo.tuning.study_setup import planned_queue
+from hpo.tuning.worker import optimize
 from studies import get_study
 
 EPOCHS = 10
@@ -45,54 +47,54 @@ def _study(pruner: str, seed: int = 0) -> optuna.Study:
     return study
 
 
-def _run(study: optuna.Study, trial: optuna.Trial, noise: random.Random) -> None:
-    """What the objective does with a trial: label it, report per epoch, obey the pruner."""
-    params = DEFINITION.search_space.suggest(trial)
-    if keys.PHASE not in trial.user_attrs:  # after suggesting: Optuna samples lazily
-        trial.set_user_attr(keys.PHASE, proposal_phase(study.sampler, trial.number))
-    for epoch in range(1, EPOCHS + 1):
-        value = _curve(params, epoch, noise)
-        trial.report(value, epoch)
-        if epoch < EPOCHS and trial.should_prune():
-            study.tell(trial, state=TrialState.PRUNED)
-            return
-    study.tell(trial, value)
+def _objective(seed: int) -> Callable[[optuna.Trial], float]:
+    """The product's suggest and labelling, with training replaced by ``_curve``."""
+    noise = random.Random(seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = DEFINITION.search_space.suggest(trial)
+        label_phase(trial)
+        for step in range(1, EPOCHS + 1):
+            value = _curve(params, step, noise)
+            trial.report(value, step)
+            if step < EPOCHS and trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    return objective
+
+
+def _run(study: optuna.Study, n_trials: int, seed: int) -> None:
+    """Through the product's loop (``study.optimize`` and its callbacks)."""
+    optimize(study, _objective(seed), n_trials)
 
 
 @pytest.mark.parametrize("workers", [1, 4])
 def test_after_the_grid_and_a_few_random_points_the_model_proposes_every_trial(
     workers: int,
 ) -> None:
-    """With K workers asking before the others tell (constant liar), still every trial asked
-    once the study has its startup trials finished is a TPE proposal."""
-    study, noise = _study("asha"), random.Random(0)
-    asked_after_startup: list[int] = []
-    for _ in range(40 // workers):
-        finished = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        batch = [study.ask() for _ in range(workers)]  # K workers ask at once
-        if finished >= N_STARTUP:
-            asked_after_startup += [t.number for t in batch]
-        for trial in batch:
-            _run(study, trial, noise)
+    """K threads asking before the others tell (constant liar): a trial asked once the
+    study has its startup trials finished is a TPE proposal. With at most K trials running,
+    trial t is asked when at least t - (K - 1) trials have finished."""
+    study = _study("asha")
+    study.optimize(_objective(0), n_trials=40, n_jobs=workers)
     phases = {t.number: t.user_attrs[keys.PHASE] for t in study.trials}
     assert [phases[n] for n in range(len(DEFINITION.grid.points()))] == ["grid"] * 12
-    assert {phases[n] for n in asked_after_startup} == {keys.PHASE_TPE}
-    assert len(asked_after_startup) >= 40 - N_STARTUP - 2 * workers
+    late = [p for n, p in phases.items() if n >= N_STARTUP + workers - 1]
+    assert late and set(late) == {keys.PHASE_TPE}
     assert sum(p == keys.PHASE_RANDOM for p in phases.values()) <= 4 + 2 * workers
 
 
 def test_random_and_model_proposals_are_told_apart() -> None:
-    study, noise = _study("none"), random.Random(1)
-    for _ in range(N_STARTUP + 3):
-        _run(study, study.ask(), noise)
+    study = _study("none")
+    _run(study, N_STARTUP + 3, seed=1)
     phases = [t.user_attrs[keys.PHASE] for t in study.trials]
     assert phases == ["grid"] * 12 + ["random"] * 4 + ["tpe"] * 3
 
 
 def test_asha_stops_poor_trials_in_the_first_epochs_and_lets_the_rest_finish() -> None:
-    study, noise = _study("asha"), random.Random(2)
-    for _ in range(60):
-        _run(study, study.ask(), noise)
+    study = _study("asha")
+    _run(study, 60, seed=2)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(pruned) > len(complete) > 0
@@ -105,10 +107,9 @@ def test_asha_stops_poor_trials_in_the_first_epochs_and_lets_the_rest_finish() -
 def test_a_trial_at_chance_is_stopped_at_once_whatever_the_rule() -> None:
     diverging = {"depth": 6, "activation": "relu", "batch_size": 64, "lr": 0.09}
     for pruner in ("asha", "median"):
-        study, noise = _study(pruner), random.Random(3)
+        study = _study(pruner)
         study.enqueue_trial(diverging)  # behind the grid
-        for _ in range(13):
-            _run(study, study.ask(), noise)
+        _run(study, 13, seed=3)
         last = study.trials[12]
         assert last.params["lr"] == 0.09
         assert last.state == TrialState.PRUNED and list(last.intermediate_values) == [1]

@@ -12,9 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -22,20 +20,18 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from hpo.runtime.sqlite_transactions import BEGIN_INFO_KEY, writing
-from hpo.runtime.storage import StorageOptions, open_storage
+from hpo import records as keys
+from hpo.runtime.sqlite_transactions import BEGIN_INFO_KEY
+from hpo.runtime.storage import StorageOptions, open_existing_storage, open_storage
 from hpo.runtime.storage_url import (
     ARTIFACT_DIR_ENV,
     DEFAULT_STORAGE_URL,
     STORAGE_ENV,
     StorageError,
-    artifact_dir_for,
+    StorageTarget,
     mask_url,
-    normalize_storage_url,
     resolve_storage_url,
-    storage_kind,
 )
-from hpo.tuning import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +41,6 @@ WORKER = r"""
 import sys, time
 from pathlib import Path
 import optuna
-from hpo.runtime.sqlite_transactions import BEGIN_INFO_KEY, writing
 from hpo.runtime.storage import StorageOptions, open_storage
 
 url, study_name, n_trials, sleep, marker = sys.argv[1:6]
@@ -70,7 +65,6 @@ READER = r"""
 import sys, time
 from pathlib import Path
 import optuna
-from hpo.runtime.sqlite_transactions import BEGIN_INFO_KEY, writing
 from hpo.runtime.storage import StorageOptions, open_storage
 
 url, study_name, stop = sys.argv[1:4]
@@ -132,10 +126,16 @@ def test_mask_url_hides_the_password_even_when_unparseable() -> None:
 
 
 def test_bare_postgresql_means_psycopg3() -> None:
-    assert normalize_storage_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
-    assert normalize_storage_url("postgres://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
-    assert storage_kind("postgresql://u:p@h/db") == "postgresql"
-    assert storage_kind("sqlite:///x.db") == "sqlite"
+    assert StorageTarget.parse("postgresql://u:p@h/db").url == "postgresql+psycopg://u:p@h/db"
+    assert StorageTarget.parse("postgres://u:p@h/db").url == "postgresql+psycopg://u:p@h/db"
+    assert not StorageTarget.parse("postgresql://u:p@h/db").is_sqlite
+    assert StorageTarget.parse("sqlite:///x.db").is_sqlite
+
+
+def test_a_parsed_storage_never_shows_its_password() -> None:
+    target = StorageTarget.parse("postgresql://hpo:S3cretPw@h/db")
+    assert "S3cretPw" not in target.masked and "S3cretPw" not in repr(target)
+    assert "S3cretPw" in target.url  # the control: the URL to open does hold it
 
 
 @pytest.mark.parametrize(
@@ -147,13 +147,14 @@ def test_bare_postgresql_means_psycopg3() -> None:
         ("redis://localhost", "unsupported storage URL"),
         ("sqlite://host/x.db", "three slashes"),
         ("postgresql+psycopg://u:p@h:5432", "names no database"),
+        ("sqlite:///x-{SCHEMA_VERSION}.db", "braces"),
     ],
 )
 def test_bad_urls_raise_one_line_storage_errors(url: str, fragment: str) -> None:
     with pytest.raises(StorageError, match=fragment) as info:
         open_storage(url)
     assert "\n" not in str(info.value)
-    assert "sqlite:///" in str(info.value) or "SQLite" in str(info.value)  # says how to fix
+    assert "sqlite:///" in str(info.value) or "name the database" in str(info.value)
 
 
 def test_unreachable_server_is_a_masked_one_line_error() -> None:
@@ -207,10 +208,10 @@ def test_heartbeat_timing_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 
 def test_artifact_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(ARTIFACT_DIR_ENV, raising=False)
-    assert artifact_dir_for("sqlite:///runs/a.db") == Path("runs/a-artifacts")
-    assert artifact_dir_for("postgresql+psycopg://u:p@h/db") == Path("hpo-artifacts")
+    assert StorageTarget.parse("sqlite:///runs/a.db").artifact_dir == Path("runs/a-artifacts")
+    assert StorageTarget.parse("postgresql://u:p@h/db").artifact_dir == Path("hpo-artifacts")
     monkeypatch.setenv(ARTIFACT_DIR_ENV, str(tmp_path))
-    assert artifact_dir_for("sqlite:///runs/a.db") == tmp_path
+    assert StorageTarget.parse("sqlite:///runs/a.db").artifact_dir == tmp_path
 
 
 def _heartbeats(db: Path) -> int:
@@ -253,78 +254,68 @@ def _write_lock_free(db: Path) -> bool:
         probe.close()
 
 
-def test_sqlite_reads_take_no_write_lock(tmp_path: Path) -> None:
-    """A read transaction leaves the write lock free; a write method's holds it (the control)."""
+def test_sqlite_reader_takes_no_write_lock_and_a_worker_takes_it_up_front(
+    tmp_path: Path,
+) -> None:
+    """A reader's transaction (the dashboard's, the report's) leaves the write lock free; a
+    worker's takes it at BEGIN (the control), so its read-then-write never hits SQLITE_BUSY."""
     db = tmp_path / "s.db"
-    storage = open_storage(f"sqlite:///{db}", StorageOptions(sqlite_timeout=0.2))
-    study = optuna.create_study(storage=storage)
+    worker = open_storage(f"sqlite:///{db}", StorageOptions(sqlite_timeout=0.2))
+    study = optuna.create_study(storage=worker)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    with storage.engine.connect() as connection:
-        connection.exec_driver_sql("SELECT COUNT(*) FROM trials").all()  # a transaction is open
-        assert connection.info[BEGIN_INFO_KEY] == "BEGIN"
+    reader = open_existing_storage(f"sqlite:///{db}")
+    with reader.engine.connect() as connection:
+        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("SELECT COUNT(*) FROM trials").all()  # a read in progress
         assert _write_lock_free(db)
-        writer = open_storage(f"sqlite:///{db}", StorageOptions(sqlite_timeout=0.2))
-        writer.set_study_user_attr(study._study_id, "during", "a read")  # does not wait
-        with writing(), storage.engine.connect() as write_connection:
-            write_connection.exec_driver_sql("SELECT 1").all()
-            assert write_connection.info[BEGIN_INFO_KEY] == "BEGIN IMMEDIATE"
-            assert not _write_lock_free(db)  # the control: a writing transaction holds it
+        study.set_user_attr("during", "a read")  # the worker writes meanwhile, without waiting
+        connection.exec_driver_sql("ROLLBACK")
+    with worker.engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1").all()
+        assert connection.info[BEGIN_INFO_KEY] == "BEGIN IMMEDIATE"
+        assert not _write_lock_free(db)
     assert _write_lock_free(db)
     assert study.user_attrs == {"during": "a read"}
 
 
-def test_sqlite_reads_go_on_while_another_process_writes(tmp_path: Path) -> None:
-    """Reads -- the dashboard's, and Optuna's schema check -- need no lock to wait for."""
+def test_sqlite_reader_reads_while_another_process_writes(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    storage = open_storage(f"sqlite:///{db}", StorageOptions(sqlite_timeout=0.2))
-    study = optuna.create_study(study_name="r", storage=storage)
+    study = optuna.create_study(study_name="r", storage=open_storage(f"sqlite:///{db}"))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    reader = open_existing_storage(f"sqlite:///{db}")
     holder = sqlite3.connect(db)
     holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
     try:
-        assert len(storage.get_all_trials(study._study_id)) == 2
-        assert optuna.load_study(study_name="r", storage=storage).best_trial.number in (0, 1)
-        assert storage.get_current_version() == storage.get_head_version()
+        assert len(reader.get_all_trials(reader.get_study_id_from_name("r"))) == 2
+        assert optuna.load_study(study_name="r", storage=reader).best_trial.number in (0, 1)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
 
 
-def test_sqlite_read_with_a_second_connection_does_not_wait_for_itself(tmp_path: Path) -> None:
-    """A read open in one connection and another connection of the same storage (Optuna's
-    schema check does this; so do the trial loop and its heartbeat thread): nobody waits."""
-    # A short busy timeout: a regression fails with "database is locked" at once.
-    options = StorageOptions(sqlite_timeout=0.2, heartbeat_interval=1, grace_period=2)
-    fast = open_storage(f"sqlite:///{tmp_path / 's.db'}", options)
-    trial = optuna.create_study(storage=fast).ask()
-    errors: list[BaseException] = []
-    with fast.engine.connect() as connection:
-        connection.exec_driver_sql("SELECT * FROM version_info").all()
-        assert fast.get_current_version() == fast.get_head_version()  # a second connection
-        beat = threading.Thread(
-            target=lambda: _collect(errors, fast.record_heartbeat, trial._trial_id)
-        )
-        beat.start()
-        beat.join()
-    assert errors == []
+def test_sqlite_trial_loop_and_heartbeat_thread_of_one_worker_both_write(tmp_path: Path) -> None:
+    """The trial loop writes while its heartbeat thread beats on another connection: each
+    waits for the other's short transaction (a short busy timeout would fail at once)."""
+    options = StorageOptions(sqlite_timeout=5, heartbeat_interval=1, grace_period=2)
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", options)
+
+    def objective(trial: optuna.Trial) -> float:
+        for step in range(25):
+            trial.report(0.1 * step, step)
+            time.sleep(0.1)
+        return 1.0
+
+    study = optuna.create_study(storage=storage)
+    study.optimize(objective, n_trials=1)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
     assert _heartbeats(tmp_path / "s.db") == 1
 
 
-def _collect(errors: list[BaseException], function: Callable[..., object], *args: object) -> None:
-    try:
-        function(*args)
-    except Exception as e:  # handed to the test's thread, which asserts there was none
-        errors.append(e)
-
-
-def test_sqlite_every_write_runs_in_an_immediate_transaction(tmp_path: Path) -> None:
-    """Through the Study API (and so Optuna's cache), heartbeats and the runner's own calls,
-    every INSERT/UPDATE/DELETE runs in a transaction that took the write lock up front."""
-    from hpo.runtime import optuna_compat
-
+def test_sqlite_every_transaction_of_a_worker_is_immediate(tmp_path: Path) -> None:
+    """Through the Study API (and Optuna's cache), heartbeats, stale-trial checks and deletes,
+    every statement of a worker's storage runs in a transaction that took the write lock."""
     db = tmp_path / "s.db"
-    options = StorageOptions(heartbeat_interval=1, grace_period=2)
-    storage = open_storage(f"sqlite:///{db}", options)
+    storage = open_storage(f"sqlite:///{db}", StorageOptions(heartbeat_interval=1, grace_period=2))
     seen: list[tuple[str, str]] = []
 
     def record(connection, _cursor, statement: str, *_args: object) -> None:
@@ -342,18 +333,14 @@ def test_sqlite_every_write_runs_in_an_immediate_transaction(tmp_path: Path) -> 
         return x
 
     study.optimize(objective, n_trials=3)
-    trial = optuna_compat.ask(study)
-    optuna_compat.record_heartbeat(study, trial)
-    optuna_compat.return_to_queue(study, trial)
-    trial = optuna_compat.ask(study)
-    optuna_compat.fail_without_running(study, trial, "why", "a test")
-    optuna_compat.fail_stale_trials(study)
     optuna.delete_study(study_name="w", storage=storage)
-
     writes = [begin for begin, verb in seen if verb in {"INSERT", "UPDATE", "DELETE", "REPLACE"}]
-    reads = [begin for begin, verb in seen if verb == "SELECT"]
-    assert len(writes) > 10 and set(writes) == {"BEGIN IMMEDIATE"}
-    assert "BEGIN" in reads  # the control: reads do begin deferred
+    assert len(writes) > 10 and {begin for begin, _ in seen} == {"BEGIN IMMEDIATE"}
+    # The control: the same calls on a reader's storage begin no write transaction.
+    reader = open_existing_storage(f"sqlite:///{db}")
+    with reader.engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1").all()
+        assert BEGIN_INFO_KEY not in connection.info
 
 
 def test_sqlite_storage_keeps_its_settings_when_pickled(tmp_path: Path) -> None:
@@ -364,21 +351,10 @@ def test_sqlite_storage_keeps_its_settings_when_pickled(tmp_path: Path) -> None:
     assert restored.get_heartbeat_interval() == storage.get_heartbeat_interval()
     with restored.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
-        assert connection.info[BEGIN_INFO_KEY] == "BEGIN"
+        assert connection.info[BEGIN_INFO_KEY] == "BEGIN IMMEDIATE"
     trial_id = restored.create_new_trial(study._study_id)
     restored.set_trial_state_values(trial_id, TrialState.COMPLETE, [1.0])
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
-
-
-def test_sqlite_url_template_is_filled(tmp_path: Path) -> None:
-    from optuna.storages._rdb.models import SCHEMA_VERSION
-
-    storage = open_storage(f"sqlite:///{tmp_path / 'tmpl-{SCHEMA_VERSION}.db'}")
-    assert (tmp_path / f"tmpl-{SCHEMA_VERSION}.db").exists()
-    assert storage.url.endswith(f"tmpl-{SCHEMA_VERSION}.db")
-    assert not list(tmp_path.glob("*{*")) and not list(tmp_path.glob("*%*"))
-    with pytest.raises(StorageError, match="braces"):
-        open_storage(f"sqlite:///{tmp_path / 'x-{oops}.db'}")
 
 
 def _set_schema(db: Path, revision: str, library: str) -> None:
@@ -460,10 +436,20 @@ def test_in_memory_sqlite_still_opens_without_heartbeats() -> None:
 # --- heartbeats -----------------------------------------------------------------------------
 
 
+def _fail_stale_until(study: optuna.Study, state: TrialState, number: int) -> None:
+    """What every worker's ``study.optimize`` does before a trial, until trial ``number`` has
+    ``state`` (no deadline of our own: the test's timeout ends a regression)."""
+    import warnings
+
+    while study.trials[number].state != state:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        time.sleep(0.2)
+
+
 @pytest.mark.timeout(90)
 def test_killed_worker_trial_goes_stale_is_failed_and_retried(tmp_path: Path) -> None:
-    from hpo.tuning.budget import wait_for_slot  # what a worker waiting for the last slot runs
-
     url = f"sqlite:///{tmp_path / 'hb.db'}"
     options = StorageOptions(heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="hb", storage=open_storage(url, options))
@@ -482,7 +468,7 @@ def test_killed_worker_trial_goes_stale_is_failed_and_retried(tmp_path: Path) ->
     victim.wait()
     assert _states(url, "hb") == [TrialState.RUNNING]  # a dead worker's trial stays RUNNING...
 
-    assert wait_for_slot(study, n_trials=1, poll_seconds=0.2) is True  # ... until it is stale
+    _fail_stale_until(study, TrialState.FAIL, 0)  # ... until it is stale
     failed, retry = study.get_trials()
     assert failed.state == TrialState.FAIL
     assert retry.state == TrialState.WAITING
@@ -491,24 +477,8 @@ def test_killed_worker_trial_goes_stale_is_failed_and_retried(tmp_path: Path) ->
     assert retry.system_attrs["failed_trial"] == 0  # RetryHeartbeatStaleTrialCallback's mark
 
     study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=1)  # pops the retry
-    assert wait_for_slot(study, n_trials=1) is False  # budget met
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].value == pytest.approx(0.0625)
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-def test_trial_orphaned_before_its_first_heartbeat_is_failed_too(tmp_path: Path) -> None:
-    """A worker killed while sampling leaves a RUNNING trial without any heartbeat."""
-    from hpo.tuning.budget import wait_for_slot
-
-    options = StorageOptions(heartbeat_interval=1, grace_period=2)
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}", options))
-    study.ask()  # RUNNING, and nobody will ever beat for it
-    assert not _heartbeats(tmp_path / "o.db")
-    assert wait_for_slot(study, n_trials=1, poll_seconds=0.2) is True
-    assert _heartbeats(tmp_path / "o.db") == 1  # adopted: one beat recorded on its behalf
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from data import DatasetName
-from hpo.tuning.study_setup import config_differences
+from hpo.records import StudyRecord
 from models import ModelFamily
 from studies import (
     BASELINE_RECIPE,
@@ -119,6 +119,10 @@ def test_studies_stored_by_earlier_versions_resume_only_where_nothing_changed() 
     with the baseline recipe at width 16, and issue 18 changed both (a width-16 study is
     another study), so exactly those differences are reported, and nothing else."""
     golden = json.loads((Path(__file__).parent / "stored_definitions.json").read_text())
+
+    def config_differences(stored: dict, wanted: dict) -> list[str]:
+        return StudyRecord.from_dict(stored).differences(StudyRecord.from_dict(wanted))
+
     baseline = BASELINE_RECIPE.to_dict()
     for study in all_studies():
         stored = {"definition": golden[study.name], "overrides": {}, "pruner": "asha"}

@@ -251,15 +251,17 @@ def _trial(study, number: int):
     return next(t for t in study.get_trials() if t.number == number)
 
 
-def _assert_exact_budget_and_grid_once(study, n_trials: int) -> list:
-    """Exactly ``n_trials`` finished, none RUNNING, every grid point run or queued exactly once."""
+def _assert_budget_and_grid_once(study, n_trials: int, workers: int) -> list:
+    """N to N + K - 1 finished (Optuna's MaxTrialsCallback with K workers), none RUNNING, every
+    grid point run or queued exactly once."""
     from optuna.trial import TrialState
 
-    from hpo.tuning import keys
+    from hpo import records as keys
 
     trials = study.get_trials()
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == n_trials, [(t.number, t.state) for t in trials]
+    states = [(t.number, t.state) for t in trials]
+    assert n_trials <= len(finished) <= n_trials + workers - 1, states
     assert not [t for t in trials if t.state == TrialState.RUNNING], "trial stuck in RUNNING"
     ran = [t.user_attrs[keys.GRID_ID] for t in finished if keys.GRID_ID in t.user_attrs]
     queued = [
@@ -267,7 +269,7 @@ def _assert_exact_budget_and_grid_once(study, n_trials: int) -> list:
         for t in trials
         if t.state == TrialState.WAITING and keys.GRID_ID in t.user_attrs
     ]
-    assert len(ran) == min(n_trials, GRID_SIZE), "the grid runs before TPE"
+    assert len(ran) == min(len(finished), GRID_SIZE), "the grid runs before TPE"
     assert sorted(ran + queued) == list(range(GRID_SIZE)), "a grid point was lost or run twice"
     return trials
 
@@ -277,7 +279,7 @@ def _assert_exact_budget_and_grid_once(study, n_trials: int) -> list:
 def test_four_workers_on_one_sqlite_file(tmp_path: Path, synthetic_data_root: Path) -> None:
     from optuna.trial import TrialState
 
-    from hpo.tuning import keys
+    from hpo import records as keys
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     n_trials = GRID_SIZE + 2
@@ -288,9 +290,8 @@ def test_four_workers_on_one_sqlite_file(tmp_path: Path, synthetic_data_root: Pa
     seeds = {int(k): int(s) for k, s in re.findall(r"worker (\d): pid \d+, seed (\d+),", output)}
     assert sorted(seeds) == [0, 1, 2, 3], output[-3000:]
     assert [seeds[k] - seeds[0] for k in range(4)] == [0, 1, 2, 3]
-    trials = _assert_exact_budget_and_grid_once(_load(url, STUDY), n_trials)
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert all(t.user_attrs.get(keys.FAIL_REASON, "").startswith("surplus") for t in failed)
+    trials = _assert_budget_and_grid_once(_load(url, STUDY), n_trials, workers=4)
+    assert not [t for t in trials if t.state == TrialState.FAIL]
     ran_on = {t.user_attrs.get(keys.WORKER) for t in trials if t.state.is_finished()}
     assert len(ran_on) >= 2, "trials should be shared between the worker processes"
 
@@ -313,7 +314,7 @@ def test_three_workers_on_postgresql(tmp_path: Path, synthetic_data_root: Path) 
     _finish(runs)
     study = _load(url, name)
     try:
-        _assert_exact_budget_and_grid_once(study, n_trials)
+        _assert_budget_and_grid_once(study, n_trials, workers=3)
     finally:
         from hpo.runtime.storage import open_storage
 
@@ -322,13 +323,13 @@ def test_three_workers_on_postgresql(tmp_path: Path, synthetic_data_root: Path) 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_sigkilled_worker_trial_is_failed_retried_and_budget_still_exact(
+def test_sigkilled_worker_trial_is_failed_retried_and_the_budget_still_met(
     tmp_path: Path, synthetic_data_root: Path
 ) -> None:
     """Two runner processes; one is SIGKILLed in the middle of its first trial."""
     from optuna.trial import TrialState
 
-    from hpo.tuning import keys
+    from hpo import records as keys
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     n_trials = 4
@@ -355,7 +356,7 @@ def test_sigkilled_worker_trial_is_failed_retried_and_budget_still_exact(
         time.sleep(0.05)
     study = _load(url, STUDY)
     (output,) = _finish([survivor])
-    trials = _assert_exact_budget_and_grid_once(study, n_trials)
+    trials = _assert_budget_and_grid_once(_load(url, STUDY), n_trials, workers=1)
     killed = _trial(study, victim_trial.number)
     assert killed.state == TrialState.FAIL, "the killed worker's trial was never failed"
     assert killed.user_attrs[keys.WORKER].endswith(f":{victim.pid}")  # never finished by anyone
@@ -378,7 +379,7 @@ def test_ctrl_c_on_workers_run_stops_everything_and_records_the_trials(
     """Ctrl-C in a terminal (SIGINT to the whole process group) during `--workers 2`."""
     from optuna.trial import TrialState
 
-    from hpo.tuning import keys
+    from hpo import records as keys
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     env = _runner_env(tmp_path, synthetic_data_root)

@@ -7,8 +7,7 @@ and share of the CPU threads. Workers on other machines are the same entry point
 against the same storage URL; nothing here is needed for them to join.
 
 A worker that dies is not restarted here: its trial is failed and re-queued by the storage
-heartbeat (see ``hpo.runtime.storage``), and the surviving workers pick that retry up before
-they exit (``hpo.tuning.budget.wait_for_slot``), so the study still ends with its full budget.
+heartbeat (see ``hpo.runtime.storage``), and a surviving worker runs the retry.
 
 Nothing here imports torch: a worker whose target never trains (a test, a storage benchmark)
 does not pay for it. The thread share is set through the OpenMP environment before the target

@@ -151,9 +151,7 @@ def open_storage(
                 },
             }
             with exclusive(target, "schema", connect_timeout=options.connect_timeout):
-                storage = _rdb_storage(
-                    optuna.storages.RDBStorage, target, engine_kwargs, heartbeat
-                )
+                storage = _rdb_storage(optuna.storages.RDBStorage, target, engine_kwargs, heartbeat)
         _check_schema(storage, target.masked)
         return storage
     except StorageError:

@@ -16,8 +16,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
 from .. import records
-from ..checkpoints.format import Checkpoint, LoadedModel, read_checkpoint, rebuild
-from ..checkpoints.format import write_checkpoint
+from ..checkpoints.format import Checkpoint, LoadedModel, read_checkpoint, rebuild, write_checkpoint
 from ..errors import CheckpointError
 from ..records import CheckpointConfig
 from ..runtime.storage_url import StorageTarget

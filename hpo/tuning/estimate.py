@@ -106,14 +106,14 @@ def estimate_line(
     settings: RunSettings,
     finished: int,
     n_train: int,
+    n_val: int,
 ) -> str:
     """The estimate as one log line: per trial, for the rest of the study, the budget."""
     remaining = max(0, settings.n_trials - finished)
     full = remaining * estimate.trial_seconds
     epochs = f"{definition.epochs} epoch" + ("s" if definition.epochs != 1 else "")
-    val = "all" if definition.val_size is None else f"{definition.val_size:,}"
     budget = (
-        f"{epochs} x {n_train:,} images, {val} validation images at "
+        f"{epochs} x {n_train:,} images, {n_val:,} validation images at "
         f"{len(definition.test_sparsities)} sparsities, pruner {settings.pruner}"
     )
     device = torch.device(settings.device)

@@ -45,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def export_checkpoint(
-    target: StorageTarget, study_name: str, trial: int | None, out: Path
-) -> str:
+def export_checkpoint(target: StorageTarget, study_name: str, trial: int | None, out: Path) -> str:
     """Write the checkpoint of ``trial`` (``None``: the best) to ``out``; returns a summary.
 
     Raises:

@@ -7,8 +7,6 @@ report and the dashboard read them.
 
 from __future__ import annotations
 
-import warnings
-
 import optuna
 import torch
 
@@ -23,6 +21,7 @@ from .artifacts import load_trial_model, open_artifact_store
 from .progress import format_params
 from .settings import RunSettings
 from .trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
+from .worker import settle
 
 __all__ = ["finalize_study"]
 
@@ -42,9 +41,7 @@ def finalize_study(settings: RunSettings) -> None:
         if not mine:
             print(f"study {study.study_name}: another worker is running its final step; skipped")
             return
-        with warnings.catch_warnings():  # dead workers' trials must not stay RUNNING
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        settle(study, storage, settings.n_trials)
         _final_step(study, settings)
 
 
@@ -127,8 +124,10 @@ def _print_summary(
         cells = (v.get("accuracy"), v.get("mae"), t.get("accuracy"), t.get("mae"))
         print(f"{k:>8}  " + "  ".join(_fmt(c) for c in cells))
     if settings.dry_run:
-        scored = "the whole test split" if settings.test_size is None else (
-            f"{settings.test_size:,} test images"
+        scored = (
+            "the whole test split"
+            if settings.test_size is None
+            else (f"{settings.test_size:,} test images")
         )
         print(
             f"dry run: test figures on {scored}; the storage and the saved models were "

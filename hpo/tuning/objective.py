@@ -38,7 +38,7 @@ from ..runtime.execution import Execution
 from ..training import EvalMetrics, FitResult, TrainingRun, train_network
 from .artifacts import save_checkpoint
 from .progress import RunProgress
-from .search import proposal_phase
+from .search import label_phase
 from .trial_data import eval_batches, evaluate_at_sparsities, validation_split
 
 __all__ = ["Objective", "record_failure"]
@@ -113,10 +113,13 @@ class Objective:
         d, seed = self.definition, self.seed + trial.number
         if self.queue_only and records.PHASE not in trial.user_attrs:
             raise TrialError("no queued copy was left when this trial started: nothing to train")
-        if records.PHASE not in trial.user_attrs:  # queued trials came with theirs
-            trial.set_user_attr(records.PHASE, proposal_phase(trial.study.sampler, trial.number))
-        for key, value in ((records.SEED, seed), (records.WORKER_SEED, self.seed),
-                           (records.WORKER, self.worker), (records.DEVICE, str(self.device))):
+        label_phase(trial)
+        for key, value in (
+            (records.SEED, seed),
+            (records.WORKER_SEED, self.seed),
+            (records.WORKER, self.worker),
+            (records.DEVICE, str(self.device)),
+        ):
             trial.set_user_attr(key, value)  # fmt: skip
         try:
             config = d.cnn_config(self.data.in_channels, self.data.num_classes, params)

@@ -14,7 +14,7 @@ from studies import StudyDefinition
 
 from .. import records
 
-__all__ = ["ModelledTPESampler", "make_sampler", "proposal_phase"]
+__all__ = ["ModelledTPESampler", "label_phase", "make_sampler", "proposal_phase"]
 
 
 class ModelledTPESampler(optuna.samplers.TPESampler):
@@ -49,6 +49,13 @@ def proposal_phase(sampler: optuna.samplers.BaseSampler, trial_number: int) -> s
     if isinstance(sampler, ModelledTPESampler) and sampler.proposed_by_model(trial_number):
         return records.PHASE_TPE
     return records.PHASE_RANDOM
+
+
+def label_phase(trial: optuna.Trial) -> None:
+    """Store what proposed ``trial`` unless the queue gave it a phase. Call it after
+    suggesting: Optuna samples the parameters lazily, at the first ``suggest_*``."""
+    if records.PHASE not in trial.user_attrs:
+        trial.set_user_attr(records.PHASE, proposal_phase(trial.study.sampler, trial.number))
 
 
 def make_sampler(

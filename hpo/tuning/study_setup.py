@@ -14,6 +14,7 @@ starts and a creator that died half-way harmless: the next worker completes the 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,7 +83,9 @@ def join_study(
         )
         stored = study.user_attrs.get(records.CONFIG)
         if stored is None:
-            study.set_metric_names([records.METRIC_NAME])
+            with warnings.catch_warnings():  # experimental since Optuna 3.2; charts read it
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([records.METRIC_NAME])
             study.set_user_attr(records.CONFIG, record.to_dict())
         elif differences := StudyRecord.from_dict(stored).differences(record):
             raise ConfigMismatchError(

@@ -15,8 +15,15 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from data import Caltech101Options, DatasetName, MNISTOptions, SparseBatches, SparseDataset
-from data import TensorSplit, load_dataset
+from data import (
+    Caltech101Options,
+    DatasetName,
+    MNISTOptions,
+    SparseBatches,
+    SparseDataset,
+    TensorSplit,
+    load_dataset,
+)
 from studies import VAL_SUBSET_SEED, sparsity_key
 
 from ..training import EvalMetrics, evaluate
@@ -97,5 +104,5 @@ def evaluate_at_sparsities(
     out: dict[str, EvalMetrics] = {}
     for s in sparsities:
         cached = known.get(sparsity_key(s))
-        out[sparsity_key(s)] = cached if cached is not None else evaluate(model, batches[s].epoch(0))
+        out[sparsity_key(s)] = cached or evaluate(model, batches[s].epoch(0))
     return out

@@ -10,9 +10,12 @@ may add up to K - 1), and, for a study that only runs its queue, the end of the 
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
+import time
+import warnings
 
 import optuna
 import torch
@@ -22,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import TrialError
 from ..records import TrialCounts
 from ..runtime.cpu import prepare_cpu_training
-from ..runtime.storage import open_storage
+from ..runtime.storage import StorageOptions, open_storage
 from .artifacts import open_artifact_store
 from .estimate import estimate_line, eta_line, measure_cost
 from .objective import Objective
@@ -33,7 +36,7 @@ from .settings import RunSettings
 from .study_setup import open_study
 from .trial_data import load_trial_data, validation_split
 
-__all__ = ["optimize", "run_worker"]
+__all__ = ["optimize", "run_worker", "settle"]
 
 _logger = logging.getLogger("hpo.run")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -68,9 +71,10 @@ def run_worker(settings: RunSettings) -> None:
     if counts.finished >= settings.n_trials:
         return
     estimate, probed = measure_cost(definition, data, device, settings.execution())
-    _logger.info(
-        estimate_line(definition, estimate, probed, settings, counts.finished, len(data.train))
+    line = estimate_line(
+        definition, estimate, probed, settings, counts.finished, len(data.train), n_val
     )
+    _logger.info(line)
     progress = RunProgress(
         study.study_name, settings.n_trials, counts.finished, settings.show_progress
     )
@@ -139,3 +143,33 @@ class _TrialLog:
         eta = eta_line(trials, self._n_trials)
         if eta:
             _logger.info(eta)
+
+
+def settle(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int) -> None:
+    """Once the budget is met, wait (bounded) for the running trials to finish or go stale, so
+    none is left RUNNING for good: stale ones (dead workers') are failed and re-queued by the
+    heartbeat callback. A trial whose worker died before its first heartbeat would never go
+    stale; one heartbeat recorded on its behalf makes it so (a live trial keeps beating)."""
+    options = StorageOptions.from_env()
+    interval, grace = options.heartbeat_interval, options.grace_period
+    if interval is None or grace is None:
+        return
+    if TrialCounts.of(study.get_trials(deepcopy=False)).finished < n_trials:
+        return  # stopped early (a timeout): other workers go on
+    study_id = storage.get_study_id_from_name(study.study_name)
+    deadline, adopted = time.monotonic() + 2 * grace + interval, set()
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running or time.monotonic() >= deadline:
+            return
+        now = datetime.datetime.now()
+        for trial in running:
+            started = trial.datetime_start
+            if trial.number not in adopted and started and (now - started).total_seconds() > grace:
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+                adopted.add(trial.number)
+        time.sleep(min(1.0, interval))
