@@ -225,8 +225,8 @@ def test_flush_denormals_switches_the_cpu_mode_both_ways() -> None:
 def test_a_cpu_worker_flushes_denormals_and_retains_freed_memory(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Denormal gradients (hpo.numerics) and per-step page faults (hpo.cpu_allocator) each
-    made CPU trials much slower; every CPU worker switches both off before it trains."""
+    """Denormal gradients and per-step page faults each made CPU trials much slower
+    (hpo.runtime.cpu); every CPU worker switches both off before it trains."""
     retained: list[bool] = []
     monkeypatch.setattr(hpo.runtime.cpu, "retain_freed_memory", lambda: retained.append(True))
     flush_denormals(False)

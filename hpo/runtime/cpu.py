@@ -1,36 +1,9 @@
 """Per-process settings for CPU training: denormals flushed to zero, freed memory kept mapped.
 
-Both fix CPU-only slowdowns found while tuning and change speed only, never results. Every
-entry point that trains on the CPU (``hpo.run`` workers, ``hpo.experiments``, the benches)
-calls :func:`prepare_cpu_training` first thing, so a new setting of this kind is added here
-once.
-
-**Denormals.** While a model trains, some of the gradients flowing back between its layers
-fall into the float32 denormal range (|x| < 1.2e-38; ELU's backward multiplies by ``exp(x)``,
-which underflows for very negative pre-activations). x86 CPUs process denormal operands in
-microcode, many times slower than normal ones, so a trial's backward pass slowed down as it
-trained: 4.3x slower per step after 250 steps for one configuration the tuning study samples,
-with bit-identical losses (``bench/denormals.py``, ``docs/performance.md``). Values that small
-carry no information for a classifier. CUDA GPUs handle denormals at full speed, so this is
-for CPU training only. The flag lives in each CPU thread's control register (MXCSR) and
-threads inherit it from the thread that creates them, so it must be set before torch starts
-its intra-op thread pool.
-
-**Freed memory.** PyTorch's CPU tensors come straight from ``malloc``, with no caching
-allocator in between. glibc serves every block above its mmap threshold (128 KiB at first,
-raised only as far as the largest block freed so far, at most 32 MiB) with a fresh ``mmap``
-and gives it back to the kernel on ``free``, and it also trims the top of its heap whenever
-more than twice that threshold lies free there. A training step allocates and frees the same
-few megabyte-sized activations and gradients every step, so every step maps them anew and the
-kernel zero-fills each of their 4 KiB pages on first touch: 3,100 page faults per
-forward+backward of one 16-channel 28x28 convolution at batch 64, and 2,000-22,000 per
-training step of the paper's stack. Raising both thresholds to 1 GiB keeps those pages in the
-heap for the next step: the faults drop to zero and a training step of the paper's stack runs
-1.24-1.41x faster for the sparse CNN and 1.05-1.53x for the dense ones, with identical losses
-(``bench/cpu_allocator.py``, ``docs/performance.md``). The cost is that a process's resident
-memory stays at its peak instead of shrinking between steps; for a training worker, whose
-peak recurs every step, that costs nothing. Only glibc (Linux) has these knobs; elsewhere the
-call does nothing and returns ``False``. It affects allocations made after the call.
+Both fix CPU-only slowdowns found while tuning and change speed only, never results: denormal
+gradients slowed trials down up to 4.3x as they trained, and glibc returning freed activations
+to the kernel made every step page-fault them in again (1.05-1.53x). Every entry point that
+trains on the CPU calls :func:`prepare_cpu_training` first (``docs/decisions.md``, "CPU").
 """
 
 from __future__ import annotations
@@ -65,10 +38,8 @@ def prepare_cpu_training() -> None:
 
 
 def flush_denormals(on: bool = True) -> bool:
-    """Flush float32/float64 denormals to zero in this thread (and threads it creates later).
-
-    Returns ``False`` where the CPU has no such mode (the call is then harmless).
-    """
+    """Flush denormals to zero in this thread and threads it creates later (``False``: the
+    CPU has no such mode; harmless)."""
     return bool(torch.set_flush_denormal(on))
 
 
@@ -79,11 +50,8 @@ def denormals_flushed() -> bool:
 
 
 def retain_freed_memory() -> bool:
-    """Serve tensors below 1 GiB from glibc's heap and never trim it; ``False`` if not glibc.
-
-    Where another allocator is preloaded (jemalloc, tcmalloc), this only sets glibc's unused
-    knobs.
-    """
+    """Serve tensors below 1 GiB from glibc's heap and never trim it; ``False`` if not glibc
+    (a preloaded jemalloc or tcmalloc leaves these knobs unused)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL("libc.so.6")
@@ -93,11 +61,8 @@ def retain_freed_memory() -> bool:
 
 
 def resident_memory_mb() -> tuple[float | None, float]:
-    """This process's resident memory now (``None`` where ``/proc`` is missing) and at its peak.
-
-    Recorded after every trial, so a worker that keeps memory from one trial to the next
-    shows it as growth across trials (``bench/trial_throughput.py --memory-trials``).
-    """
+    """This process's resident memory now (``None`` without ``/proc``) and at its peak, in
+    MiB: recorded after every trial, so memory kept across trials shows as growth."""
     now = None
     try:
         with open("/proc/self/statm") as statm:

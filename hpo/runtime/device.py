@@ -2,7 +2,7 @@
 
 Also how a network is placed there (:func:`place`): on the CPU in ``channels_last`` memory
 layout, in which oneDNN's convolutions -- forward and backward -- run 1.3-1.5x faster than
-on the default NCHW layout for this project's networks (``bench/trial_throughput.py``,
+on the default NCHW layout for this project's networks (``bench/trial_throughput.py`` at 27f25cb,
 ``docs/performance.md``); the activations follow the weights' layout through every layer, so
 the batches need no conversion. Elsewhere the default layout is kept: it was not measured.
 """

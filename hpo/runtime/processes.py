@@ -1,17 +1,11 @@
 """Running K worker processes of one study on one machine (``python -m hpo.run --workers K``).
 
-Workers share nothing but the storage: each is a fresh ``spawn``-ed interpreter (CUDA cannot be
-used in a ``fork``-ed child once the parent touched it, and spawn also gives every worker its own
-database connections) that runs the ordinary single-worker entry point with its own seed, device
-and share of the CPU threads. Workers on other machines are the same entry point started by hand
-against the same storage URL; nothing here is needed for them to join.
-
-A worker that dies is not restarted here: its trial is failed and re-queued by the storage
-heartbeat (see ``hpo.runtime.storage``), and a surviving worker runs the retry.
-
-Nothing here imports torch: a worker whose target never trains (a test, a storage benchmark)
-does not pay for it. The thread share is set through the OpenMP environment before the target
-imports torch, or directly if the target's module already did.
+Workers share nothing but the storage: each is a fresh ``spawn``-ed interpreter (CUDA cannot
+be used in a ``fork``-ed child once the parent touched it; spawn also gives each its own
+database connections) running the single-worker entry point with its own seed, device and
+share of the CPU threads. A worker that dies is not restarted: its trial is failed and
+re-queued by the storage heartbeat, and a surviving worker runs the retry. Nothing here
+imports torch; the thread share goes through the OpenMP environment before the target does.
 """
 
 from __future__ import annotations
@@ -29,13 +23,7 @@ from typing import TypeVar
 
 from ..errors import EXIT_INTERRUPTED
 
-__all__ = [
-    "WorkerAssignment",
-    "WorkerError",
-    "available_cpu_count",
-    "plan_workers",
-    "run_workers",
-]
+__all__ = ["WorkerAssignment", "WorkerError", "available_cpu_count", "plan_workers", "run_workers"]
 
 _logger = logging.getLogger(__name__)
 
@@ -50,14 +38,8 @@ class WorkerError(Exception):
 
 @dataclass(frozen=True)
 class WorkerAssignment:
-    """What distinguishes worker ``index`` from its siblings.
-
-    Attributes:
-        index: 0-based worker number, also its position in the log prefix.
-        seed: ``base_seed + index`` so that workers explore differently yet reproducibly.
-        device: Torch device string this worker trains on.
-        num_threads: Intra-op CPU threads (``torch.set_num_threads``) for this worker.
-    """
+    """Worker ``index`` (0-based, its log prefix): its seed (``base_seed + index``: workers
+    explore differently yet reproducibly), device and intra-op CPU threads."""
 
     index: int
     seed: int
@@ -66,22 +48,11 @@ class WorkerAssignment:
 
 
 def plan_workers(
-    n_workers: int,
-    base_seed: int,
-    device: str,
-    cuda_device_count: int,
-    cpu_count: int,
+    n_workers: int, base_seed: int, device: str, cuda_device_count: int, cpu_count: int
 ) -> list[WorkerAssignment]:
-    """Split one machine between ``n_workers`` workers.
-
-    Args:
-        n_workers: How many worker processes (K >= 1).
-        base_seed: The run's seed; worker ``i`` gets ``base_seed + i``.
-        device: The device the run asked for. ``"cuda"`` without an index is spread round robin
-            over ``cuda_device_count`` GPUs; anything else (``"cpu"``, ``"cuda:1"``) is shared.
-        cuda_device_count: Visible CUDA devices (``torch.cuda.device_count()``).
-        cpu_count: CPU cores available to this process; divided evenly so K workers do not
-            oversubscribe the machine with K * cores threads.
+    """Split one machine between ``n_workers`` workers: ``"cuda"`` without an index is spread
+    round robin over the GPUs (anything else is shared), and the CPU cores are divided so K
+    workers do not oversubscribe the machine with K x cores threads.
 
     Raises:
         WorkerError: If ``n_workers`` < 1.
@@ -117,20 +88,11 @@ def run_workers(
     poll_seconds: float = 0.2,
     terminate_timeout: float = 30.0,
 ) -> int:
-    """Run ``target(settings[i])`` in one spawned process per assignment and wait for all.
+    """Run the picklable ``target(settings[i])`` in one spawned process per assignment.
 
-    A worker that fails does not stop its siblings (the study can still finish without it);
-    the failure is reported through the return value once everyone is done. On Ctrl-C
-    (``KeyboardInterrupt`` in this process) every worker is asked to stop with SIGTERM, which
-    it turns into a ``KeyboardInterrupt`` so its current trial is recorded as FAIL, and is
-    killed if it has not exited after ``terminate_timeout`` seconds.
-
-    Args:
-        target: Picklable top-level function, the single-worker entry point.
-        settings: One picklable settings object per worker (seed/device already filled in).
-        assignments: The matching :class:`WorkerAssignment` (from :func:`plan_workers`).
-        poll_seconds: How often to check the children.
-        terminate_timeout: Grace time between SIGTERM and SIGKILL on interruption.
+    A worker that fails does not stop its siblings (the study can finish without it). On
+    Ctrl-C every worker gets SIGTERM, which it turns into a ``KeyboardInterrupt`` (its trial is
+    recorded FAIL), and SIGKILL after ``terminate_timeout`` seconds.
 
     Returns:
         0 if every worker succeeded, ``EXIT_INTERRUPTED`` on Ctrl-C, else the first non-zero
@@ -192,13 +154,10 @@ def _worker_main(
         level=logging.INFO,
         format=f"[worker {assignment.index}] %(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    a = assignment
     _logger.info(
         "worker %d: pid %d, seed %d, device %s, %d CPU threads",
-        assignment.index,
-        os.getpid(),
-        assignment.seed,
-        assignment.device,
-        assignment.num_threads,
+        *(a.index, os.getpid(), a.seed, a.device, a.num_threads),
     )
     try:
         target(settings)

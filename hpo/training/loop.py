@@ -1,12 +1,8 @@
 """The one training loop: a step, an epoch, and a fit with per-epoch validation and a hook.
 
-Every caller trains through here -- the tuning objective (per-epoch validation, Optuna's
-report / prune hook, best-epoch weights), the fixed-configuration experiments (no validation,
-final weights) and the benchmarks (single steps) -- so a change to how a network is trained
-(the loss, the optimizer step, a schedule) is made once and measured where it is used.
-
-Every model family is called as ``model(x, mask)`` and every batch source yields
-``(x, mask, y)`` already on the device, so nothing here branches on the family or dataset.
+Tuning (validation, report / prune, best-epoch weights), the experiments (final weights) and
+the benchmarks (single steps) all train through here, so a change to how a network trains is
+made once. Every model is ``model(x, mask)`` and every batch ``(x, mask, y)`` on the device.
 """
 
 from __future__ import annotations
@@ -27,8 +23,7 @@ from .recipe import Optimization
 
 __all__ = ["EpochBatches", "EpochHook", "FitResult", "fit", "train_one_epoch", "train_step"]
 
-# Called after each validated epoch with (epoch, its validation scores); returning True stops
-# training after that epoch (a pruned trial). It may also raise to abort.
+# Called after each validated epoch with (step, its scores); True stops training (pruned).
 EpochHook = Callable[[int, EvalMetrics], bool]
 
 
@@ -40,19 +35,10 @@ class EpochBatches(Protocol):
 
 @dataclass(frozen=True)
 class FitResult:
-    """What :func:`fit` leaves behind.
-
-    Attributes:
-        state: The weights to keep: those of the best validated epoch, or the final weights
-            when there is no validation (tensors on the training device, detached copies).
-        best_epoch: The step (1-based epoch) ``state`` belongs to.
-        best_metrics: Its validation scores (``None`` without validation).
-        last_metrics: The validation scores of the last epoch trained (``None`` without).
-        epochs_run: Epochs actually trained (fewer than asked when the hook stopped it).
-        stopped: Whether the hook stopped training early.
-        validation_seconds: Wall time spent validating (and copying the best weights).
-        train_losses: Mean training loss of each epoch trained.
-    """
+    """What :func:`fit` leaves behind: ``state``, the weights to keep (the best validated
+    epoch's, or the final ones without validation; detached copies on the device), the step
+    they belong to and their scores, the last epoch's scores, the epochs trained, whether the
+    hook stopped training, the seconds spent validating, and each epoch's mean loss."""
 
     state: dict[str, Tensor]
     best_epoch: int
@@ -73,11 +59,8 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
 ) -> Tensor:
-    """One optimizer step of cross-entropy on one batch; returns the loss (detached, on device).
-
-    The learning-rate schedule, if any, is stepped by the caller (:func:`train_one_epoch`), so
-    a benchmark can time bare steps.
-    """
+    """One optimizer step of cross-entropy on one batch; returns the loss (detached, on the
+    device). The caller steps the schedule, so a benchmark can time bare steps."""
     loss = F.cross_entropy(model(x, mask), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -88,13 +71,9 @@ def train_step(
 def train_one_epoch(
     model: nn.Module, batches: Batches, optimization: Optimization, epoch: int
 ) -> float:
-    """One pass of ``batches``, stepping the schedule after every step; returns the mean loss.
-
-    With label smoothing the loss is the smoothed one (what was minimized), so it does not
-    fall to 0 even for a perfect fit.
-
-    The loss is summed on the device and checked once at the end of the epoch, so training
-    does not synchronize with the GPU on every batch; a NaN anywhere propagates into the sum.
+    """One pass of ``batches``, stepping the schedule after every step; returns the mean
+    (smoothed, as minimized) loss. It is summed on the device and checked once per epoch, so
+    training does not wait for the GPU every batch; a NaN anywhere reaches the sum.
 
     Raises:
         NonFiniteLossError: The epoch's loss was NaN or infinite.

@@ -60,9 +60,8 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError,
 )
 
-# --workers auto on a GPU. The earlier H200 study ran 4 workers on one GPU at 27-61 s per trial;
-# 1, 2, 4 and 8 have not been measured against each other yet (no GPU since):
-# bench/trial_throughput.py --workers-sweep does, on a GPU.
+# --workers auto on a GPU: the H200 study of 2026-11-26 ran 4 per GPU at 27-61 s per trial;
+# 1, 2, 4 and 8 have not been measured against each other on a GPU yet.
 WORKERS_PER_GPU = 4
 
 
@@ -229,8 +228,8 @@ def _workers(value: str, device: str) -> int:
     """``--workers K`` or ``auto``: ``WORKERS_PER_GPU`` per visible GPU, one on the CPU.
 
     One on the CPU because a worker already uses every core (two workers of one thread each
-    finish no more trials per hour on two cores: ``bench/trial_throughput.py --workers-sweep``).
-    On a GPU several workers overlap one another's data, Python and launch gaps.
+    finished no more trials per hour on two cores: ``docs/performance.md``). On a GPU several
+    workers overlap one another's data, Python and launch gaps.
     """
     if value != "auto":
         try:

@@ -17,7 +17,7 @@ Every trial reports its validation accuracy after each epoch (step 1..E). The ch
 whose accuracy is indistinguishable from chance (it diverged, or learned nothing in a whole
 epoch) is stopped at once, at any epoch; and the base rule acts only in the first half of the
 budget, because stopping a trial after most of its epochs saves little of what it cost.
-The benchmark that chose the default is ``bench/search_efficiency.py`` (``docs/design.md``).
+The benchmark that chose the default: ``docs/decisions.md``, "The search".
 """
 
 from __future__ import annotations
