@@ -133,8 +133,8 @@ def _parallel(study: optuna.Study, complete: list[FrozenTrial], info: StudyInfo)
     if list(figure.layout.xaxis.ticktext or ())[1:] != by_name:
         return figure
     axis = [0, *(1 + by_name.index(p) for p in names)]  # position i shows Optuna's axis axis[i]
-    for trace in figure.data:
-        if trace.y is not None and len(trace.y) == len(axis):
+    for trace in figure.data:  # the lines carry hover data; the colour bar's trace does not
+        if trace.customdata is not None and len(trace.customdata) == len(axis):
             trace.y = [trace.y[a] for a in axis]
             trace.customdata = [trace.customdata[a] for a in axis]
     for note in figure.layout.annotations:
@@ -171,9 +171,9 @@ def _importances(study: optuna.Study, complete: list[FrozenTrial], info: StudyIn
 
 
 def _learning_curves(study: optuna.Study, info: StudyInfo) -> _Drawn:
-    figure = optuna.visualization.plot_intermediate_values(study)
-    if not figure.data:
+    if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         return None, "no trial reported per-epoch accuracy yet"
+    figure = optuna.visualization.plot_intermediate_values(study)
     figure.update_xaxes(title={"text": "epoch"}, dtick=1)
     figure.update_yaxes(title={"text": info.objective_label})
     return figure, None
