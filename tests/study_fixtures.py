@@ -1,7 +1,7 @@
 """Small finished (or half-finished) studies built directly with Optuna: no training, no data.
 
 They carry exactly what ``hpo.run`` stores -- the four tuned parameters with the registered
-search space's distributions, the trial attributes named in :mod:`hpo.tuning.keys`, per-epoch
+search space's distributions, the trial attributes named in :mod:`hpo.records`, per-epoch
 validation accuracy as intermediate values, and the study's test figures -- so report,
 chart and dashboard tests run in well under a second per study.
 """
@@ -9,13 +9,15 @@ chart and dashboard tests run in well under a second per study.
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo.tuning import keys
+from hpo import records
+from hpo.records import StudyRecord
 from studies import get_study
 
 DISTRIBUTIONS = {
@@ -53,7 +55,7 @@ def _val_metrics(best: float, sparsities: tuple[float, ...], train: float, rng: 
     metrics = {}
     for s in sparsities:
         accuracy = best if s == train else min(0.999, best + (train - s) * rng.uniform(0.02, 0.1))
-        metrics[keys.sparsity_key(s)] = {
+        metrics[records.sparsity_key(s)] = {
             "accuracy": accuracy,
             "mae": (1 - accuracy) * 0.2 + rng.uniform(0, 0.01),
         }
@@ -72,14 +74,14 @@ def make_study(
 
     Args:
         storage: Storage (object or URL) to create the study in.
-        name: Registered study name: its definition is stored as ``keys.DEFINITION``.
+        name: Registered study name: its record is stored as ``records.CONFIG``.
         seed: Seed of every number drawn.
         shape: Trials per state; the default has every state the report must show.
         base_accuracy: Typical objective value; the best trial lands near ``base + 0.15``.
         overrides: Command-line budget overrides the study was "run" with (``epochs`` ...).
 
     Returns:
-        The study, whose best trial holds ``keys.BEST_TRIAL`` / ``keys.TEST_METRICS`` when
+        The study, whose best trial holds ``records.BEST_TRIAL`` / ``records.TEST_METRICS`` when
         ``shape.test_metrics``.
     """
     shape = shape or StudyShape()
@@ -88,10 +90,11 @@ def make_study(
     train = definition.train_sparsity
     sparsities = tuple(definition.test_sparsities)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr(
-        keys.DEFINITION,
-        {"definition": definition.to_dict(), "overrides": overrides or {}, "pruner": "hyperband"},
-    )
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2; hpo.run sets it too
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([records.METRIC_NAME])
+    record = StudyRecord(definition.to_dict(), overrides=overrides or {}, pruner="hyperband")
+    study.set_user_attr(records.CONFIG, record.to_dict())
     number = 0
     for i in range(shape.complete):
         best = min(0.99, base_accuracy + rng.uniform(-0.1, 0.15))
@@ -105,11 +108,11 @@ def make_study(
                 distributions=DISTRIBUTIONS,
                 intermediate_values=curve,
                 user_attrs={
-                    keys.PHASE: keys.PHASE_GRID if i < 2 else keys.PHASE_TPE,
-                    keys.VAL_METRICS: _val_metrics(best, sparsities, train, rng),
-                    keys.N_PARAMS: rng.randint(5_000, 90_000),
-                    keys.TRAIN_SECONDS: rng.uniform(10, 100),
-                    keys.MODEL_ARTIFACT: f"artifact-{number}",
+                    records.PHASE: records.PHASE_GRID if i < 2 else records.PHASE_TPE,
+                    records.VAL_METRICS: _val_metrics(best, sparsities, train, rng),
+                    records.N_PARAMS: rng.randint(5_000, 90_000),
+                    records.TRAIN_SECONDS: rng.uniform(10, 100),
+                    records.MODEL_ARTIFACT: f"artifact-{number}",
                 },
             )
         )
@@ -124,11 +127,11 @@ def make_study(
                 distributions=DISTRIBUTIONS,
                 intermediate_values=curve,
                 user_attrs={
-                    keys.PHASE: keys.PHASE_TPE,
-                    keys.FAIL_REASON: (
+                    records.PHASE: records.PHASE_TPE,
+                    records.FAIL_REASON: (
                         f"pruned after epoch {epoch}: val accuracy {curve[epoch]:.4f}"
                     ),
-                    keys.TRAIN_SECONDS: rng.uniform(1, 10),
+                    records.TRAIN_SECONDS: rng.uniform(1, 10),
                 },
             )
         )
@@ -144,23 +147,25 @@ def make_study(
                 state=TrialState.FAIL,
                 params=_params(rng),
                 distributions=DISTRIBUTIONS,
-                user_attrs={keys.PHASE: keys.PHASE_TPE, keys.FAIL_REASON: reason},
+                user_attrs={records.PHASE: records.PHASE_TPE, records.FAIL_REASON: reason},
             )
         )
         number += 1
     for _ in range(shape.running):
         trial = study.ask(DISTRIBUTIONS)
-        trial.set_user_attr(keys.PHASE, keys.PHASE_TPE)
+        trial.set_user_attr(records.PHASE, records.PHASE_TPE)
         trial.report(0.5, 1)
     if shape.test_metrics and shape.complete:
         best_trial = study.best_trial
-        study.set_user_attr(keys.BEST_TRIAL, best_trial.number)
-        study.set_user_attr(keys.BEST_MODEL_ARTIFACT, best_trial.user_attrs[keys.MODEL_ARTIFACT])
+        study.set_user_attr(records.BEST_TRIAL, best_trial.number)
         study.set_user_attr(
-            keys.TEST_METRICS,
+            records.BEST_MODEL_ARTIFACT, best_trial.user_attrs[records.MODEL_ARTIFACT]
+        )
+        study.set_user_attr(
+            records.TEST_METRICS,
             {
                 k: {"accuracy": m["accuracy"] - 0.01, "mae": m["mae"] + 0.001}
-                for k, m in best_trial.user_attrs[keys.VAL_METRICS].items()
+                for k, m in best_trial.user_attrs[records.VAL_METRICS].items()
             },
         )
     return study

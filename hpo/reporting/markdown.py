@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from studies import SearchSpace
 
 from .charts import Chart
-from .tables import ComparisonEntry, StudyTables, format_value
-from .trials import sorted_sparsity_keys
+from .tables import ComparisonEntry, StudyTables, format_value, sorted_sparsity_keys
 
 __all__ = ["render_comparison", "render_study"]
 
@@ -94,8 +93,7 @@ def _render_test_section(tables: StudyTables) -> list[str]:
     lines = ["## Best configuration on the test split", ""]
     if not tables.best:
         return lines + ["No completed trial yet.", ""]
-    rows_by_trial = {row["trial"]: row for row in tables.rows}
-    test_row = rows_by_trial.get(tables.test_trial) if tables.test_trial is not None else None
+    test_row = tables.test_row
     if tables.test_metrics is None or test_row is None:
         best = tables.best[0]
         lines += [
@@ -106,7 +104,7 @@ def _render_test_section(tables: StudyTables) -> list[str]:
         ]
         return lines
     lines.append(
-        f"Trial {test_row['trial']} ({_params_text(test_row, tables.columns)}), "
+        f"Trial {test_row['trial']} ({_params_text(test_row, tables.params)}), "
         f"{format_value(test_row['n_params'], 'int')} parameters, trained in "
         f"{format_value(test_row['train_seconds'], 'seconds')}."
     )
@@ -136,7 +134,7 @@ def _render_best_section(tables: StudyTables) -> list[str]:
     info = tables.info
     if not tables.best:
         return []
-    params = _param_columns(tables.columns)
+    params = tables.params
     head = ["rank", "trial", "phase", info.objective_label]
     head += [SearchSpace.label(p) for p in params]
     head += [f"acc / MAE @ {k}" for k in info.sparsity_keys]
@@ -148,7 +146,7 @@ def _render_best_section(tables: StudyTables) -> list[str]:
         "Validation accuracy and MAE at every test sparsity (best-epoch weights).",
         "",
         "| " + " | ".join(head) + " |",
-        _separator([c in ("phase", "activation") or _is_text_param(tables, c) for c in head_keys]),
+        _separator([c == "phase" or _is_text_param(tables, c) for c in head_keys]),
     ]
     for row in tables.best:
         cells = [str(row["rank"]), str(row["trial"]), str(row["phase"] or "-")]
@@ -184,10 +182,7 @@ def render_comparison(entries: Sequence[ComparisonEntry], has_png: bool, storage
             f"budget: {e.info.budget or 'not stored'}"
         )
     lines.append("")
-    keys_union: set[str] = set()
-    for e in entries:
-        keys_union.update(e.metrics)
-    sparsities = sorted_sparsity_keys(keys_union)
+    sparsities = sorted_sparsity_keys(k for e in entries for k in e.metrics)
     head = ["sparsity"]
     for e in entries:
         head += [f"{e.info.name} accuracy ({e.source})", f"{e.info.name} MAE ({e.source})"]
@@ -220,16 +215,8 @@ def render_comparison(entries: Sequence[ComparisonEntry], has_png: bool, storage
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _param_columns(columns: Sequence[str]) -> list[str]:
-    start = columns.index("value") + 1
-    end = next(i for i, c in enumerate(columns) if c.startswith("val_") or c == "n_params")
-    return list(columns[start:end])
-
-
-def _params_text(row: dict, columns: Sequence[str]) -> str:
-    return ", ".join(
-        f"{SearchSpace.label(p)}={format_value(row[p], 'param')}" for p in _param_columns(columns)
-    )
+def _params_text(row: dict, params: Sequence[str]) -> str:
+    return ", ".join(f"{SearchSpace.label(p)}={format_value(row[p], 'param')}" for p in params)
 
 
 def _separator(text_columns: Sequence[bool]) -> str:

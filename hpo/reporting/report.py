@@ -1,7 +1,7 @@
 """``python -m hpo.report``: charts, tables and a markdown report of a study, or a comparison.
 
     python -m hpo.report --study sparse_mnist                   # -> reports/sparse_mnist/
-    python -m hpo.report --compare sparse_mnist dense_mnist     # -> reports/compare/...
+    python -m hpo.report --compare sparse_mnist dense_mnist     # -> reports/compare_..._vs_.../
 
 One study's folder holds ``report.md`` (counts, failure reasons, the best configuration's test
 figures, the best trials), ``trials.csv`` (every trial), ``best_trials.csv``, and one
@@ -20,19 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
+import plotly.graph_objects as go
 
-from ..errors import print_usage_error
+from ..errors import UsageError, print_usage_error
 from ..runtime.storage import load_existing_study, open_existing_storage
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
     StorageError,
-    mask_url,
+    StorageTarget,
     resolve_storage_url,
 )
 from .charts import comparison_figure, study_charts, write_html, write_pngs
 from .markdown import render_comparison, render_study
 from .tables import compare_entry, read_study_tables, write_csv
-from .trials import ReportError
 
 __all__ = ["build_parser", "main", "write_comparison", "write_study_report"]
 
@@ -53,9 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="two or more studies whose best models to compare (e.g. sparse_mnist dense_mnist)",
     )
     parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help=f"study storage (default: {STORAGE_DEFAULT_HELP})",
+        "--storage", metavar="URL", help=f"study storage (default: {STORAGE_DEFAULT_HELP})"
     )
     parser.add_argument(
         "--out",
@@ -64,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: reports/<study>, or reports/compare_<a>_vs_<b>)",
     )
     parser.add_argument(
-        "--top", type=int, default=5, help="how many best trials to list and plot (default: 5)"
+        "--top", type=int, default=5, help="how many best trials to list (default: 5)"
     )
     parser.add_argument(
         "--no-png", action="store_true", help="skip static PNG export even if Kaleido is installed"
@@ -75,25 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (bad input: one line on stderr, status 2)."""
     args = build_parser().parse_args(argv)
-    url = resolve_storage_url(args.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = open_existing_storage(url)
+        target = StorageTarget.parse(resolve_storage_url(args.storage))
+        storage = open_existing_storage(target)
         if args.study is not None:
             out = args.out or DEFAULT_OUT_ROOT / args.study
-            study = load_existing_study(storage, args.study, mask_url(url))
+            study = load_existing_study(storage, args.study, target.masked)
             written, notices = write_study_report(
-                study, out, top=args.top, png=not args.no_png, storage_label=mask_url(url)
+                study, out, top=args.top, png=not args.no_png, storage_label=target.masked
             )
         else:
             if len(args.compare) < 2:
-                raise ReportError("--compare needs at least two study names")
+                raise UsageError("--compare needs at least two study names")
             out = args.out or DEFAULT_OUT_ROOT / ("compare_" + "_vs_".join(args.compare))
-            studies = [load_existing_study(storage, name, mask_url(url)) for name in args.compare]
+            studies = [load_existing_study(storage, n, target.masked) for n in args.compare]
             written, notices = write_comparison(
-                studies, out, png=not args.no_png, storage_label=mask_url(url)
+                studies, out, png=not args.no_png, storage_label=target.masked
             )
-    except (ReportError, StorageError) as e:
+    except (UsageError, StorageError) as e:
         return print_usage_error(e, prog="hpo.report")
     for notice in notices:
         print(notice)
@@ -104,21 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def write_study_report(
-    study: optuna.Study,
-    out: Path,
-    *,
-    top: int = 5,
-    png: bool = True,
-    storage_label: str = "",
+    study: optuna.Study, out: Path, *, top: int = 5, png: bool = True, storage_label: str = ""
 ) -> tuple[list[Path], list[str]]:
-    """Write the report of ``study`` into ``out``.
-
-    Args:
-        study: A loaded study (finished or running).
-        out: Output folder (created).
-        top: How many best trials to list and plot.
-        png: Try static PNG export.
-        storage_label: How to name the storage in the report (a masked URL).
+    """Write the report of ``study`` (finished or running) into ``out``.
 
     Returns:
         The files written, and one-line notices (skipped charts, skipped PNGs).
@@ -126,83 +112,69 @@ def write_study_report(
     tables = read_study_tables(study, top=top)
     out = _make_dir(out)
     written = [
+        out / "report.md",
         write_csv(out / "trials.csv", tables.columns, tables.rows),
         write_csv(out / "best_trials.csv", ("rank", *tables.columns), tables.best),
     ]
-    notices: list[str] = []
-    if tables.counts.total == 0:
-        notices.append(f"study {study.study_name!r} has no trials yet: report.md says so")
-    # An empty study gets no charts (and no notice per chart): report.md says why.
-    charts = study_charts(study, top=top) if tables.counts.total else []
-    drawn = [c for c in charts if c.figure is not None]
-    for chart in drawn:
-        written.append(write_html(chart.figure, out / f"{chart.name}.html"))
-    if drawn:
-        written.append(out / "plotly.min.js")
-    for chart in charts:
-        if chart.skipped:
-            notices.append(f"chart skipped: {chart.title}: {chart.skipped}")
-    png_names: set[str] = set()
-    if png and drawn:
-        png_paths = [out / f"{c.name}.png" for c in drawn]
-        notice = write_pngs([c.figure for c in drawn], png_paths)
-        if notice:
-            notices.append(notice)
-        else:
-            written.extend(png_paths)
-            png_names = {c.name for c in drawn}
-    report = render_study(tables, charts, png_names, storage_label)
-    written.insert(0, out / "report.md")
-    (out / "report.md").write_text(report, encoding="utf-8")
-    return written, notices
+    if tables.counts.total == 0:  # no charts, and no notice per chart: report.md says why
+        notices = [f"study {study.study_name!r} has no trials yet: report.md says so"]
+        charts = []
+    else:
+        charts = study_charts(study, tables.info)
+        notices = [f"chart skipped: {c.title}: {c.skipped}" for c in charts if c.skipped]
+    drawn = {c.name: c.figure for c in charts if c.figure is not None}
+    files, has_png = _write_figures(drawn, out, png, notices)
+    (out / "report.md").write_text(
+        render_study(tables, charts, set(drawn) if has_png else set(), storage_label),
+        encoding="utf-8",
+    )
+    return written + files, notices
 
 
 def write_comparison(
-    studies: Sequence[optuna.Study],
-    out: Path,
-    *,
-    png: bool = True,
-    storage_label: str = "",
+    studies: Sequence[optuna.Study], out: Path, *, png: bool = True, storage_label: str = ""
 ) -> tuple[list[Path], list[str]]:
     """Write ``comparison.md`` and one chart: the best model of each study at every sparsity.
 
-    Returns:
-        The files written, and one-line notices.
-
     Raises:
-        ReportError: A study has no completed trial yet.
+        UsageError: A study has no completed trial yet.
     """
     entries = [compare_entry(s) for s in studies]
     out = _make_dir(out)
-    figure = comparison_figure(entries)
-    written = [
-        write_html(figure, out / "comparison.html"),
-        out / "plotly.min.js",
-    ]
     notices: list[str] = []
-    has_png = False
-    if png:
-        notice = write_pngs([figure], [out / "comparison.png"])
-        if notice:
-            notices.append(notice)
-        else:
-            written.append(out / "comparison.png")
-            has_png = True
+    files, has_png = _write_figures({"comparison": comparison_figure(entries)}, out, png, notices)
     (out / "comparison.md").write_text(
         render_comparison(entries, has_png, storage_label), encoding="utf-8"
     )
-    written.insert(0, out / "comparison.md")
-    return written, notices
+    return [out / "comparison.md", *files], notices
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _write_figures(
+    figures: dict[str, go.Figure], out: Path, png: bool, notices: list[str]
+) -> tuple[list[Path], bool]:
+    """``<name>.html`` (+ ``plotly.min.js``) per figure, and PNGs if asked and possible."""
+    if not figures:
+        return [], False
+    written = [write_html(f, out / f"{name}.html") for name, f in figures.items()]
+    written.append(out / "plotly.min.js")
+    if not png:
+        return written, False
+    pngs = [out / f"{name}.png" for name in figures]
+    notice = write_pngs(list(figures.values()), pngs)
+    if notice:
+        notices.append(notice)
+        return written, False
+    return written + pngs, True
 
 
 def _make_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ReportError(f"cannot create output folder {path}: {e.strerror or e}") from e
+        raise UsageError(f"cannot create output folder {path}: {e.strerror or e}") from e
     return path
 
 

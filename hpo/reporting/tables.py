@@ -1,11 +1,9 @@
-"""The tables of a study, read from its storage: trial rows, best trials, counts, comparisons.
+"""A study read back from its storage: what it measures, its trial rows, counts and best model.
 
-Everything the report prints comes from here, and everything here is read through the names in
-:mod:`hpo.tuning.keys` (by way of :mod:`hpo.reporting.trials`), so the markdown, the CSV files
-and the charts cannot disagree with each other or with the storage. Nothing is recomputed:
-validation figures are the ones the runner stored on each trial (``keys.VAL_METRICS``), test
-figures the ones it stored on the study once (``keys.TEST_METRICS``), so a report of a running
-study is as trustworthy as one of a finished study -- it just has fewer rows.
+Everything is read through :mod:`hpo.records`, and nothing is recomputed: validation figures
+are the ones each trial stored, test figures the ones the run stored on the study once. So the
+markdown, the CSV files and the charts cannot disagree with each other or with the storage, and
+a report of a running study is as trustworthy as one of a finished study, with fewer rows.
 """
 
 from __future__ import annotations
@@ -19,28 +17,28 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from ..tuning import keys
-from ..tuning.budget import TrialCounts
-from .trials import (
-    ReportError,
-    StudyInfo,
-    best_trials,
-    metrics_of,
-    param_names,
-    study_info,
-)
+from studies import SearchSpace
+
+from .. import records
+from ..errors import UsageError
+from ..records import StudyRecord, TrialCounts, metrics_of, sparsity_key
 
 __all__ = [
     "ComparisonEntry",
     "FailureGroup",
+    "StudyInfo",
     "StudyTables",
+    "best_trials",
     "compare_entry",
+    "completed_trials",
     "format_value",
+    "param_names",
     "read_study_tables",
-    "trial_row",
-    "trial_row_columns",
+    "sorted_sparsity_keys",
+    "study_info",
     "write_csv",
 ]
 
@@ -48,16 +46,29 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 @dataclass(frozen=True)
-class FailureGroup:
-    """Failed or pruned trials that stopped for the same reason (numbers blanked out).
+class StudyInfo:
+    """What a study measures, from its stored :class:`~hpo.records.StudyRecord` if it has one.
 
     Attributes:
-        state: ``FAIL`` or ``PRUNED``.
-        pattern: The reason with every number replaced by ``#``, so "pruned after epoch 2:
-            val accuracy 0.11" and "... epoch 3: ... 0.12" fall into one group.
-        example: One reason verbatim (the earliest trial's).
-        trial_numbers: The trials in the group, ascending.
+        sparsity_keys: Every test sparsity, ascending: the record's plus any in stored metrics.
+        objective_label: e.g. ``validation accuracy @ sparsity 0.9``.
+        param_order: The search space's order of the tuned parameters.
+        budget: What one trial was allowed, overrides included (``None``: not stored).
     """
+
+    name: str
+    description: str | None
+    model_family: str | None
+    sparsity_keys: tuple[str, ...]
+    direction: str
+    objective_label: str
+    param_order: tuple[str, ...]
+    budget: str | None
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed or pruned trials that stopped for the same reason once numbers are blanked (#)."""
 
     state: str
     pattern: str
@@ -70,41 +81,27 @@ class StudyTables:
     """Everything ``report.md`` and the CSV files show about one study.
 
     Attributes:
-        info: What the study measures.
-        counts: Trials per state.
-        failures: Failure reasons grouped, largest group first.
-        columns: Column names of ``rows`` / ``best`` (the CSV header).
-        rows: One row per trial, by trial number.
-        best: The best completed trials, best first, with a ``rank`` column in front.
-        test_metrics: ``keys.TEST_METRICS`` of the study ({sparsity key: {metric: value}}), or
-            ``None`` while the run has not scored its best trial on the test split.
-        test_trial: The trial the test figures belong to (``keys.BEST_TRIAL``).
-        best_model_artifact: Artifact id of the saved best model, if any.
+        params: The tuned parameters, in the search space's order.
+        rows: One row per trial, by trial number; ``best``: the best completed, with ``rank``.
+        test_metrics: The study's test figures, ``None`` until the run has scored its best.
+        test_row: The row of the trial they belong to.
     """
 
     info: StudyInfo
     counts: TrialCounts
     failures: tuple[FailureGroup, ...]
+    params: tuple[str, ...]
     columns: tuple[str, ...]
     rows: tuple[dict[str, Any], ...]
     best: tuple[dict[str, Any], ...]
     test_metrics: dict[str, dict[str, float]] | None
-    test_trial: int | None
+    test_row: dict[str, Any] | None
     best_model_artifact: str | None
 
 
 @dataclass(frozen=True)
 class ComparisonEntry:
-    """One study's best model in a comparison across studies.
-
-    Attributes:
-        info: What the study measures.
-        trial_number: The best trial.
-        params: Its hyperparameters.
-        source: ``test`` if the figures are the test split's, ``validation`` otherwise.
-        metrics: {sparsity key: {"accuracy": float, "mae": float}}.
-        counts: The study's trials per state (how much search stands behind the figures).
-    """
+    """One study's best model in a comparison; ``source`` is ``test`` or ``validation``."""
 
     info: StudyInfo
     trial_number: int
@@ -114,119 +111,124 @@ class ComparisonEntry:
     counts: TrialCounts
 
 
-def trial_row(
-    trial: FrozenTrial, params: Sequence[str], sparsity_keys: Sequence[str]
-) -> dict[str, Any]:
-    """One CSV row: identity, objective, parameters, validation figures, cost, reason."""
-    attrs = trial.user_attrs
-    row: dict[str, Any] = {
-        "trial": trial.number,
-        "state": trial.state.name,
-        "phase": attrs.get(keys.PHASE),
-        "value": trial.value,
-    }
-    for name in params:
-        row[name] = trial.params.get(name)
-    metrics = metrics_of(attrs.get(keys.VAL_METRICS))
-    for key in sparsity_keys:
-        figures = metrics.get(key, {})
-        row[f"val_accuracy@{key}"] = figures.get("accuracy")
-        row[f"val_mae@{key}"] = figures.get("mae")
-    row["n_params"] = attrs.get(keys.N_PARAMS)
-    row["train_seconds"] = attrs.get(keys.TRAIN_SECONDS)
-    row["epochs_reported"] = len(trial.intermediate_values)
-    row["fail_reason"] = attrs.get(keys.FAIL_REASON)
-    return row
+def study_info(study: optuna.Study) -> StudyInfo:
+    """What ``study`` measures; a study without a (readable) stored record still gets labels.
+
+    Raises:
+        UsageError: A multi-objective study (hpo creates single-objective ones).
+    """
+    if len(study.directions) != 1:
+        raise UsageError(
+            f"study {study.study_name!r} has {len(study.directions)} objectives; the report "
+            "reads single-objective studies (the ones hpo.run creates)"
+        )
+    record = _record(study)
+    found = {sparsity_key(s) for s in record.test_sparsities} if record else set()
+    for trial in study.get_trials(deepcopy=False):
+        found.update(metrics_of(trial.user_attrs.get(records.VAL_METRICS)))
+    found.update(metrics_of(study.user_attrs.get(records.TEST_METRICS)))
+    definition = record.definition if record else {}
+    return StudyInfo(
+        name=study.study_name,
+        description=definition.get("description"),
+        model_family=definition.get("model_family"),
+        sparsity_keys=sorted_sparsity_keys(found),
+        direction="maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize",
+        objective_label=_objective_label(record),
+        param_order=record.param_order if record else SearchSpace.names(),
+        budget=_budget_text(record) if record and "epochs" in definition else None,
+    )
 
 
 def read_study_tables(study: optuna.Study, top: int = 5) -> StudyTables:
-    """Read every number the report shows about ``study`` (one pass over its trials).
-
-    Args:
-        study: A loaded study (finished or still running).
-        top: How many best trials to list.
-    """
+    """Every number the report shows about ``study``, in one pass over its trials."""
     if top < 1:
-        raise ReportError(f"--top must be >= 1, got {top}")
+        raise UsageError(f"--top must be >= 1, got {top}")
     info = study_info(study)
     trials = study.get_trials(deepcopy=False)
     params = param_names(trials, info.param_order)
-    rows = tuple(trial_row(t, params, info.sparsity_keys) for t in trials)
+    rows = tuple(_trial_row(t, params, info.sparsity_keys) for t in trials)
     best = tuple(
-        {"rank": rank, **trial_row(t, params, info.sparsity_keys)}
+        {"rank": rank, **_trial_row(t, params, info.sparsity_keys)}
         for rank, t in enumerate(best_trials(study, top), start=1)
     )
-    columns = tuple(rows[0]) if rows else tuple(trial_row_columns(params, info.sparsity_keys))
-    test_metrics = study.user_attrs.get(keys.TEST_METRICS)
-    test_trial = study.user_attrs.get(keys.BEST_TRIAL)
+    # The header of an empty study: the columns of a row with nothing in it.
+    empty = create_trial(state=TrialState.FAIL)
+    test_metrics = metrics_of(study.user_attrs.get(records.TEST_METRICS))
+    test_trial = study.user_attrs.get(records.BEST_TRIAL)
     return StudyTables(
         info=info,
         counts=TrialCounts.of(trials),
         failures=_group_failures(trials),
-        columns=columns,
+        params=tuple(params),
+        columns=tuple(_trial_row(empty, params, info.sparsity_keys)),
         rows=rows,
         best=best,
-        test_metrics=metrics_of(test_metrics) if test_metrics else None,
-        test_trial=int(test_trial) if test_trial is not None else None,
-        best_model_artifact=study.user_attrs.get(keys.BEST_MODEL_ARTIFACT),
+        test_metrics=test_metrics or None,
+        test_row=next((r for r in rows if r["trial"] == test_trial), None),
+        best_model_artifact=study.user_attrs.get(records.BEST_MODEL_ARTIFACT),
     )
 
 
-def trial_row_columns(params: Sequence[str], sparsity_keys: Sequence[str]) -> list[str]:
-    """The columns :func:`trial_row` produces, for a header without rows."""
-    metric_columns = [f"val_{m}@{k}" for k in sparsity_keys for m in ("accuracy", "mae")]
-    return [
-        "trial",
-        "state",
-        "phase",
-        "value",
-        *params,
-        *metric_columns,
-        "n_params",
-        "train_seconds",
-        "epochs_reported",
-        "fail_reason",
-    ]
-
-
 def compare_entry(study: optuna.Study) -> ComparisonEntry:
-    """The best model of ``study`` with its figures at every sparsity (test ones if stored).
+    """The best model of ``study`` with its figures at every sparsity, test ones if stored.
 
-    Test figures belong to the trial stored as ``keys.BEST_TRIAL`` when the run last finished;
-    while a study is still running its current best may differ, and then the stored test
-    figures are still used, for the trial they were measured on (a report never mixes the
-    test figures of one trial with the parameters of another).
+    Stored test figures stay with the trial they were measured on, even if a still-running
+    study has a new best: a report never mixes one trial's figures with another's parameters.
 
     Raises:
-        ReportError: The study has no completed trial yet.
+        UsageError: The study has no completed trial yet.
     """
     info = study_info(study)
-    counts = TrialCounts.of(study.get_trials(deepcopy=False))
-    test_metrics = metrics_of(study.user_attrs.get(keys.TEST_METRICS))
-    test_trial = study.user_attrs.get(keys.BEST_TRIAL)
-    if test_metrics and test_trial is not None:
-        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-        trial = by_number.get(int(test_trial))
-        if trial is not None:
-            return ComparisonEntry(
-                info, trial.number, dict(trial.params), "test", test_metrics, counts
-            )
+    trials = study.get_trials(deepcopy=False)
+    counts = TrialCounts.of(trials)
+    test_metrics = metrics_of(study.user_attrs.get(records.TEST_METRICS))
+    test_trial = study.user_attrs.get(records.BEST_TRIAL)
+    tested = [t for t in trials if test_metrics and t.number == test_trial]
+    if tested:
+        return ComparisonEntry(info, test_trial, tested[0].params, "test", test_metrics, counts)
     ranked = best_trials(study, 1)
     if not ranked:
-        raise ReportError(
+        raise UsageError(
             f"study {study.study_name!r} has no completed trial yet: nothing to compare "
             "(run it first: python -m hpo.run --study NAME)"
         )
-    best = ranked[0]
-    metrics = metrics_of(best.user_attrs.get(keys.VAL_METRICS))
-    return ComparisonEntry(info, best.number, dict(best.params), "validation", metrics, counts)
+    metrics = metrics_of(ranked[0].user_attrs.get(records.VAL_METRICS))
+    return ComparisonEntry(info, ranked[0].number, ranked[0].params, "validation", metrics, counts)
+
+
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials with a finite objective value."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in trials if t.value is not None and math.isfinite(t.value)]
+
+
+def best_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The ``top`` best completed trials, best first (ties: lower trial number first)."""
+    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+    return sorted(completed_trials(study), key=lambda t: (sign * t.value, t.number))[:top]
+
+
+def param_names(trials: Sequence[FrozenTrial], order: Sequence[str]) -> list[str]:
+    """The trials' parameters: those of ``order`` in that order, then any others sorted."""
+    present = {name for t in trials for name in t.params}
+    return [p for p in order if p in present] + sorted(present - set(order))
+
+
+def sorted_sparsity_keys(found: Iterable[str]) -> tuple[str, ...]:
+    """Sparsity keys in ascending numeric order (keys that are not numbers go last)."""
+
+    def order(key: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(key), key)
+        except ValueError:
+            return (1, 0.0, key)
+
+    return tuple(sorted(set(found), key=order))
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Write ``rows`` as CSV with ``columns`` as header; ``None`` becomes an empty cell.
-
-    Floats are written with ``repr`` so the file holds exactly the stored values.
-    """
+    """Write ``rows`` under the header ``columns``; floats as ``repr``: the exact stored value."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -236,8 +238,8 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, An
 
 
 def format_value(value: Any, kind: str = "") -> str:
-    """A cell of a markdown table: 4 decimals for scores, 3 significant digits for a float
-    hyperparameter (``kind="param"``: a learning rate reads 0.00251, not 0.0025), etc."""
+    """A markdown cell: 4 decimals for a score, 3 significant digits for a float parameter
+    (``kind="param"``: a learning rate reads 0.00251, not 0.0025)."""
     if value is None:
         return "-"
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -256,20 +258,71 @@ def format_value(value: Any, kind: str = "") -> str:
 # --- helpers ------------------------------------------------------------------------------
 
 
+def _record(study: optuna.Study) -> StudyRecord | None:
+    """The stored record; a study hpo did not create (or cannot read) has none."""
+    stored = study.user_attrs.get(records.CONFIG)
+    try:
+        return StudyRecord.from_dict(stored) if stored is not None else None
+    except ValueError:
+        return None
+
+
+def _objective_label(record: StudyRecord | None) -> str:
+    if record is None or record.train_sparsity is None:
+        return records.METRIC_NAME
+    return f"{records.METRIC_NAME} @ sparsity {sparsity_key(record.train_sparsity)}"
+
+
+def _budget_text(record: StudyRecord) -> str:
+    """``10 epochs x all training images, ...``: a quick study must not read like a full one."""
+    definition = record.definition
+    epochs, images, val = (definition.get(k) for k in ("epochs", "train_size", "val_size"))
+    text = (
+        f"{epochs} epoch{'s' if epochs != 1 else ''} x "
+        f"{'all' if images is None else f'{images:,}'} training images, "
+        f"{'all' if val is None else f'{val:,}'} validation images per trial"
+    )
+    if record.pruner:
+        text += f", pruner {record.pruner}"
+    if record.overrides:
+        given = " ".join(
+            f"--{k.replace('_', '-')} {'all' if v is None else v}"
+            for k, v in record.overrides.items()
+        )
+        text += f" (overridden on the command line: {given})"
+    return text
+
+
+def _trial_row(
+    trial: FrozenTrial, params: Sequence[str], sparsity_keys: Sequence[str]
+) -> dict[str, Any]:
+    """One CSV row: identity, objective, parameters, validation figures, cost, reason."""
+    attrs = trial.user_attrs
+    row: dict[str, Any] = {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "phase": attrs.get(records.PHASE),
+        "value": trial.value,
+    }
+    row.update({name: trial.params.get(name) for name in params})
+    metrics = metrics_of(attrs.get(records.VAL_METRICS))
+    for key in sparsity_keys:
+        row[f"val_accuracy@{key}"] = metrics.get(key, {}).get("accuracy")
+        row[f"val_mae@{key}"] = metrics.get(key, {}).get("mae")
+    row["n_params"] = attrs.get(records.N_PARAMS)
+    row["train_seconds"] = attrs.get(records.TRAIN_SECONDS)
+    row["epochs_reported"] = len(trial.intermediate_values)
+    row["fail_reason"] = attrs.get(records.FAIL_REASON)
+    return row
+
+
 def _group_failures(trials: Sequence[FrozenTrial]) -> tuple[FailureGroup, ...]:
     groups: dict[tuple[str, str], list[FrozenTrial]] = {}
     for t in trials:
-        if t.state not in (TrialState.FAIL, TrialState.PRUNED):
-            continue
-        reason = _reason(t)
-        groups.setdefault((t.state.name, _NUMBER.sub("#", reason)), []).append(t)
+        if t.state in (TrialState.FAIL, TrialState.PRUNED):
+            groups.setdefault((t.state.name, _NUMBER.sub("#", _reason(t))), []).append(t)
     result = [
-        FailureGroup(
-            state=state,
-            pattern=pattern,
-            example=_reason(members[0]),
-            trial_numbers=tuple(sorted(m.number for m in members)),
-        )
+        FailureGroup(state, pattern, _reason(members[0]), tuple(m.number for m in members))
         for (state, pattern), members in groups.items()
     ]
     result.sort(key=lambda g: (g.state != "FAIL", -len(g.trial_numbers), g.pattern))
@@ -277,20 +330,18 @@ def _group_failures(trials: Sequence[FrozenTrial]) -> tuple[FailureGroup, ...]:
 
 
 def _reason(trial: FrozenTrial) -> str:
-    reason = trial.user_attrs.get(keys.FAIL_REASON)
+    reason = trial.user_attrs.get(records.FAIL_REASON)
     if reason:
         return str(reason).splitlines()[0]
     if trial.state == TrialState.PRUNED:
         last = max(trial.intermediate_values, default=None)
         return f"pruned after epoch {last}" if last is not None else "pruned"
-    # Only a worker that died mid-trial leaves a FAIL without a reason: the runner records one
-    # for every failure it sees, and a dead worker's trial is failed by heartbeat.
+    # The runner records a reason for every failure it sees; only a worker that died
+    # mid-trial (failed later by heartbeat) leaves none.
     return "no reason recorded: the worker stopped mid-trial (killed, crashed or lost)"
 
 
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return repr(value)
-    return value
+    return repr(value) if isinstance(value, float) else value
