@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         default=None,
-        help="seconds after which no new trial is started (default: no limit)",
+        help="seconds, counted from this worker's first trial, after which it starts no new "
+        "trial (default: no limit)",
     )
     parser.add_argument(
         "--pruner",
