@@ -49,9 +49,9 @@ def test_the_published_checkpoints_and_only_those_are_committed():
 def test_a_published_checkpoint_is_small_and_rebuilds_its_network(name: str):
     path = MODELS / f"{name}.pt"
     assert path.stat().st_size <= MAX_BYTES
-    config = read_checkpoint(path)["config"]
-    definition = config["definition"]
-    assert (definition["dataset"], config["model_family"]) == PUBLISHED[name]
+    config = read_checkpoint(path).config
+    definition = config.definition
+    assert (definition["dataset"], config.model_family) == PUBLISHED[name]
     loaded = load_model_file(path)
     cnn = loaded.cnn_config
     size = definition["dataset_options"].get("image_size", 28)
