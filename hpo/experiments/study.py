@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from data import SparseDataset
@@ -80,7 +81,10 @@ def run_experiment(
 
 
 def _refuse_foreign_runs(
-    definition: ExperimentDefinition, storage: Any, csv_path: Path, target: StorageTarget
+    definition: ExperimentDefinition,
+    storage: optuna.storages.BaseStorage,
+    csv_path: Path,
+    target: StorageTarget,
 ) -> None:
     """Never replace published runs by a table of fewer: every run of the CSV must be a
     completed trial of the study (a fresh storage pointed at docs/results holds none)."""
@@ -115,7 +119,11 @@ class RunObjective:
     """``objective(trial) -> validation accuracy`` of one queued run (see the module doc)."""
 
     def __init__(
-        self, d: ExperimentDefinition, data: SparseDataset, device: torch.device, store: Any
+        self,
+        d: ExperimentDefinition,
+        data: SparseDataset,
+        device: torch.device,
+        store: FileSystemArtifactStore,
     ) -> None:
         self.definition, self.data, self.device, self.store = d, data, device, store
         self.val = {s: eval_batches(d, data, data.val, s, VAL_MASK_SEED, device)
@@ -171,13 +179,13 @@ class RunObjective:
                 "model_family": family,
                 "train_sparsity": run.sparsity,
                 "val_size": None,
-            },  # fmt: skip
+            },
             trial_number=trial.number,
             source={
                 "experiment": d.name,
                 "run": run_label(run_key(trial.params)),
                 "seed": run.seed,
-            },  # fmt: skip
+            },
         )
         return save_checkpoint(trial, self.store, model.state_dict(), config)
 
