@@ -26,8 +26,7 @@ RUN useradd --create-home --uid 1000 hpo \
     && chown hpo:hpo /artifacts /cache
 ENV HPO_ARTIFACT_DIR=/artifacts \
     HPO_CACHE_DIR=/cache \
-    HPO_DATA_DIR=/datasets \
-    MPLCONFIGDIR=/cache/matplotlib
+    HPO_DATA_DIR=/datasets
 
 
 FROM base AS dashboard

@@ -47,6 +47,8 @@ class ExperimentDefinition:
         lr: Peak learning rate (the recipe's schedule starts from it or warms up to it).
         depth, activation, width, pool_after, head_grid: The shared architecture (see
             ``CNNConfig``).
+        data_seed: Draws the train/validation split, as a study's ``data_seed`` does.
+        eval_batch_size: Batch size of the fixed-mask evaluation (speed only).
     """
 
     name: str
@@ -66,6 +68,8 @@ class ExperimentDefinition:
     pool_after: tuple[int, ...] = ()
     head_grid: int = 4
     recipes: tuple[TrainingRecipe, ...] = (DEFAULT_RECIPE,)
+    data_seed: int = 0
+    eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.recipes]
@@ -73,7 +77,7 @@ class ExperimentDefinition:
             raise ValueError(f"experiment {self.name}: recipe names must be distinct, non-empty")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, saved with every checkpoint an experiment writes."""
+        """JSON-able form: the experiment study's stored record and every checkpoint's."""
         return _jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def cnn_config(self, in_channels: int, num_classes: int) -> CNNConfig:

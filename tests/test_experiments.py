@@ -1,83 +1,180 @@
-"""The comparison-experiment runner on the tiny synthetic MNIST: rows, resume, summary."""
+"""Experiments as Optuna studies, on the tiny synthetic MNIST: runs, resume, rows, summary.
+
+Each test runs ``python -m hpo.experiments`` (in process, or as real processes) on a tiny
+definition found through ``main``'s ``lookup``, against its own SQLite storage, and checks
+what a user sees: trial states, the CSV, the tables, the exit status and its one line.
+"""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import statistics
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from data import MNISTOptions
+from hpo import records
+from hpo.checkpoints.evaluate import evaluate_checkpoint
 from hpo.experiments import cli
-from hpo.experiments.runner import FIELDS, run_experiment
-from hpo.experiments.summary import summarize
+from hpo.experiments.rows import FIELDS
+from hpo.tuning.export import main as export_main
 from models import ModelFamily
 from studies import BASELINE_RECIPE
-from studies.experiments import get_experiment
+from studies.experiments import EXPERIMENTS, get_experiment
 from studies.recipe import FULL_RECIPE
 
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+TINY = dataclasses.replace(
+    get_experiment("mnist_sparsity"),
+    name="tiny",
+    dataset_options=MNISTOptions(val_size=100, train_size=200),
+    train_sparsities=(0.5, 0.9),
+    test_sparsities=(0.5, 0.9),
+    seeds=(0, 1),
+    epochs=1,
+    depth=3,
+)
+# One run: sparse CNN at 0.9, seed 3.
+ONE = dataclasses.replace(
+    TINY, name="one", train_sparsities=(0.9,), seeds=(3,), families=(ModelFamily.SPARSE,)
+)
+TINY_EXPERIMENTS = {d.name: d for d in (TINY, ONE)}
 
-@pytest.fixture
-def tiny_definition():
-    return dataclasses.replace(
-        get_experiment("mnist_sparsity"),
-        name="tiny",
-        dataset_options=MNISTOptions(val_size=100, train_size=200),
-        train_sparsities=(0.5, 0.9),
-        test_sparsities=(0.5, 0.9),
-        seeds=(0, 1),
-        epochs=1,
-        depth=3,
-    )
+
+def run(name: str, tmp: Path, *extra: str, db: str = "exp.db", out: str = "out") -> int:
+    """``python -m hpo.experiments NAME`` on the tiny definitions, storage and output in tmp."""
+    argv = [name, "--storage", f"sqlite:///{tmp / db}", "--out", str(tmp / out), *extra]
+    return cli.main([*argv, "--device", "cpu"], lookup=TINY_EXPERIMENTS.__getitem__)
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
+def trials(tmp: Path, name: str, db: str = "exp.db") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / db}").get_trials()
+
+
+def rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_runs_every_combination_once_and_resumes(tiny_definition, data_env, tmp_path):
-    out = tmp_path / "results"
-    csv_path = run_experiment(tiny_definition, data_dir=None, out_dir=out, device="cpu")
-    rows = _rows(csv_path)
-    # 3 families x 2 train sparsities x 2 seeds, each scored at 2 test sparsities.
-    assert len(rows) == 3 * 2 * 2 * 2
-    runs = {(r["family"], r["train_sparsity"], r["seed"]) for r in rows}
-    assert len(runs) == 12
-    # Every model is scored on the same test images.
-    assert {r["n_test"] for r in rows} == {"200"}
-    # Resume: nothing is trained again.
-    run_experiment(tiny_definition, data_dir=None, out_dir=out, device="cpu")
-    assert len(_rows(csv_path)) == len(rows)
-    assert not (out / "tiny.md").exists()  # the summary is written once, by the caller
-
-    summarize(tiny_definition, csv_path, out)
-    md = (out / "tiny.md").read_text()
-    assert (out / "tiny_accuracy.png").stat().st_size > 0
-    assert (out / "tiny_invariance.png").stat().st_size > 0
-    sparse = [
-        float(r["accuracy"])
-        for r in rows
-        if r["family"] == "sparse" and r["train_sparsity"] == r["test_sparsity"] == "0.9"
+def test_every_run_trains_once_and_a_rerun_trains_nothing(data_env, tmp_path):
+    assert run("tiny", tmp_path) == 0
+    first = trials(tmp_path, "tiny")
+    # 3 families x 2 training sparsities x 2 seeds, one completed trial each, seed-major.
+    assert [t.state for t in first] == [TrialState.COMPLETE] * 12
+    assert [t.user_attrs[records.GRID_ID] for t in first] == list(range(12))
+    assert [t.params["seed"] for t in first] == [0] * 6 + [1] * 6
+    combos = {(t.params["family"], t.params["train_sparsity"], t.params["seed"]) for t in first}
+    assert len(combos) == 12
+    csv_path = tmp_path / "out" / "tiny_runs.csv"
+    table = csv_path.read_text()
+    assert run("tiny", tmp_path) == 0
+    assert [(t.number, t.state, t.datetime_complete) for t in trials(tmp_path, "tiny")] == [
+        (t.number, t.state, t.datetime_complete) for t in first
     ]
-    expected = f"{100 * statistics.fmean(sparse):.2f} +/- {100 * statistics.stdev(sparse):.2f}"
-    assert expected in md
-    assert "Invariance" in md
+    assert csv_path.read_text() == table
 
 
-def test_same_seed_gives_same_numbers(tiny_definition, data_env, tmp_path):
-    one = dataclasses.replace(
-        tiny_definition, train_sparsities=(0.9,), seeds=(3,), families=(ModelFamily.SPARSE,)
+def test_the_tables_are_the_studys_and_the_csv_gives_the_same_summary(data_env, tmp_path):
+    assert run("tiny", tmp_path) == 0
+    out = tmp_path / "out"
+    written = rows(out / "tiny_runs.csv")
+    assert list(written[0]) == list(FIELDS)
+    assert len(written) == 12 * 2  # one row per run and test sparsity
+    for t in trials(tmp_path, "tiny"):
+        mine = [r for r in written if (r["family"], float(r["train_sparsity"]), int(r["seed"]))
+                == (t.params["family"], t.params["train_sparsity"], t.params["seed"])]  # fmt: skip
+        test = t.user_attrs[records.TEST_METRICS]
+        assert {r["test_sparsity"]: float(r["accuracy"]) for r in mine} == {
+            s: m["accuracy"] for s, m in test.items()
+        }
+        assert {float(r["val_accuracy"]) for r in mine} == {t.value}
+        assert {r["n_test"] for r in mine} == {"200"}  # every model, the same test images
+    assert (out / "tiny_accuracy.html").exists() and (out / "tiny_invariance.html").exists()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(out / "tiny_runs.csv", copy)
+    assert run("tiny", tmp_path, "--summarize-only", out="copy") == 0
+    assert (copy / "tiny.md").read_text() == (out / "tiny.md").read_text()
+    assert "Invariance" in (out / "tiny.md").read_text()
+
+
+def test_the_same_seed_gives_the_same_numbers_and_one_point_draws_no_figure(data_env, tmp_path):
+    assert run("one", tmp_path, db="a.db", out="a") == 0
+    assert run("one", tmp_path, db="b.db", out="b") == 0
+    a, b = rows(tmp_path / "a" / "one_runs.csv"), rows(tmp_path / "b" / "one_runs.csv")
+    figures = ("accuracy", "mae", "val_accuracy", "n_test")
+    assert [[r[k] for k in figures] for r in a] == [[r[k] for k in figures] for r in b]
+    assert "| 0.9 |" in (tmp_path / "a" / "one.md").read_text()
+    assert not list((tmp_path / "a").glob("*.html"))
+
+
+def test_an_exported_checkpoint_reproduces_its_row_with_hpo_evaluate(data_env, tmp_path, capsys):
+    assert run("one", tmp_path) == 0
+    path = tmp_path / "run.pt"
+    storage = f"sqlite:///{tmp_path / 'exp.db'}"
+    assert (
+        export_main(["--study", "one", "--trial", "0", "--out", str(path), "--storage", storage])
+        == 0
     )
-    a = _rows(run_experiment(one, data_dir=None, out_dir=tmp_path / "a", device="cpu"))
-    b = _rows(run_experiment(one, data_dir=None, out_dir=tmp_path / "b", device="cpu"))
-    assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
-    # One family at one training sparsity: the table, but no one-point figure.
-    summarize(one, tmp_path / "a" / "tiny_runs.csv", tmp_path / "a")
-    assert "| 0.9 |" in (tmp_path / "a" / "tiny.md").read_text()
-    assert not list((tmp_path / "a").glob("*.png"))
+    row = {float(r["test_sparsity"]): r for r in rows(tmp_path / "out" / "one_runs.csv")}
+    scores = evaluate_checkpoint(str(path))
+    assert {float(k): m["accuracy"] for k, m in scores.items()} == {
+        s: float(r["accuracy"]) for s, r in row.items()
+    }
+    val = evaluate_checkpoint(str(path), split="val", sparsities=[0.9])["0.9"]["accuracy"]
+    assert val == float(row[0.9]["val_accuracy"])
+
+
+def test_two_processes_share_the_runs_and_train_each_once(data_env, tmp_path):
+    """Two real processes on one SQLite storage: every run completes exactly once."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_experiments as t; "
+        "from hpo.experiments import cli; "
+        "sys.exit(cli.main(sys.argv[2:], lookup=t.TINY_EXPERIMENTS.__getitem__))"
+    )
+    argv = ["tiny", "--storage", f"sqlite:///{tmp_path / 'exp.db'}", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(Path(__file__).parent), *argv, "--out", str(out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for out in (tmp_path / "a", tmp_path / "b")
+    ]
+    for w in workers:
+        assert w.wait(timeout=300) == 0, w.stderr.read()[-2000:] if w.stderr else ""
+    done = [t for t in trials(tmp_path, "tiny") if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs[records.GRID_ID] for t in done) == list(range(12))
+    others = [t for t in trials(tmp_path, "tiny") if t.state != TrialState.COMPLETE]
+    # A process that found the queue empty between two runs leaves one trial, untrained.
+    assert all(not t.params and t.state == TrialState.FAIL for t in others)
+
+
+def test_a_csv_with_runs_the_study_lacks_is_refused_before_training(data_env, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    published = out / "one_runs.csv"
+    published.write_text(
+        "experiment,family,train_sparsity,seed,test_sparsity,accuracy,mae\n"
+        "one,sparse,0.9,7,0.9,0.5,0.1\n"
+    )
+    before = published.read_text()
+    assert run("one", tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(published) in err and "baseline-sparse-0.9-s7" in err and "\n" not in err
+    assert published.read_text() == before
+    assert not (tmp_path / "exp.db").exists()  # nothing trained, no database left behind
 
 
 def test_unknown_experiment_is_one_clear_line(capsys):
@@ -87,86 +184,28 @@ def test_unknown_experiment_is_one_clear_line(capsys):
     assert "mnist_sparsity" in err and "\n" not in err
 
 
-def test_a_recipe_comparison_ranks_on_validation_and_keeps_older_rows(
-    tiny_definition, data_env, tmp_path
-):
-    """Several recipes train every run once each; rows written before recipes were recorded
-    (the committed CSVs) are read as the baseline's, so a new recipe retrains rather than
-    skipping them, and the file is rewritten in the new columns without losing a row."""
-    out = tmp_path / "results"
-    out.mkdir()
-    legacy = {k: "0" for k in FIELDS if k not in ("recipe", "val_accuracy")}
-    legacy.update(family="sparse", train_sparsity="0.9", seed="0", test_sparsity="0.9")
-    with (out / "tiny_runs.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(legacy))
-        writer.writeheader()
-        writer.writerow({**legacy, "accuracy": "0.5", "mae": "0.1"})
-    compared = dataclasses.replace(
-        tiny_definition,
-        train_sparsities=(0.9,),
-        test_sparsities=(0.9,),
-        seeds=(0,),
-        families=(ModelFamily.SPARSE,),
-        recipes=(BASELINE_RECIPE, FULL_RECIPE),
-    )
-    csv_path = run_experiment(compared, data_dir=None, out_dir=out, device="cpu")
-    rows = _rows(csv_path)
-    assert [(r["recipe"], r["accuracy"]) for r in rows][0] == ("baseline", "0.5")  # kept
-    assert [r["recipe"] for r in rows] == ["baseline", "full"]  # only the new recipe ran
-    assert 0.0 <= float(rows[1]["val_accuracy"]) <= 1.0
-    md = summarize(compared, csv_path, out).read_text()
+def test_a_recipe_comparison_trains_each_recipe_and_ranks_them(data_env, tmp_path):
+    compared = dataclasses.replace(ONE, name="recipes", recipes=(BASELINE_RECIPE, FULL_RECIPE))
+    assert cli.main(
+        ["recipes", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--out", str(tmp_path)],
+        lookup={"recipes": compared}.__getitem__,
+    ) == 0  # fmt: skip
+    assert [r["recipe"] for r in rows(tmp_path / "recipes_runs.csv")] == ["baseline"] * 2 + [
+        "full"
+    ] * 2
+    md = (tmp_path / "recipes.md").read_text()
     assert "| baseline |" in md and "| full |" in md
-    assert "full: AdamW (decay 0.05), 5% warm-up + cosine decay" in md
     with pytest.raises(ValueError, match="recipe names must be distinct"):
         dataclasses.replace(compared, recipes=(FULL_RECIPE, FULL_RECIPE))
 
 
-def _one_run(tiny_definition):
-    return dataclasses.replace(
-        tiny_definition, train_sparsities=(0.9,), seeds=(0,), families=(ModelFamily.SPARSE,)
-    )
+PUBLISHED = [n for n in EXPERIMENTS if (RESULTS / f"{n}_runs.csv").exists()]
 
 
-def test_saved_run_checkpoints_reproduce_their_rows_with_hpo_evaluate(
-    tiny_definition, data_env, tmp_path
-):
-    """``--models``: every run's network is a checkpoint that ``hpo.evaluate`` scores to
-    exactly the test accuracy the experiment recorded (same masks, same split)."""
-    from hpo.checkpoints.evaluate import evaluate_checkpoint
-    from hpo.experiments.runner import RunKey, checkpoint_name
-
-    one = _one_run(tiny_definition)
-    models = tmp_path / "models"
-    rows = _rows(
-        run_experiment(one, data_dir=None, out_dir=tmp_path / "r", device="cpu", models_dir=models)
-    )
-    key = RunKey("baseline", "sparse", 0.9, 0)
-    path = models / checkpoint_name("tiny", key)
-    assert path.name == "baseline-sparse-0.9-s0.pt"
-    scores = evaluate_checkpoint(str(path), sparsities=[0.5, 0.9])
-    recorded = {float(r["test_sparsity"]): float(r["accuracy"]) for r in rows}
-    assert scores["0.5"]["accuracy"] == pytest.approx(recorded[0.5], abs=1e-9)
-    assert scores["0.9"]["accuracy"] == pytest.approx(recorded[0.9], abs=1e-9)
-    val = evaluate_checkpoint(str(path), split="val", sparsities=[0.9])["0.9"]["accuracy"]
-    assert val == pytest.approx(float(rows[0]["val_accuracy"]), abs=1e-9)
-
-
-def test_a_run_claimed_by_another_process_is_skipped(tiny_definition, data_env, tmp_path):
-    """Two processes share one experiment: a run whose claim is held elsewhere is left to its
-    holder; the others run, and their claim files are removed afterwards."""
-    from hpo.experiments import runner
-
-    two = dataclasses.replace(_one_run(tiny_definition), seeds=(0, 1))
-    out = tmp_path / "results"
-    out.mkdir()
-    csv_path = out / "tiny_runs.csv"
-    held = runner.RunKey("baseline", "sparse", 0.9, 1)
-    with runner._claim(csv_path, held) as claimed:
-        assert claimed
-        run_experiment(two, data_dir=None, out_dir=out, device="cpu")
-        with runner._claim(csv_path, held) as again:
-            assert not again  # flock is per open file: a second holder is refused
-    assert {r["seed"] for r in _rows(csv_path)} == {"0"}
-    assert not list(out.glob(".*.lock"))
-    run_experiment(two, data_dir=None, out_dir=out, device="cpu")  # the claim is free now
-    assert sorted(r["seed"] for r in _rows(csv_path)) == ["0", "0", "1", "1"]
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_a_published_csv_regenerates_its_committed_summary(name: str, tmp_path, monkeypatch):
+    """``--summarize-only`` reads the committed CSVs (the oldest lack the recipe columns)."""
+    monkeypatch.setattr("hpo.experiments.summary.write_figures", lambda *a: None)  # md only
+    shutil.copy(RESULTS / f"{name}_runs.csv", tmp_path)
+    assert cli.main([name, "--summarize-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / f"{name}.md").read_text() == (RESULTS / f"{name}.md").read_text()

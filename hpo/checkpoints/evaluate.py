@@ -89,12 +89,12 @@ def evaluate_checkpoint(
     from ..training import evaluate
     from .format import read_checkpoint, rebuild
 
-    payload = read_checkpoint(path)
-    definition = payload["config"]["definition"]
+    checkpoint = read_checkpoint(path)
+    definition = checkpoint.config.definition
     sparsities = sparsities or definition["test_sparsities"]
     for s in sparsities:
         check_sparsity(s)
-    loaded = rebuild(payload, device)
+    loaded = rebuild(checkpoint, device)
     ds = load_dataset(
         definition["dataset"],
         data_dir=data_dir,

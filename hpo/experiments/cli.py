@@ -1,29 +1,36 @@
-"""``python -m hpo.experiments NAME``: run a fixed-budget sparse-vs-dense comparison.
+"""``python -m hpo.experiments NAME``: run a fixed-budget comparison as an Optuna study.
 
     python -m hpo.experiments --list
-    python -m hpo.experiments mnist_sparsity --data-dir DIR --out docs/results
+    python -m hpo.experiments mnist_sparsity --data-dir DIR --storage sqlite:///exp.db --out DIR
 
-Resumable: re-running skips the runs already in ``<out>/<name>_runs.csv``, and a second
-process started with the same command shares the remaining runs with the first. Writes
-``<name>.md`` and the PNG figures into ``--out`` once the runs are done.
+Every run is a queued trial of the study ``NAME`` (:mod:`hpo.experiments.study`): re-running
+trains only what is missing, and more processes started with the same command share the runs.
+Then ``<name>_runs.csv``, ``<name>.md`` and the figures are written from the study's trials;
+``--summarize-only`` rewrites the tables and figures from the CSV alone (the published ones).
 
-Exit status: 0 done, 2 bad input (one line on stderr).
+Exit status: 0 done, 2 bad input (one line on stderr), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from data import DATA_DIR_ENV, DataError
 from studies import UnknownStudyError
-from studies.experiments import EXPERIMENTS, get_experiment
+from studies.experiments import EXPERIMENTS, ExperimentDefinition, get_experiment
 
-from ..errors import EXIT_OK, EXIT_USAGE, UsageError, print_usage_error
-from ..runtime.device import resolve_device
-from .runner import run_experiment
-from .summary import summarize
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, print_usage_error
+from ..runtime.storage_url import (
+    STORAGE_DEFAULT_HELP,
+    StorageError,
+    StorageTarget,
+    resolve_storage_url,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -33,59 +40,59 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m hpo.experiments",
         description="Run a fixed-budget sparse-vs-dense comparison experiment (resumable).",
     )
-    parser.add_argument("name", nargs="?", help=f"experiment: {', '.join(EXPERIMENTS)}")
-    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
-    parser.add_argument(
-        "--data-dir", default=None, help=f"data root (default: ${DATA_DIR_ENV}, else the cache)"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("docs/results"),
-        help="output folder (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
-    )
-    parser.add_argument(
-        "--download", action="store_true", help="let torchvision download missing data"
-    )
-    parser.add_argument(
-        "--models",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="also save every trained network as DIR/<experiment>/<run>.pt, a checkpoint "
-        "that python -m hpo.evaluate scores (default: not saved)",
-    )
-    parser.add_argument(
-        "--summarize-only", action="store_true", help="rewrite tables/figures from the CSV"
-    )
+    add = parser.add_argument
+    add("name", nargs="?", help=f"experiment: {', '.join(EXPERIMENTS)}")
+    add("--list", action="store_true", help="list the experiments and exit")
+    add("--storage", metavar="URL", help=f"study storage (default: {STORAGE_DEFAULT_HELP})")
+    add("--out", type=Path, default=Path("docs/results"), help="CSV, tables and figures "
+        "(default: %(default)s)")  # fmt: skip
+    add("--data-dir", default=None, help=f"data root (default: ${DATA_DIR_ENV}, else the cache)")
+    add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add("--download", action="store_true", help="let torchvision download missing data")
+    add("--summarize-only", action="store_true", help="rewrite tables/figures from the CSV")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
+def main(
+    argv: Sequence[str] | None = None,
+    lookup: Callable[[str], ExperimentDefinition] = get_experiment,
+) -> int:
+    """Command-line entry point; returns the exit status (``lookup``: where NAME is found)."""
     args = build_parser().parse_args(argv)
     if args.list or args.name is None:
         for name in EXPERIMENTS:
             print(f"{name:22s} {get_experiment(name).description}")
         return EXIT_OK if args.list else EXIT_USAGE
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%X")  # if not yet set up
+    logging.getLogger("hpo").setLevel(logging.INFO)  # a line per run, not Kaleido's chatter
+    from .rows import read_rows, write_rows
+    from .summary import summarize
+
     try:
-        definition = get_experiment(args.name)
-        if args.summarize_only:
-            summarize(definition, args.out / f"{definition.name}_runs.csv", args.out)
-            return 0
-        device = resolve_device(args.device)
-        csv_path = run_experiment(
-            definition,
-            data_dir=args.data_dir,
-            out_dir=args.out,
-            device=device,
-            download=args.download,
-            models_dir=args.models,
-        )
-    except (UnknownStudyError, UsageError, DataError) as e:
+        definition = lookup(args.name)
+        csv_path = args.out / f"{definition.name}_runs.csv"
+        rows: list[dict[str, Any]] = list(read_rows(csv_path))
+        if args.summarize_only and not rows:
+            raise UsageError(f"--summarize-only: no runs in {csv_path}; run the experiment first")
+        if not args.summarize_only:
+            rows = _run(definition, csv_path, args)
+            write_rows(csv_path, rows)
+    except (UnknownStudyError, UsageError, DataError, StorageError) as e:
         return print_usage_error(e)
-    summarize(definition, csv_path, args.out)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    summarize(definition, rows, args.out)
     return EXIT_OK
+
+
+def _run(definition: ExperimentDefinition, csv_path: Path, args: Any) -> list[dict[str, Any]]:
+    import torch
+
+    from ..runtime.device import resolve_device
+    from .study import run_experiment
+
+    target = StorageTarget.parse(resolve_storage_url(args.storage))
+    device = torch.device(resolve_device(args.device))
+    args.out.mkdir(parents=True, exist_ok=True)  # before hours of training, not after
+    return run_experiment(definition, target, csv_path, device, args.data_dir, args.download)

@@ -1,101 +1,102 @@
-"""The figures of an experiment: accuracy vs sparsity, and invariance heatmaps (matplotlib)."""
+"""The figures of an experiment: accuracy vs sparsity, and invariance heatmaps (plotly).
+
+Plotly, as the study report's charts: an HTML page each (``include_plotlyjs="directory"``:
+one ``plotly.min.js`` beside them, not 4 MB in every page) and a PNG when Kaleido can drive a
+Chrome or Chromium; without one the HTML is still written and one line says why.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from .cells import mean_std
+from studies.experiments import ExperimentDefinition
 
-__all__ = ["plot_diagonal", "plot_invariance"]
+from ..errors import one_line
+from .rows import Cells, mean_std
+
+__all__ = ["plot_diagonal", "plot_invariance", "write_figures"]
 
 
-def plot_diagonal(definition, cells, families, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+def plot_diagonal(definition: ExperimentDefinition, cells: Cells, families: list[str]) -> go.Figure:
+    """Test accuracy (mean +/- std over seeds) per family where train = test sparsity."""
+    fig = go.Figure()
     for f in families:
-        xs, ys, es = [], [], []
-        for s in definition.train_sparsities:
-            cell = cells.get((f, s, s))
-            if cell:
-                m, sd = mean_std(cell["accuracy"])
-                xs.append(s)
-                ys.append(100 * m)
-                es.append(100 * sd)
-        if xs:
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f)
-    ax.set_xlabel("sparsity (train = test)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(definition.name)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        points = [(s, mean_std(cells[f, s, s]["accuracy"])) for s in definition.train_sparsities
+                  if (f, s, s) in cells]  # fmt: skip
+        fig.add_scatter(
+            x=[s for s, _ in points],
+            y=[100 * m for _, (m, _) in points],
+            error_y={"array": [100 * sd for _, (_, sd) in points]},
+            mode="lines+markers",
+            name=f,
+        )
+    fig.update_layout(title=definition.name, width=600, height=420, template="plotly_white")
+    fig.update_xaxes(title="sparsity (train = test)")
+    fig.update_yaxes(title="test accuracy (%)")
+    return fig
 
 
-def plot_invariance(definition, cells, families, path: Path) -> None:
+def plot_invariance(
+    definition: ExperimentDefinition, cells: Cells, families: list[str]
+) -> go.Figure:
     """Top row: test accuracy per (train, test) sparsity; bottom row: the drop vs training at
     the test sparsity (only for test sparsities that are also training sparsities)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tests, trains = definition.test_sparsities, definition.train_sparsities
+    trains, tests = definition.train_sparsities, definition.test_sparsities
     own_tests = [t for t in tests if t in trains]
-    fig, axes = plt.subplots(
-        2,
-        len(families),
-        figsize=(4.2 * len(families), 7.0),
-        dpi=100,
-        squeeze=False,
-        layout="constrained",
-    )
-    for col, f in enumerate(families):
-        acc = _accuracy_grid(cells, f, trains, tests)
-        own = {t: _accuracy_grid(cells, f, [t], [t])[0, 0] for t in own_tests}
-        drop = torch.stack([own[t] - acc[:, tests.index(t)] for t in own_tests], dim=1)
-        top = _heatmap(axes[0, col], acc, trains, tests, (0, 100), "viridis", "{:.0f}")
-        bottom = _heatmap(axes[1, col], drop, trains, own_tests, (-15, 15), "RdBu_r", "{:+.1f}")
-        axes[0, col].set_title(f"{f}: accuracy")
-        axes[1, col].set_title(f"{f}: drop")
-    for row in axes:
-        row[0].set_ylabel("train sparsity")
-    fig.colorbar(top, ax=axes[0], shrink=0.8, label="test accuracy (%)")
-    fig.colorbar(bottom, ax=axes[1], shrink=0.8, label="points lost vs trained at test sparsity")
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    titles = [f"{f}: accuracy" for f in families] + [f"{f}: drop" for f in families]
+    fig = make_subplots(rows=2, cols=len(families), subplot_titles=titles, vertical_spacing=0.15)
+    for col, f in enumerate(families, 1):
+        acc = [[_mean(cells, f, s, t) for t in tests] for s in trains]
+        drop = [[_mean(cells, f, t, t) - _mean(cells, f, s, t) for t in own_tests] for s in trains]
+        fig.add_trace(_heatmap(acc, trains, tests, "coloraxis", "%{z:.0f}"), row=1, col=col)
+        fig.add_trace(_heatmap(drop, trains, own_tests, "coloraxis2", "%{z:+.1f}"), row=2, col=col)
+    bar = {"len": 0.4}
+    fig.update_layout(
+        width=380 * len(families) + 160,
+        height=720,
+        template="plotly_white",
+        coloraxis={"cmin": 0, "cmax": 100, "colorscale": "Viridis",
+                   "colorbar": {**bar, "y": 0.8, "title": {"text": "test accuracy (%)"}}},
+        coloraxis2={"cmin": -15, "cmax": 15, "colorscale": "RdBu", "reversescale": True,
+                    "colorbar": {**bar, "y": 0.2, "title": {"text": "points lost"}}},
+    )  # fmt: skip
+    fig.update_xaxes(type="category")
+    fig.update_xaxes(title="test sparsity", row=2)
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_yaxes(title="train sparsity", col=1)
+    return fig
 
 
-def _accuracy_grid(cells, family, trains, tests) -> torch.Tensor:
-    """Mean test accuracy (%) per (train, test) sparsity; NaN where no run finished."""
-    grid = torch.full((len(trains), len(tests)), float("nan"))
-    for i, s in enumerate(trains):
-        for j, t in enumerate(tests):
-            cell = cells.get((family, s, t))
-            if cell:
-                grid[i, j] = 100 * mean_std(cell["accuracy"])[0]
-    return grid
+def _mean(cells: Cells, family: str, train: float, test: float) -> float:
+    """Mean test accuracy (%) of a cell; NaN where no run finished (a blank square)."""
+    cell = cells.get((family, train, test))
+    return 100 * mean_std(cell["accuracy"])[0] if cell else math.nan
 
 
-def _heatmap(ax, grid: torch.Tensor, rows, cols, limits, cmap: str, fmt: str):
-    low, high = limits
-    image = ax.imshow(grid.numpy(), vmin=low, vmax=high, cmap=cmap, aspect="auto")
-    middle, half = (low + high) / 2, (high - low) / 2
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            value = float(grid[i, j])
-            if value == value:  # not NaN
-                dark = abs(value - middle) > 0.6 * half if cmap != "viridis" else value < 60
-                color = "white" if dark else "black"
-                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8, color=color)
-    ax.set_xticks(range(len(cols)), [f"{t:g}" for t in cols])
-    ax.set_yticks(range(len(rows)), [f"{s:g}" for s in rows])
-    ax.set_xlabel("test sparsity")
-    return image
+def _heatmap(grid, rows, cols, coloraxis: str, text: str) -> go.Heatmap:
+    z = [[None if math.isnan(v) else v for v in row] for row in grid]
+    return go.Heatmap(
+        z=z, x=[f"{t:g}" for t in cols], y=[f"{s:g}" for s in rows],
+        coloraxis=coloraxis, texttemplate=text,
+    )  # fmt: skip
+
+
+def write_figures(figures: Sequence[tuple[str, go.Figure]], out_dir: Path, name: str) -> None:
+    """``<name>_<kind>.html`` for each figure, and the PNGs in one Kaleido session if it can."""
+    if not figures:
+        return
+    for kind, fig in figures:
+        fig.write_html(out_dir / f"{name}_{kind}.html", include_plotlyjs="directory")
+    try:
+        import plotly.io as pio
+
+        figs, paths = [f for _, f in figures], [out_dir / f"{name}_{k}.png" for k, _ in figures]
+        sizes = {"width": [f.layout.width for f in figs], "height": [f.layout.height for f in figs]}
+        pio.write_images(figs, paths, **sizes)
+    except (ImportError, RuntimeError, OSError, ValueError) as e:
+        print(f"PNG figures skipped: {one_line(e)} (needs kaleido and Chrome or Chromium)")

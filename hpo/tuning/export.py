@@ -66,7 +66,10 @@ def export_checkpoint(target: StorageTarget, study_name: str, trial: int | None,
     number = checkpoint.config.trial_number
     value = next(t.value for t in study.get_trials(deepcopy=False) if t.number == number)
     source = {"study": study.study_name, "trial": number, "value": value, "storage": target.masked}
-    config = dataclasses.replace(checkpoint.config, source=source)
+    # An experiment's run keeps its own source (experiment, run, seed) beside the study's.
+    config = dataclasses.replace(
+        checkpoint.config, source={**(checkpoint.config.source or {}), **source}
+    )
     write_checkpoint(out, checkpoint.state_dict, config)
     return f"trial {number} of study {study.study_name} (objective {value:.4f})"
 

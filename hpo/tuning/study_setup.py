@@ -70,8 +70,10 @@ def join_study(
     *,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    separate: str = "pass --study-name NEW (or another --storage)",
 ) -> optuna.Study:
-    """Create or load study ``name`` with ``record``, enqueue what ``queue`` lacks (locked)."""
+    """Create or load study ``name`` with ``record``, enqueue what ``queue`` lacks (locked);
+    ``separate`` tells how to start a separate study when the stored record differs."""
     with exclusive(target, f"setup {name}"):
         study = optuna.create_study(
             study_name=name,
@@ -91,7 +93,7 @@ def join_study(
             raise ConfigMismatchError(
                 f"study {name!r} already exists with a different configuration: "
                 f"{'; '.join(differences)}. Re-run with the original options to resume it, or "
-                "pass --study-name NEW (or another --storage) to start a separate study"
+                f"{separate} to start a separate study"
             )
         added = enqueue_missing(study, queue)
     if added:
