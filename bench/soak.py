@@ -286,7 +286,7 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
     ]
     retries: dict[int, int] = {}
     for t in trials:
-        history = t.system_attrs.get("retry_history")
+        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)
         if history:
             retries[history[-1]] = retries.get(history[-1], 0) + 1
     retried_once = sum(retries.get(t.number) == 1 for t in killed)

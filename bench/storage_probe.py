@@ -39,24 +39,27 @@ from hpo.runtime.storage import StorageOptions, open_storage
 KINDS = ("ours", "plain")
 
 
-def _open(kind: str, url: str) -> optuna.storages.RDBStorage:
+def _open(kind: str, url: str, *, reader: bool = False) -> optuna.storages.RDBStorage:
+    """Ours: a worker's storage, or a reader's (as the dashboard and the report open it)."""
     if kind == "ours":
-        return open_storage(url, StorageOptions(heartbeat_interval=None, grace_period=None))
+        options = StorageOptions(heartbeat_interval=None, grace_period=None)
+        return open_storage(url, options, worker=not reader)
     # What Optuna's own tests use for SQLite: only a longer busy timeout.
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
 
 
 def _running_trial(storage: optuna.storages.RDBStorage) -> int:
     (study,) = storage.get_all_studies()
-    trials = storage.get_all_trials(study._study_id, states=(TrialState.RUNNING,))
-    return trials[0]._trial_id
+    study_id = storage.get_study_id_from_name(study.study_name)
+    (trial,) = storage.get_all_trials(study_id, states=(TrialState.RUNNING,))
+    return storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
 
 
 # --- probe 1: a held read ------------------------------------------------------------------
 
 
 def _hold_read(kind: str, url: str, hold: float, holding: Any) -> None:
-    storage = _open(kind, url)
+    storage = _open(kind, url, reader=True)
     with storage.engine.connect() as connection:
         connection.exec_driver_sql("SELECT COUNT(*) FROM trials").all()  # the read snapshot
         holding.set()
@@ -138,12 +141,13 @@ def _writer(kind: str, url: str, n_writes: int, go: Any, results: Any) -> None:
 
 
 def _reader(kind: str, url: str, first_read: Any, stop: Any, results: Any) -> None:
-    storage = _open(kind, url)
+    storage = _open(kind, url, reader=True)
     (study,) = storage.get_all_studies()
+    study_id = storage.get_study_id_from_name(study.study_name)
     reads, seconds = 0, 0.0
     while not stop.is_set():
         start = time.perf_counter()
-        storage.get_all_trials(study._study_id, deepcopy=False)
+        storage.get_all_trials(study_id, deepcopy=False)
         seconds += time.perf_counter() - start
         reads += 1
         first_read.set()

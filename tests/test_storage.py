@@ -36,16 +36,18 @@ from hpo.runtime.storage_url import (
 ROOT = Path(__file__).resolve().parent.parent
 
 # A worker process: opens the storage, joins the study, runs trials of a trivial objective.
-# argv: url, study, n_trials, sleep_seconds, marker_file (touched when a trial starts) or "".
+# argv: url, study, n_trials, sleep_seconds, marker_file (touched when a trial starts) or "",
+# heartbeat interval, grace period (seconds).
 WORKER = r"""
 import sys, time
 from pathlib import Path
 import optuna
 from hpo.runtime.storage import StorageOptions, open_storage
 
-url, study_name, n_trials, sleep, marker = sys.argv[1:6]
+url, study_name, n_trials, sleep, marker, interval, grace = sys.argv[1:8]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-storage = open_storage(url, StorageOptions(heartbeat_interval=1, grace_period=2))
+options = StorageOptions(heartbeat_interval=int(interval), grace_period=int(grace))
+storage = open_storage(url, options)
 study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True)
 
 def objective(trial):
@@ -82,10 +84,18 @@ print("reads", reads)
 
 
 def _start_worker(
-    url: str, study: str, n_trials: int, sleep: float = 0.0, marker: Path | None = None
+    url: str,
+    study: str,
+    n_trials: int,
+    sleep: float = 0.0,
+    marker: Path | None = None,
+    heartbeat: tuple[int, int] = (10, 30),
 ) -> subprocess.Popen:
+    """A worker; ``heartbeat``: interval and grace, the product's defaults unless a test needs
+    a dead worker noticed quickly (a short grace fails live trials on an overloaded machine)."""
+    args = [url, study, str(n_trials), str(sleep), str(marker or ""), *map(str, heartbeat)]
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, url, study, str(n_trials), str(sleep), str(marker or "")],
+        [sys.executable, "-c", WORKER, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -352,7 +362,7 @@ def test_sqlite_storage_keeps_its_settings_when_pickled(tmp_path: Path) -> None:
     with restored.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert connection.info[BEGIN_INFO_KEY] == "BEGIN IMMEDIATE"
-    trial_id = restored.create_new_trial(study._study_id)
+    trial_id = restored.create_new_trial(restored.get_study_id_from_name(study.study_name))
     restored.set_trial_state_values(trial_id, TrialState.COMPLETE, [1.0])
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
 
@@ -456,7 +466,7 @@ def test_killed_worker_trial_goes_stale_is_failed_and_retried(tmp_path: Path) ->
     study.enqueue_trial({"x": 0.25}, user_attrs={keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: 7})
 
     marker = tmp_path / "started"
-    victim = _start_worker(url, "hb", n_trials=1, sleep=600, marker=marker)
+    victim = _start_worker(url, "hb", n_trials=1, sleep=600, marker=marker, heartbeat=(1, 2))
     # No deadline of our own: a worker that never starts is ended by the test's timeout.
     while not marker.exists():
         assert victim.poll() is None, victim.communicate()[0]
@@ -474,7 +484,7 @@ def test_killed_worker_trial_goes_stale_is_failed_and_retried(tmp_path: Path) ->
     assert retry.state == TrialState.WAITING
     assert retry.params == {"x": 0.25}
     assert retry.user_attrs == {keys.PHASE: keys.PHASE_GRID, keys.GRID_ID: 7}
-    assert retry.system_attrs["failed_trial"] == 0  # RetryHeartbeatStaleTrialCallback's mark
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
 
     study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=1)  # pops the retry
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]

@@ -327,6 +327,7 @@ def test_sigkilled_worker_trial_is_failed_retried_and_the_budget_still_met(
     tmp_path: Path, synthetic_data_root: Path
 ) -> None:
     """Two runner processes; one is SIGKILLed in the middle of its first trial."""
+    import optuna
     from optuna.trial import TrialState
 
     from hpo import records as keys
@@ -362,7 +363,8 @@ def test_sigkilled_worker_trial_is_failed_retried_and_the_budget_still_met(
     assert killed.user_attrs[keys.WORKER].endswith(f":{victim.pid}")  # never finished by anyone
     assert "database is locked" not in output
 
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim_trial.number]
+    retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
+    retries = [t for t in trials if retried(t) == victim_trial.number]
     assert len(retries) == 1, "the killed trial must be re-queued exactly once"
     (retry,) = retries
     # Run, or still queued if the budget was used up by grid points queued before it.

@@ -1,14 +1,10 @@
 """``python -m hpo.run --study NAME --n-trials N``: tune one registered study.
 
-The entry point decides the device and the seed, resolves the study definition from the
-registry once, validates every input (bad input is one line on stderr and exit status 2), then
-runs the worker loop (:mod:`hpo.tuning.worker`) here or in K spawned processes and, once the
-trials are done, scores the best trial on the test split (:mod:`hpo.tuning.finalize`).
-
-``--retrain-best STUDY`` turns the search into a final training run: every trial trains the
-best configuration of an earlier study (usually with a larger ``--epochs`` / ``--train-size``),
-each with its own seed, and the best of them is scored on the test split (see
-:mod:`hpo.tuning.study_setup`).
+The entry point decides the device and the seed, resolves the study definition and the
+storage once, validates every input (bad input: one line on stderr, exit status 2), runs the
+workers (:mod:`hpo.tuning.worker`) here or in K spawned processes and then the final step
+(:mod:`hpo.tuning.finalize`). ``--retrain-best STUDY`` trains the best configuration of an
+earlier study instead of searching, once per seed.
 
 Exit status: 0 done, 2 bad input, 130 interrupted (Ctrl-C; the running trial is recorded as
 FAIL with reason "interrupted" and the same command resumes the study).
@@ -45,9 +41,8 @@ from ..runtime.storage_url import (
 )
 from .settings import ALL, DEFAULT_PRUNER, DRY_RUN_HELP, PRUNERS, RunSettings, fresh_seed
 
-# torch and everything that trains are imported only once the arguments are parsed, so that
-# --help and --list answer at once (see _run).
-
+# torch and everything that trains are imported once the arguments are parsed: --help and
+# --list answer at once.
 __all__ = ["USAGE_ERRORS", "build_parser", "main", "settings_from_args"]
 
 # Input errors: printed as one line, exit status 2.
@@ -71,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tune a registered study with Optuna: a coarse grid first, then TPE. "
         "Every trial is stored; re-running the same command resumes the study.",
     )
-    parser.add_argument("--study", help="registered study to run (see --list)")
-    parser.add_argument(
+    add = parser.add_argument
+    add("--study", help="registered study to run (see --list)")
+    add(
         "--n-trials",
         type=int,
         default=100,
@@ -80,42 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
         "counting earlier runs and other workers; K workers that finish together may add up "
         "to K-1 more (default: %(default)s)",
     )
-    parser.add_argument(
+    add(
         "--storage",
-        default=None,
         help="Optuna storage URL: sqlite:///file.db (one machine) or postgresql+psycopg://... "
         f"(default: {STORAGE_DEFAULT_HELP} in the working directory)",
     )
-    parser.add_argument(
-        "--study-name",
-        default=None,
-        help="name of the study in the storage (default: the --study name)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help=f"folder with the dataset archives (default: ${DATA_DIR_ENV}, else the loader's)",
-    )
-    parser.add_argument(
-        "--download",
-        action="store_true",
-        help="download missing dataset archives (default: offline, archives must exist)",
-    )
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="torch device: cpu, cuda, cuda:N (default: cuda if available, else cpu)",
-    )
-    parser.add_argument(
+    add("--study-name", help="name of the study in the storage (default: the --study name)")
+    add("--data-dir", help=f"dataset archives (default: ${DATA_DIR_ENV}, else the loader's)")
+    add("--download", action="store_true", help="download missing archives (default: offline)")
+    add("--device", help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
+    add(
         "--seed",
         type=int,
-        default=None,
         help="seeds the sampler; trial i trains with seed + i (default: a fresh seed per run, "
         "so independently started workers explore differently; logged and stored on every "
-        "trial, pass it again to reproduce a worker; 0 with --retrain-best, which samples "
-        "nothing)",
+        "trial, pass it again to reproduce a worker; 0 with --retrain-best)",
     )
-    parser.add_argument(
+    add(
         "--workers",
         default="1",
         metavar="K|auto",
@@ -123,147 +100,103 @@ def build_parser() -> argparse.ArgumentParser:
         "GPUs round robin (--device cuda), and 1/K of the CPU cores; auto: "
         f"{WORKERS_PER_GPU} per GPU, 1 on the CPU (default: %(default)s)",
     )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="override the study's epochs per trial (default: the study's)",
-    )
-    parser.add_argument(
-        "--train-size",
-        type=int,
-        default=None,
-        help="override the number of training examples (default: the whole training split)",
-    )
-    parser.add_argument(
+    add("--epochs", type=int, help="override the study's epochs per trial")
+    add("--train-size", type=int, help="override the training examples (default: all)")
+    add(
         "--val-size",
-        default=None,
         metavar="N|all",
         help="override the validation images every trial is scored on, a fixed stratified "
         "subset of the validation split, or 'all' (default: the study's, see --list)",
     )
-    parser.add_argument(
+    add(
         "--timeout",
         type=float,
-        default=None,
         help="seconds, counted from this worker's first trial, after which it starts no new "
         "trial (default: no limit)",
     )
-    parser.add_argument(
+    add(
         "--pruner",
         choices=PRUNERS,
-        default=None,
         help="early stopping of poor trials on per-epoch validation accuracy: asha (successive "
         "halving in the first half of the epochs), median, hyperband (as studies used it "
         f"before), none (default: {DEFAULT_PRUNER}; none with --retrain-best)",
     )
-    parser.add_argument(
+    add(
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32, or bf16 autocast of the forward passes (measured on the CPU only; "
-        "default: %(default)s)",
+        help="fp32, or bf16 autocast of the forward passes (default: %(default)s)",
     )
-    parser.add_argument(
+    add(
         "--compile",
         action="store_true",
         help="compile the networks with torch.compile, CUDA graphs on a GPU; drops each "
-        "epoch's last partial training batch (not timed without a GPU; default: off)",
+        "epoch's last partial training batch (default: off)",
     )
-    parser.add_argument(
+    add(
         "--retrain-best",
         metavar="SOURCE",
-        default=None,
         help="instead of searching, train the best configuration of the finished study SOURCE "
         "(same storage) --n-trials times with seeds seed+i, e.g. with a larger --epochs / "
         "--train-size; stored as study SOURCE_retrain unless --study-name is given",
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bars (log lines only)"
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help=DRY_RUN_HELP,
-    )
-    parser.add_argument("--list", action="store_true", help="list the registered studies and exit")
+    add("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    add("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    add("--list", action="store_true", help="list the registered studies and exit")
     return parser
 
 
 def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> RunSettings:
-    """Resolve the command line (and environment) into validated settings.
+    """Resolve the command line (and environment) into validated settings, once.
 
     Raises:
-        UsageError: A value is out of range, the device is unavailable, ...
-        UnknownStudyError, DefinitionError, StorageError: as their names say.
+        UsageError, UnknownStudyError, DefinitionError, StorageError: bad input.
     """
     from ..runtime.device import resolve_device  # imports torch
 
     device = resolve_device(args.device)
     if not args.study:
         raise UsageError("--study is required; registered studies: " + ", ".join(registry.names()))
-    settings = RunSettings(
+    same = ("n_trials", "study_name", "data_dir", "download", "epochs", "train_size", "timeout")
+    return RunSettings(
         study=registry.get(args.study),  # unknown study / invalid override: before any storage
-        n_trials=args.n_trials,
         storage=StorageTarget.parse(resolve_storage_url(args.storage)),
         device=device,
-        seed=_seed(args),
-        study_name=args.study_name,
-        data_dir=args.data_dir,
-        download=args.download,
-        epochs=args.epochs,
-        train_size=args.train_size,
-        val_size=_val_size(args.val_size),
-        timeout=args.timeout,
+        seed=args.seed if args.seed is not None else 0 if args.retrain_best else fresh_seed(),
+        val_size=_int_or(args.val_size, ALL, "--val-size"),
         pruner=args.pruner or ("none" if args.retrain_best else DEFAULT_PRUNER),
         show_progress=not args.no_progress,
         workers=_workers(args.workers, device),
         retrain_from=args.retrain_best,
         precision=args.precision,
         compile=args.compile,
+        **{name: getattr(args, name) for name in same},
     )
-    return settings
 
 
 def _workers(value: str, device: str) -> int:
-    """``--workers K`` or ``auto``: ``WORKERS_PER_GPU`` per visible GPU, one on the CPU.
-
-    One on the CPU because a worker already uses every core (two workers of one thread each
-    finished no more trials per hour on two cores: ``docs/performance.md``). On a GPU several
-    workers overlap one another's data, Python and launch gaps.
-    """
-    if value != "auto":
-        try:
-            return int(value)
-        except ValueError:
-            raise InvalidSettingError(
-                f"--workers must be an integer >= 1 or 'auto', got {value!r}"
-            ) from None
+    """``--workers K`` or ``auto``: ``WORKERS_PER_GPU`` per visible GPU, one on the CPU, where
+    one worker already uses every core (two of one thread each finished no more trials per
+    hour on two cores, ``docs/performance.md``); on a GPU workers overlap each other's gaps."""
+    workers = _int_or(value, "auto", "--workers")
+    if workers != "auto":
+        return workers  # type: ignore[return-value]
     if not device.startswith("cuda"):
         return 1
     import torch
 
-    gpus = 1 if ":" in device else torch.cuda.device_count()
-    return WORKERS_PER_GPU * max(1, gpus)
+    return WORKERS_PER_GPU * max(1, 1 if ":" in device else torch.cuda.device_count())
 
 
-def _seed(args: argparse.Namespace) -> int:
-    """``--seed``, else 0 for a retrain study (no sampler) and a fresh seed for a search."""
-    if args.seed is not None:
-        return args.seed
-    return 0 if args.retrain_best else fresh_seed()
-
-
-def _val_size(value: str | None) -> int | str | None:
-    """``--val-size``: a positive integer or ``all`` (validated by ``RunSettings``)."""
-    if value is None or value == ALL:
+def _int_or(value: str | None, word: str, flag: str) -> int | str | None:
+    """An integer option that also takes ``word`` (validated further by ``RunSettings``)."""
+    if value is None or value == word:
         return value
     try:
         return int(value)
     except ValueError:
-        raise InvalidSettingError(
-            f"--val-size must be an integer >= 1 or '{ALL}', got {value!r}"
-        ) from None
+        message = f"{flag} must be an integer >= 1 or '{word}', got {value!r}"
+        raise InvalidSettingError(message) from None
 
 
 def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = None) -> int:

@@ -1,10 +1,9 @@
 """What a run will cost: measured before the first trial, and updated as trials finish.
 
-Before the first trial a worker times a few training steps of a typical configuration (the
-middle depth, the grid's batch size) with the study's own recipe and execution, and one
-validation pass, and logs what a full trial and the rest of the study take there. After
-every trial it logs an ETA from the trials that finished (pruning, the other workers and the
-machine's real speed included).
+Before the first trial a worker times a few steps of a typical configuration (the middle
+depth, the grid's batch size) with the study's own recipe and execution, and a validation
+pass; after every trial it logs an ETA from the trials that finished (pruning, the other
+workers and the machine's real speed included).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from .settings import RunSettings
 
 __all__ = ["CostEstimate", "asha_share", "estimate_line", "eta_line", "measure_cost"]
+
 
 _TIMED_STEPS = 6
 _ETA_WINDOW = 20  # the last finished trials the ETA averages over
@@ -136,11 +136,8 @@ def estimate_line(
 
 
 def asha_share(epochs: int) -> float:
-    """The share of a full trial's epochs an ASHA-pruned study spends per trial, ideally.
-
-    Rungs at epochs 1, 3, 9, ... up to half the budget (``hpo.tuning.pruning``), a third of the
-    trials continuing at each: for 10 epochs 1 + (3 - 1) / 3 + (10 - 3) / 9 = 2.4 epochs, 24 %.
-    """
+    """The share of a full trial's epochs an ASHA-pruned study spends per trial, ideally:
+    rungs at 1, 3, 9, ... up to half the budget, a third going on at each (10 epochs: 24 %)."""
     cap, rungs, rung = max(1, epochs // 2), [], 1
     while rung <= cap and rung < epochs:
         rungs.append(rung)

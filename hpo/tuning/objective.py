@@ -47,16 +47,8 @@ __all__ = ["Objective", "record_failure"]
 class Objective:
     """``objective(trial) -> best validation accuracy`` for one study on one device.
 
-    Args:
-        definition: The resolved study definition (overrides applied).
-        data: The worker's data, loaded once.
-        device: Torch device to train on.
-        seed: The worker seed; trial ``i`` trains with ``seed + i``.
-        store: Artifact store for the best-epoch checkpoints.
-        progress: Progress display.
-        worker: ``host:pid``, stored on each trial.
-        execution: Precision and compilation of the networks.
-        queue_only: Train queued trials only (a retrain): a sampled one fails at once.
+    Trial ``i`` trains with ``seed + i`` (``seed``: the worker's); ``worker`` (``host:pid``) is
+    stored on each trial; ``queue_only`` (a retrain) fails a trial the sampler proposed.
     """
 
     def __init__(

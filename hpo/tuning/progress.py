@@ -1,11 +1,9 @@
 """What a running study tells its user: progress inside a trial, and one line per trial.
 
-On a terminal (and unless ``--no-progress``) two tqdm bars on stderr show the study's
-finished trials and the running trial's batches, with rate and ETA; log lines are routed
-through ``tqdm.write`` so they do not tear the bars. Without a terminal (nohup, CI,
-``docker logs``) or with ``--no-progress``, a worker instead logs at most one line every
-``log_every`` seconds while a trial runs -- trial, epoch, batch, images per second, the last
-validation score -- so a long trial is never silent.
+On a terminal two tqdm bars show the study's finished trials and the running trial's batches
+(log lines go through ``tqdm.write``, so they do not tear the bars). Without a terminal (nohup,
+CI, ``docker logs``) or with ``--no-progress``, a worker logs a line every ``log_every`` s
+while a trial runs instead, so a long trial is never silent.
 """
 
 from __future__ import annotations
@@ -37,17 +35,8 @@ _logger = logging.getLogger("hpo.run")
 
 
 class RunProgress:
-    """A bar over the study's finished trials, and a :class:`TrialProgress` per trial.
-
-    Args:
-        study_name: Shown on the bar.
-        n_trials: The study's budget.
-        finished: Trials finished so far.
-        enabled: Draw bars (``--no-progress`` turns them off; so does a stderr that is not a
-            terminal). Without bars the trial progress is logged instead.
-        log_every: Seconds between two progress log lines of a running trial.
-        clock: Monotonic clock (a test passes its own).
-    """
+    """A bar over the study's finished trials, and a :class:`TrialProgress` per trial; bars
+    only when ``enabled`` and stderr is a terminal, else log lines (``clock``: for tests)."""
 
     def __init__(
         self,
@@ -108,7 +97,8 @@ class RunProgress:
 
 
 class TrialProgress:
-    """Counts a running trial's batches into its bar, or into a log line every so often."""
+    """Counts a running trial's batches into its bar, or into a log line every so often.
+    ``track(source)`` returns it as the batch source: ``.epoch(e)`` counts ``source``'s."""
 
     def __init__(
         self,
@@ -124,12 +114,17 @@ class TrialProgress:
         self._images = 0
         self._val: float | None = None
         self._shown_epoch: int | None = None
+        self._source: Any = None
 
-    def track(self, source: Any) -> Any:
-        """``source`` (``.epoch(e)`` yields batches) with every batch counted as it is taken."""
-        self._per_epoch = len(source)
+    def track(self, source: Any) -> TrialProgress:
+        self._source, self._per_epoch = source, len(source)
         self._bar.reset(total=self._epochs * self._per_epoch)
-        return _Tracked(source, self)
+        return self
+
+    def epoch(self, epoch: int) -> Iterator[Any]:
+        for index, batch in enumerate(self._source.epoch(epoch), 1):
+            yield batch
+            self._batch(epoch, index, int(batch[-1].shape[0]))
 
     def epoch_done(self, step: int, accuracy: float) -> None:
         self._val = accuracy
@@ -153,16 +148,6 @@ class TrialProgress:
             "trial %d: epoch %d/%d, batch %d/%d, %.0f images/s%s",
             self._number, epoch + 1, self._epochs, index, self._per_epoch, rate, val,
         )  # fmt: skip
-
-
-class _Tracked:
-    def __init__(self, source: Any, progress: TrialProgress) -> None:
-        self._source, self._progress = source, progress
-
-    def epoch(self, epoch: int) -> Iterator[Any]:
-        for index, batch in enumerate(self._source.epoch(epoch), 1):
-            yield batch
-            self._progress._batch(epoch, index, int(batch[-1].shape[0]))
 
 
 def format_params(params: dict[str, Any]) -> str:

@@ -1,23 +1,11 @@
-"""The pruners: which running trials to stop, and when.
+"""The pruners: which running trials to stop, and when (``--pruner``).
 
-Every trial reports its validation accuracy after each epoch (step 1..E). The choices of
-``--pruner``:
-
-* ``asha`` -- asynchronous successive halving (Optuna's ``SuccessiveHalvingPruner``, rungs at
-  epochs 1, 3, 9, ... with reduction factor 3): at each rung a trial continues only if it is
-  in the best third of the trials that reached that rung so far.
-* ``median`` -- Optuna's ``MedianPruner``: stop a trial whose accuracy is below the median of
-  the earlier trials at the same epoch (once 5 trials have completed).
-* ``hyperband`` -- Optuna's ``HyperbandPruner`` over epochs 1..E with reduction factor 3,
-  exactly as the studies used it before (its most conservative bracket prunes after epoch
-  E - 1, so it is kept only for comparison and for resuming those studies).
-* ``none`` -- every trial runs its whole budget.
-
-``asha`` and ``median`` are wrapped in :class:`EarlyPruner`, which adds two rules: a trial
-whose accuracy is indistinguishable from chance (it diverged, or learned nothing in a whole
-epoch) is stopped at once, at any epoch; and the base rule acts only in the first half of the
-budget, because stopping a trial after most of its epochs saves little of what it cost.
-The benchmark that chose the default: ``docs/decisions.md``, "The search".
+``asha``: Optuna's ``SuccessiveHalvingPruner`` (rungs at epochs 1, 3, 9, ..., the best third
+goes on); ``median``: ``MedianPruner`` (after 5 trials); ``hyperband``: ``HyperbandPruner`` as
+the studies used it before 2026-12; ``none``. ``asha`` and ``median`` are wrapped in
+:class:`EarlyPruner`: a trial at chance (diverged, learned nothing) stops at once, and the base
+rule acts only in the first half of the budget, where stopping still saves most of a trial's
+cost. Why this default: ``docs/decisions.md``, "The search".
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""The search: what is proposed once the queue is empty (seeded multivariate TPE).
-
-What runs first -- the coarse grid, or the copies of a retrained configuration -- is queued by
-:mod:`hpo.tuning.study_setup`; when a running trial is stopped is :mod:`hpo.tuning.pruning`.
-"""
+"""The search: what is proposed once the queue (:mod:`hpo.tuning.study_setup`) is empty."""
 
 from __future__ import annotations
 

@@ -29,27 +29,14 @@ ALL = "all"  # --val-size all: score every trial on the whole validation split
 
 @dataclass(frozen=True)
 class RunSettings:
-    """One worker's run of one study.
+    """One worker's run of one study, as the command line resolved it.
 
-    Attributes:
-        study: The registered study definition (before this run's overrides).
-        n_trials: Finished (complete + pruned) trials the study runs to, over all workers.
-        storage: The parsed storage.
-        device: Torch device string, validated by ``hpo.runtime.device``.
-        seed: This worker's seed: seeds the sampler; trial ``i`` trains with ``seed + i``.
-        study_name: Optuna study name (default: the definition's, or ``<source>_retrain``).
-        data_dir, download: Where the dataset archives are, and whether to fetch them.
-        epochs, train_size, val_size: Overrides of the definition's budget (``None``: keep;
-            ``val_size="all"``: the whole validation split).
-        timeout: Seconds after which this worker starts no new trial.
-        pruner: One of :data:`PRUNERS`.
-        show_progress: Draw progress bars (hidden anyway when stderr is not a terminal).
-        workers: Worker processes on this machine; each spawned one gets ``workers=1``.
-        retrain_from: A finished study in the same storage whose best configuration every
-            trial trains instead of searching (see :mod:`hpo.tuning.study_setup`).
-        dry_run: A smoke test in a temporary storage (``DRY_RUN``).
-        test_size: Test images the final step scores on (``None``: the whole test split).
-        precision, compile: How the networks run (``hpo.runtime.execution``).
+    ``study`` is the registered definition (:meth:`definition` applies the overrides
+    ``epochs``, ``train_size``, ``val_size``; ``None``: keep, ``"all"``: the whole validation
+    split). ``seed`` seeds the sampler and trial ``i`` trains with ``seed + i``. ``workers`` is
+    how many processes this machine starts (each gets ``workers=1``); ``retrain_from`` a study
+    whose best configuration every trial trains; ``test_size`` the test images the final step
+    scores (``None``: all).
     """
 
     study: StudyDefinition
@@ -125,8 +112,8 @@ class RunSettings:
         return Execution(precision=self.precision, compile=self.compile)
 
     def record(self) -> StudyRecord:
-        """What must be identical for two runs to share one study. The seed, device, data
-        folder and trial count are absent: workers differ in them, and a larger N extends."""
+        """What two runs must share to share the study (not the seed, device, data folder or
+        trial count: workers differ in them, and a larger N extends the study)."""
         return StudyRecord(
             definition=self.definition().to_dict(),
             overrides=self.overrides(),
@@ -154,8 +141,7 @@ DRY_RUN_HELP = (
 
 
 def fresh_seed() -> int:
-    """A distinct seed for a worker started without ``--seed`` (logged and stored on every
-    trial, so ``--seed`` reproduces it): replicas started alike must not explore alike."""
+    """A seed for a worker started without ``--seed``: replicas must not explore alike."""
     return secrets.randbelow(2**31)
 
 

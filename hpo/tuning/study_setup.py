@@ -1,14 +1,11 @@
 """Creating or joining a study and completing its queue, once, under the storage's lock.
 
-Every worker -- a process of ``--workers K``, a container, a Slurm task -- starts here. Under
-a lock of the storage (:mod:`hpo.runtime.locks`) it creates the study or loads it, stores or
-checks its configuration (``records.StudyRecord``), and enqueues every point of the study's
-queue that no trial holds yet: the grid of a search, the copies of a retrain, the runs of an
-experiment. Enqueued trials are WAITING and ``study.ask()`` pops them before sampling, so the
-queue runs first. A point holds its place while a trial of it is finished, running, waiting
-or failed for a reason of its own; a point whose trials were all interrupted by Ctrl-C is
-queued again, so a resumed study still covers its whole grid. The lock makes concurrent
-starts and a creator that died half-way harmless: the next worker completes the queue.
+Every worker starts here: under a lock of the storage it creates or loads the study, stores or
+checks its ``records.StudyRecord``, and enqueues every point of its queue (the grid, the
+retrain copies, an experiment's runs) that no trial holds: a point's trial finished, running,
+waiting or failed for a reason of its own holds it; one interrupted by Ctrl-C does not, so a
+resumed study still covers its grid. ``study.ask()`` pops the queue before sampling. Why a lock:
+``docs/decisions.md``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The data a worker trains every trial on, and the fixed-mask batches that score them.
 
-Loaded once per worker: every trial of a study (or run of an experiment) trains on the same
-training subset and is scored on the same validation images with the same masks
-(``studies.VAL_MASK_SEED``), so scores differ only because the models do. The test split has
-its own masks (``studies.TEST_MASK_SEED``).
+Loaded once per worker: every trial (or experiment run) trains on the same images and is
+scored on the same validation images with the same masks, so scores differ only because the
+models do.
 """
 
 from __future__ import annotations
