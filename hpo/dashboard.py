@@ -1,8 +1,6 @@
 """``python -m hpo.dashboard``: the command lives in :mod:`hpo.reporting.dashboard`."""
 
-import sys
-
 from hpo.reporting.dashboard import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

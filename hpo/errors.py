@@ -1,19 +1,8 @@
 """The exceptions and exit statuses every ``hpo`` command shares, and how an error is shown.
 
-Two exception families with different fates:
-
-* :class:`UsageError` -- bad input (unknown study, bad override, wrong device, a resumed run
-  with a different configuration). A command line prints it as one line on stderr
-  (:func:`print_usage_error`) and exits with :data:`EXIT_USAGE`; nothing has been written to a
-  study yet. Other packages' input errors (``StorageError``, ``data.DataError``, ...) are
-  treated the same way by the entry points that can meet them.
-* :class:`TrialError` -- a trial that cannot finish for a reason tied to its configuration or
-  to the machine (non-finite loss, out of memory, a model the image size cannot support). The
-  study runner records the trial as failed or pruned with the message as its reason and
-  carries on with the next trial; any other exception from a trial is recorded, then raised.
-
-Exit statuses live here once, so that ``hpo.run``, ``hpo.report``, ``hpo.dashboard`` and
-``hpo.experiments`` cannot drift apart.
+A :class:`UsageError` (bad input) is printed as one line and exits with :data:`EXIT_USAGE`;
+a :class:`TrialError` fails or prunes its trial with the message as the reason, and the study
+goes on (any other exception from a trial is recorded, then raised).
 """
 
 from __future__ import annotations
@@ -84,11 +73,8 @@ class UnsupportedConfigError(TrialError):
 
 
 def one_line(error: BaseException) -> str:
-    """The first line of ``error``'s message, or its type name when the message is empty.
-
-    A database driver's error wrapped by SQLAlchemy is read from the driver's own message
-    (``error.orig``), which names the cause instead of SQLAlchemy's boilerplate.
-    """
+    """The first line of ``error``'s message, else its type name; a SQLAlchemy error is read
+    from its driver's message (``error.orig``), which names the cause."""
     orig = getattr(error, "orig", None)
     text = str(orig if orig is not None else error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -1,9 +1,5 @@
-"""What hpo stores on studies and trials: the names, and the typed records behind them.
-
-Tuning and the experiments write these; the report, export, evaluate and the dashboard read
-them. Everything stored goes through JSON (Optuna's user attributes), so each record has a
-``to_dict`` and a ``from_dict`` that checks what it reads and says in one line what is wrong.
-No torch here: the report and the dashboard import this module.
+"""What hpo stores on studies and trials (as JSON): the names, and the typed records behind
+them, each with a ``to_dict`` and a ``from_dict`` that says in one line what is wrong. No torch.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ PHASE_RANDOM: Final = "random"
 PHASE_TPE: Final = "tpe"
 PHASE_RETRAIN: Final = "retrain"
 PHASE_EXPERIMENT: Final = "experiment"
-QUEUED_PHASES: Final = (PHASE_GRID, PHASE_RETRAIN, PHASE_EXPERIMENT)
 GRID_ID: Final = "grid_id"  # index in the queue the study was created with
 VAL_METRICS: Final = "val_metrics"  # {"0.9": {"accuracy": float, "mae": float}, ...}
 TEST_METRICS: Final = "test_metrics"  # the same on the test split (experiments; study: best)
@@ -64,6 +59,8 @@ METRIC_NAME: Final = "validation accuracy"  # the objective, as charts name it
 
 RECORD_VERSION: Final = 2
 
+_STATES = tuple(TrialState[name] for name in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"))
+
 
 @dataclass(frozen=True)
 class TrialCounts:
@@ -78,11 +75,7 @@ class TrialCounts:
     @classmethod
     def of(cls, trials: Sequence[FrozenTrial]) -> TrialCounts:
         states = [t.state for t in trials]
-        return cls(
-            *(states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)),
-            running=states.count(TrialState.RUNNING),
-            waiting=states.count(TrialState.WAITING),
-        )
+        return cls(*(states.count(s) for s in _STATES))  # in the order of the fields
 
     @property
     def finished(self) -> int:
@@ -94,8 +87,7 @@ class TrialCounts:
         return self.finished + self.failed + self.running + self.waiting
 
     def as_rows(self) -> list[tuple[str, int]]:
-        names = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-        return list(zip(names, dataclasses.astuple(self), strict=True))
+        return [(s.name, n) for s, n in zip(_STATES, dataclasses.astuple(self), strict=True)]
 
 
 def _mapping(value: Any, what: str, error: type[Exception]) -> dict[str, Any]:
@@ -106,24 +98,14 @@ def _mapping(value: Any, what: str, error: type[Exception]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StudyRecord:
-    """The stored configuration of a study: what two runs must share to share the study.
+    """The stored configuration of a study: what two runs must share to share the study."""
 
-    Attributes:
-        definition: ``StudyDefinition.to_dict()`` with the run's overrides applied (an
-            experiment: ``ExperimentDefinition.to_dict()``).
-        overrides: The budget options given on the command line.
-        pruner: The pruner (``None`` for an experiment).
-        precision: ``fp32`` or ``bf16``: bf16 scores are not fp32 scores.
-        retrain_from: The study whose best configuration this one retrains.
-        kind: ``search``, ``retrain`` or ``experiment``.
-    """
-
-    definition: dict[str, Any]
-    overrides: dict[str, Any] = field(default_factory=dict)
-    pruner: str | None = None
-    precision: str = "fp32"
-    retrain_from: str | None = None
-    kind: str = "search"
+    definition: dict[str, Any]  # the study's (or experiment's) definition, overrides applied
+    overrides: dict[str, Any] = field(default_factory=dict)  # budget options given
+    pruner: str | None = None  # None for an experiment
+    precision: str = "fp32"  # or bf16: bf16 scores are not fp32 scores
+    retrain_from: str | None = None  # the study whose best configuration this one retrains
+    kind: str = "search"  # or retrain, experiment
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form; fields at their default are left out, as studies stored before them."""
@@ -140,22 +122,18 @@ class StudyRecord:
 
     @classmethod
     def from_dict(cls, value: Any) -> StudyRecord:
-        """Read a stored record (version 1 had no ``version`` and no ``kind``).
-
-        Raises:
-            ValueError: Not a record this version of hpo can read.
-        """
+        """Read a stored record (version 1 had no ``version`` and no ``kind``); ``ValueError``
+        if it is not one this version of hpo can read."""
         stored = _mapping(value, "the stored study configuration", ValueError)
         definition = stored.get("definition", stored)  # a bare definition: a hand-made study
         retrain = stored.get("retrain_from")
-        kind = stored.get("kind") or ("retrain" if retrain else "search")
         return cls(
             definition=_mapping(definition, "its definition", ValueError),
             overrides=dict(stored.get("overrides") or {}),
             pruner=stored.get("pruner"),
             precision=stored.get("precision", "fp32"),
             retrain_from=retrain,
-            kind=kind,
+            kind=stored.get("kind") or ("retrain" if retrain else "search"),
         )
 
     # What the readers need of the definition, typed once here.
@@ -177,12 +155,8 @@ class StudyRecord:
         return tuple(self.definition.get("search_space") or SearchSpace.names())
 
     def differences(self, other: StudyRecord) -> list[str]:
-        """``key=old (now new)`` for every setting in which ``other`` differs from this one.
-
-        Which options were *given* does not matter, only what they resolved to, and a
-        definition field that is ``None`` counts as absent, so a field added later (whose
-        ``None`` keeps the old behaviour) does not stop an older study from resuming.
-        """
+        """``key=old (now new)`` for every resolved setting in which ``other`` differs; a
+        definition field that is ``None`` counts as absent, so older studies still resume."""
         old, new = _flatten(self._comparable()), _flatten(other._comparable())
         return [
             f"{k}={old.get(k, '<unset>')!r} (now {new.get(k, '<unset>')!r})"
@@ -210,47 +184,28 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    """What a checkpoint needs to rebuild and feed its network, and where it came from.
+    """What a checkpoint needs to rebuild and feed its network, and where it came from."""
 
-    Attributes:
-        model_family: ``sparse``, ``dense`` or ``dense_mask``.
-        cnn_config: ``models.CNNConfig.to_dict()``.
-        mean: Per-channel input normalization mean the training batches used.
-        std: Per-channel normalization std.
-        definition: The study (or experiment) definition: dataset, options, data seed,
-            sparsities, ``val_size``, ``eval_batch_size``.
-        params: The trial's hyperparameters.
-        trial_number: The trial that trained it.
-        source: Where the file came from (``hpo.export`` adds study, trial, value, storage).
-    """
-
-    model_family: str
-    cnn_config: dict[str, Any]
-    mean: list[float]
+    model_family: str  # sparse, dense or dense_mask
+    cnn_config: dict[str, Any]  # models.CNNConfig.to_dict()
+    mean: list[float]  # per-channel input normalization of the training batches
     std: list[float]
-    definition: dict[str, Any]
-    params: dict[str, Any] | None = None
+    definition: dict[str, Any]  # the study's: dataset, options, data seed, sparsities, ...
+    params: dict[str, Any] | None = None  # the trial's hyperparameters
     trial_number: int | None = None
-    source: dict[str, Any] | None = None
+    source: dict[str, Any] | None = None  # hpo.export adds study, trial, value, storage
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, value: Any, what: str = "checkpoint") -> CheckpointConfig:
-        """Read a checkpoint's config, naming in one line what is missing or malformed.
-
-        Raises:
-            CheckpointError: A required field is missing, unknown or of the wrong type.
-        """
+        """Read a checkpoint's config; ``CheckpointError`` names in one line a required field
+        that is missing, unknown or of the wrong type."""
         config = _mapping(value, f"{what}: its config", CheckpointError)
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is not None and f.name not in config
-        )
-        unknown = sorted(set(config) - names)
+        fields = dataclasses.fields(cls)
+        missing = sorted(f.name for f in fields if f.default is not None and f.name not in config)
+        unknown = sorted(set(config) - {f.name for f in fields})
         if missing or unknown:
             problem = f"lacks {', '.join(missing)}" if missing else f"has unknown {unknown}"
             raise CheckpointError(f"{what}: its config {problem}; not written by hpo")

@@ -1,8 +1,6 @@
 """``python -m hpo.run``: the command lives in :mod:`hpo.tuning.cli`."""
 
-import sys
-
 from hpo.tuning.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

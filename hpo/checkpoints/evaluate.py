@@ -3,14 +3,9 @@
     python -m hpo.evaluate best.pt --data-dir DIR --sparsities 0.5 0.9
     python -m hpo.evaluate best.pt --split val --json     # {"0.5": {"accuracy": ..}, ...}
 
-The checkpoint names its dataset, options and data seed (its study definition), so the split
-is rebuilt exactly as the study saw it; the input normalization is the checkpoint's own. The
-masks are fixed by ``--mask-seed``: by default the documented seed of the split
-(``studies.TEST_MASK_SEED`` for test, ``studies.VAL_MASK_SEED`` for validation, on the study's
-``val_size`` validation images), so the test figures a study stored are reproduced exactly,
-and another seed checks that a model is not tuned to one draw of the masks.
-
-Exit status: 0 scored, 2 bad input (one line on stderr).
+The checkpoint's definition rebuilds the split as the study saw it; ``--mask-seed`` defaults
+to the split's documented seed, which reproduces the study's figures. Exit status: 0 scored,
+2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -37,13 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoint", help="checkpoint file, e.g. best.pt")
     parser.add_argument(
-        "--data-dir", default=None, help=f"dataset root (default: ${DATA_DIR_ENV}, else the cache)"
+        "--data-dir", help=f"dataset root (default: ${DATA_DIR_ENV}, else the cache)"
     )
     parser.add_argument(
         "--sparsities",
         nargs="+",
         type=float,
-        default=None,
         metavar="S",
         help="fractions of missing pixels to score at (default: the study's test sparsities)",
     )
@@ -53,13 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mask-seed",
         type=int,
-        default=None,
         help="seed of the fixed masks (default: the documented one of the split: "
         "4321 for test, 1234 for val)",
     )
-    parser.add_argument(
-        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
-    )
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
         "--json", action="store_true", help='print one line: {"0.9": {"accuracy": .., "mae": ..}}'
     )
@@ -75,12 +66,8 @@ def evaluate_checkpoint(
     mask_seed: int | None = None,
     device: str = "cpu",
 ) -> dict[str, dict[str, float]]:
-    """``{sparsity key: {"accuracy": .., "mae": ..}}`` of the checkpoint at ``path``.
-
-    Raises:
-        CheckpointError: The file is not a readable checkpoint.
-        DataError: The dataset is missing (offline) or a sparsity is outside ``[0, 1)``.
-    """
+    """``{sparsity key: {"accuracy": .., "mae": ..}}`` of the checkpoint at ``path``; raises
+    ``CheckpointError`` (not a checkpoint) or ``DataError`` (no dataset, bad sparsity)."""
     import torch
 
     from data import SparseBatches, check_sparsity, load_dataset
@@ -126,8 +113,7 @@ def evaluate_checkpoint(
 
 
 def _options(definition: dict[str, Any]) -> Any:
-    """The dataset options a checkpoint's definition was loaded with (``train_size`` dropped:
-    the test and validation splits do not depend on it)."""
+    """The dataset options of a definition (the splits scored do not depend on its train_size)."""
     from data import Caltech101Options, DatasetName, MNISTOptions
 
     mnist = DatasetName(definition["dataset"]) is DatasetName.MNIST
@@ -136,7 +122,6 @@ def _options(definition: dict[str, Any]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (bad input: one line on stderr, status 2)."""
     args = build_parser().parse_args(argv)
     try:
         from ..runtime.device import resolve_device

@@ -1,9 +1,5 @@
-"""The checkpoint file: a ``torch.save`` payload of plain types that rebuilds its network.
-
-``{"format": 1, "state_dict": {name: tensor}, "config": CheckpointConfig.to_dict()}``. Plain
-types only, so ``torch.load(weights_only=True)`` reads it without executing code; the config
-(``hpo.records.CheckpointConfig``) names the model family and topology, the input
-normalization, the study definition and where the file came from.
+"""The checkpoint file: ``{"format": 1, "state_dict": {name: tensor}, "config": {...}}``, plain
+types only, so ``torch.load(weights_only=True)`` reads it without executing code.
 """
 
 from __future__ import annotations
@@ -14,16 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from models import CNNConfig, ModelConfigError, ModelFamily, build_model
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line
 from ..records import CheckpointConfig
 from ..runtime.device import place
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "Checkpoint",
     "LoadedModel",
     "load_model_file",
@@ -33,13 +28,14 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
+StrPath = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     """A checkpoint as read: its weights (on the CPU) and its typed config."""
 
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, Tensor]
     config: CheckpointConfig
 
 
@@ -57,10 +53,10 @@ class LoadedModel:
 
 
 def write_checkpoint(
-    path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], config: CheckpointConfig
+    path: StrPath, state_dict: dict[str, Tensor], config: CheckpointConfig
 ) -> Path:
     """Write ``state_dict`` (moved to the CPU) and ``config`` to ``path`` whole or not at all
-    (a temporary file renamed into place: a full disk leaves no partial checkpoint)."""
+    (a temporary file renamed into place)."""
     path = Path(path)
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -77,13 +73,9 @@ def write_checkpoint(
     return path
 
 
-def read_checkpoint(path: str | os.PathLike[str], what: str | None = None) -> Checkpoint:
-    """Read a checkpoint file (tensors on the CPU).
-
-    Raises:
-        CheckpointError: Missing, unreadable, not a checkpoint, another format version, or a
-            config hpo did not write (one line each).
-    """
+def read_checkpoint(path: StrPath, what: str | None = None) -> Checkpoint:
+    """Read a checkpoint file (tensors on the CPU); ``CheckpointError`` in one line if it is
+    missing, unreadable, of another format version or not written by hpo."""
     what = what or str(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -97,17 +89,14 @@ def read_checkpoint(path: str | os.PathLike[str], what: str | None = None) -> Ch
             f"checkpoint {what} has format {found!r}, expected {CHECKPOINT_FORMAT}"
         )
     state = payload.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {what} holds no weights; not written by hpo")
     return Checkpoint(state, CheckpointConfig.from_dict(payload.get("config"), what))
 
 
 def rebuild(checkpoint: Checkpoint, device: str | torch.device = "cpu") -> LoadedModel:
-    """The network of a checkpoint, with its weights, in eval mode on ``device``.
-
-    Raises:
-        CheckpointError: The config names no buildable network, or the weights do not fit it.
-    """
+    """The network of a checkpoint, with its weights, in eval mode on ``device``;
+    ``CheckpointError`` if the config builds no network or the weights do not fit it."""
     config = checkpoint.config
     try:
         family = ModelFamily(config.model_family)
@@ -115,14 +104,11 @@ def rebuild(checkpoint: Checkpoint, device: str | torch.device = "cpu") -> Loade
         model = build_model(family, cnn_config)
         model.load_state_dict(checkpoint.state_dict)
     except (ValueError, ModelConfigError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint does not rebuild its network: {first}") from e
+        raise CheckpointError(f"checkpoint does not rebuild its network: {one_line(e)}") from e
     place(model, device).eval()
     return LoadedModel(model, family, cnn_config, list(config.mean), list(config.std), config)
 
 
-def load_model_file(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> LoadedModel:
+def load_model_file(path: StrPath, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the network saved in the checkpoint file ``path``."""
     return rebuild(read_checkpoint(path), device)

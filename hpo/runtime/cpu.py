@@ -1,13 +1,9 @@
-"""Per-process settings for CPU training: denormals flushed to zero, freed memory kept mapped.
-
-Both fix CPU-only slowdowns found while tuning and change speed only, never results: denormal
-gradients slowed trials down up to 4.3x as they trained, and glibc returning freed activations
-to the kernel made every step page-fault them in again (1.05-1.53x). Every entry point that
-trains on the CPU calls :func:`prepare_cpu_training` first (``docs/decisions.md``, "CPU").
-"""
+"""Per-process settings for CPU training that change speed only, never results: denormals
+flushed to zero, freed memory kept mapped (``docs/decisions.md``, "CPU training settings")."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -64,10 +60,7 @@ def resident_memory_mb() -> tuple[float | None, float]:
     """This process's resident memory now (``None`` without ``/proc``) and at its peak, in
     MiB: recorded after every trial, so memory kept across trials shows as growth."""
     now = None
-    try:
-        with open("/proc/self/statm") as statm:
-            now = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/self/statm") as statm:
+        now = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return now, peak

@@ -1,10 +1,5 @@
-"""The torch device a run trains on: decided once, at the entry point, and passed down.
-
-Also how a network is placed there (:func:`place`): on the CPU in ``channels_last`` memory
-layout, in which oneDNN's convolutions -- forward and backward -- run 1.3-1.5x faster than
-on the default NCHW layout for this project's networks (``bench/trial_throughput.py`` at 27f25cb,
-``docs/performance.md``); the activations follow the weights' layout through every layer, so
-the batches need no conversion. Elsewhere the default layout is kept: it was not measured.
+"""The torch device a run trains on (decided once, at the entry point) and how a network is
+placed there: ``channels_last`` on the CPU, 1.3-1.5x faster (``docs/decisions.md``).
 """
 
 from __future__ import annotations
@@ -28,11 +23,8 @@ def place(model: nn.Module, device: torch.device | str) -> nn.Module:
 
 
 def resolve_device(requested: str | None) -> str:
-    """Validate ``--device`` once, at the entry point (default: CUDA if available, else CPU).
-
-    Raises:
-        DeviceError: Unparseable device, or CUDA / MPS requested but not available.
-    """
+    """Validate ``--device`` once, at the entry point (default: CUDA if available, else CPU);
+    ``DeviceError`` if it is no device or not available here."""
     if requested is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -1,8 +1,4 @@
-"""How trials run on their device beyond the device itself: precision and compilation.
-
-Plain settings (torch is imported only when they are applied), so the command line can
-validate and describe them without importing torch.
-"""
+"""Precision and compilation of trials; torch is imported only when they are applied."""
 
 from __future__ import annotations
 
@@ -23,20 +19,10 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class Execution:
-    """How trials run on their device, beyond the device itself.
+    """Precision and compilation of the trials (``docs/decisions.md``, "Execution")."""
 
-    Attributes:
-        precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the forward passes (the
-            parameters, the optimizer and the loss stay float32). Measured on the CPU only;
-            the default stays fp32 until a GPU run shows equal validation accuracy.
-        compile: Compile each network's forward with ``torch.compile`` (on CUDA in
-            ``reduce-overhead`` mode, i.e. CUDA graphs, against the launch overhead of many
-            small kernels). Shapes must then be static: training drops each epoch's last,
-            smaller batch. Not timed here (no GPU).
-    """
-
-    precision: str = "fp32"
-    compile: bool = False
+    precision: str = "fp32"  # or bf16: autocast forward passes; weights and loss stay float32
+    compile: bool = False  # torch.compile each forward (CUDA: CUDA graphs); drops short batches
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -45,7 +31,6 @@ class Execution:
             )
 
     def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager[object]:
-        """The context the forward passes run in."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
         import torch

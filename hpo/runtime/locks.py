@@ -1,11 +1,6 @@
-"""A lock that processes sharing a storage -- on one machine or many -- take by name.
-
-It serializes what must happen once at a time (creating the schema of a fresh database,
-creating a study and its queue) and lets exactly one worker do a job the others skip (a
-study's final step). SQLite: an ``flock`` on a folder of the storage (never on the database
-file: closing a descriptor of it would drop SQLite's own locks); PostgreSQL: a session
-advisory lock keyed by the name. Both are released when the block ends or the process dies,
-so a killed worker never leaves a study locked, and no lock file is left behind.
+"""A lock that processes sharing a storage take by name, released when the block ends or the
+process dies. SQLite: an ``flock`` on a folder (closing a descriptor of the database file would
+drop SQLite's own locks); PostgreSQL: a session advisory lock.
 """
 
 from __future__ import annotations
@@ -31,16 +26,9 @@ def exclusive(
     folder: Path | None = None,
     connect_timeout: int = 10,
 ) -> Iterator[bool]:
-    """Hold the lock ``name`` of the storage; yields whether this process holds it.
-
-    Args:
-        target: The storage.
-        name: What the lock is for (PostgreSQL: two names never collide).
-        wait: Wait for the lock (yields True), or try once (yields False if it is taken).
-        folder: SQLite: the existing folder to lock (default: the database file's). Two names
-            that must not exclude each other lock different folders.
-        connect_timeout: PostgreSQL: seconds to wait for the server.
-    """
+    """Hold the lock ``name`` of the storage; yields whether this process holds it (always
+    with ``wait``, else only if it was free). SQLite locks ``folder`` (default: the database
+    file's), so two names that must not exclude each other name different folders."""
     if target.in_memory:  # one process: nobody to exclude
         yield True
         return

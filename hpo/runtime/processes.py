@@ -1,11 +1,8 @@
 """Running K worker processes of one study on one machine (``python -m hpo.run --workers K``).
 
-Workers share nothing but the storage: each is a fresh ``spawn``-ed interpreter (CUDA cannot
-be used in a ``fork``-ed child once the parent touched it; spawn also gives each its own
-database connections) running the single-worker entry point with its own seed, device and
-share of the CPU threads. A worker that dies is not restarted: its trial is failed and
-re-queued by the storage heartbeat, and a surviving worker runs the retry. Nothing here
-imports torch; the thread share goes through the OpenMP environment before the target does.
+Workers share nothing but the storage: each is a fresh ``spawn``-ed interpreter with its own
+seed, device, share of the CPU threads and database connections. A worker that dies is not
+restarted: the storage heartbeat re-queues its trial. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -52,24 +49,13 @@ def plan_workers(
 ) -> list[WorkerAssignment]:
     """Split one machine between ``n_workers`` workers: ``"cuda"`` without an index is spread
     round robin over the GPUs (anything else is shared), and the CPU cores are divided so K
-    workers do not oversubscribe the machine with K x cores threads.
-
-    Raises:
-        WorkerError: If ``n_workers`` < 1.
-    """
+    workers do not oversubscribe the machine with K x cores threads."""
     if n_workers < 1:
         raise WorkerError(f"--workers must be >= 1, got {n_workers}")
     threads = max(1, cpu_count // n_workers)
     spread = device == "cuda" and cuda_device_count > 1
-    return [
-        WorkerAssignment(
-            index=i,
-            seed=base_seed + i,
-            device=f"cuda:{i % cuda_device_count}" if spread else device,
-            num_threads=threads,
-        )
-        for i in range(n_workers)
-    ]
+    devices = [f"cuda:{i % cuda_device_count}" if spread else device for i in range(n_workers)]
+    return [WorkerAssignment(i, base_seed + i, d, threads) for i, d in enumerate(devices)]
 
 
 def available_cpu_count() -> int:
@@ -90,24 +76,17 @@ def run_workers(
 ) -> int:
     """Run the picklable ``target(settings[i])`` in one spawned process per assignment.
 
-    A worker that fails does not stop its siblings (the study can finish without it). On
-    Ctrl-C every worker gets SIGTERM, which it turns into a ``KeyboardInterrupt`` (its trial is
-    recorded FAIL), and SIGKILL after ``terminate_timeout`` seconds.
-
-    Returns:
-        0 if every worker succeeded, ``EXIT_INTERRUPTED`` on Ctrl-C, else the first non-zero
-        exit status in worker order (a worker killed by signal N reports 128 + N).
+    A worker that fails does not stop its siblings. On Ctrl-C every worker gets SIGTERM, which
+    it turns into a ``KeyboardInterrupt`` (its trial is recorded FAIL), and SIGKILL after
+    ``terminate_timeout`` seconds. Returns 0, ``EXIT_INTERRUPTED`` on Ctrl-C, else the first
+    non-zero exit status in worker order (a worker killed by signal N reports 128 + N).
     """
     if len(settings) != len(assignments):
         raise WorkerError(f"{len(settings)} settings for {len(assignments)} workers")
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(
-            target=_worker_main,
-            args=(target, item, assignment),
-            name=f"hpo-worker-{assignment.index}",
-        )
-        for item, assignment in zip(settings, assignments, strict=True)
+        context.Process(target=_worker_main, args=(target, item, a), name=f"hpo-worker-{a.index}")
+        for item, a in zip(settings, assignments, strict=True)
     ]
     try:
         for process in processes:

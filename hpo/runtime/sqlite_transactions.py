@@ -1,12 +1,5 @@
-"""SQLite transactions of a worker's storage take the write lock up front.
-
-Optuna's write methods read and then write inside one transaction. A *deferred* transaction
-that does so must upgrade its read snapshot to the write lock, and if another connection
-committed meanwhile SQLite answers ``SQLITE_BUSY`` at once, without consulting the busy
-timeout: "database is locked". Beginning every transaction of a worker with ``BEGIN
-IMMEDIATE`` makes a second writer wait for the lock instead. Readers in other processes
-(the dashboard, the report) open their storage without this and read WAL snapshots that take
-no lock, so they never stall a worker (``docs/decisions.md``, "SQLite").
+"""SQLite transactions of a worker's storage begin ``IMMEDIATE``: a second writer waits for the
+lock instead of failing with "database is locked" (``docs/decisions.md``, "SQLite").
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
-"""Opening the study storage that many worker processes share.
-
-* **SQLite (one machine).** ``RDBStorage`` (Optuna's journal storage has no heartbeats, which
-  is how a killed worker's trial is failed and retried). The file is switched to WAL, every
-  connection waits up to ``sqlite_timeout`` s for a lock, and a worker's transactions begin
-  ``IMMEDIATE`` (:mod:`hpo.runtime.sqlite_transactions`); readers take no lock.
-* **PostgreSQL (many machines).** psycopg 3, a small bounded pool per process (one connection
-  for the trial loop, one for the heartbeat thread), pre-pinged and recycled.
-* **The schema** of a fresh database is created under a lock (:mod:`hpo.runtime.locks`):
-  Optuna's table creation races when several workers open it at once. A schema written by
-  another Optuna is refused in one line.
-* **Heartbeats.** A RUNNING trial whose heartbeat is older than the grace period is failed by
-  the next worker that asks for a trial and re-queued by ``RetryHeartbeatStaleTrialCallback``
-  (same parameters and user attributes, so a grid point stays that grid point).
+"""Opening the study storage that many worker processes share (``docs/decisions.md``): SQLite
+or PostgreSQL, with Optuna's heartbeats, the schema created under a lock (Optuna's table
+creation races) and refused in one line if another Optuna wrote it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import warnings
@@ -32,10 +22,7 @@ from .sqlite_transactions import SQLiteStorage, install_transaction_hooks
 from .storage_url import STORAGE_ENV, StorageError, StorageTarget
 
 __all__ = [
-    "GRACE_PERIOD_ENV",
-    "HEARTBEAT_INTERVAL_ENV",
     "StorageOptions",
-    "StudyNotFoundError",
     "load_existing_study",
     "open_existing_storage",
     "open_storage",
@@ -52,25 +39,13 @@ class StudyNotFoundError(StorageError):
 
 @dataclass(frozen=True)
 class StorageOptions:
-    """How a worker talks to the storage; the defaults suit trials that take minutes.
+    """How a worker talks to the storage (seconds); the defaults suit trials that take minutes."""
 
-    Attributes:
-        heartbeat_interval: Seconds between heartbeats of a running trial (``None``: none, and
-            no retry of dead workers' trials).
-        grace_period: Seconds without a heartbeat after which a RUNNING trial counts as dead;
-            comfortably above the interval, as a busy database can delay a beat.
-        max_retry: How often one trial is re-queued after its worker died (bounded, so a
-            configuration that kills its worker cannot loop).
-        sqlite_timeout: Seconds a SQLite connection waits for a lock.
-        pool_size, max_overflow, pool_timeout, pool_recycle, connect_timeout: PostgreSQL's
-            connection pool per process.
-    """
-
-    heartbeat_interval: int | None = 10
-    grace_period: int | None = 30
-    max_retry: int | None = 3
-    sqlite_timeout: float = 120.0
-    pool_size: int = 2
+    heartbeat_interval: int | None = 10  # None: no heartbeats, no retry of dead workers' trials
+    grace_period: int | None = 30  # above the interval, as a busy database can delay a beat
+    max_retry: int | None = 3  # bounded, so a configuration that kills its worker cannot loop
+    sqlite_timeout: float = 120.0  # how long a SQLite connection waits for a lock
+    pool_size: int = 2  # PostgreSQL, per process: the trial loop and the heartbeat thread
     max_overflow: int = 2
     pool_timeout: float = 60.0
     pool_recycle: int = 1800
@@ -79,11 +54,7 @@ class StorageOptions:
     @classmethod
     def from_env(cls) -> StorageOptions:
         """Heartbeat timing from ``HPO_HEARTBEAT_INTERVAL`` / ``HPO_HEARTBEAT_GRACE`` (whole
-        seconds; the grace defaults to 3 x the interval when only that is given).
-
-        Raises:
-            StorageError: Not a whole number of seconds, or grace <= interval.
-        """
+        seconds; the grace defaults to 3 x the interval when only that is given)."""
         interval, grace = _env_seconds(HEARTBEAT_INTERVAL_ENV), _env_seconds(GRACE_PERIOD_ENV)
         if interval is None and grace is None:
             return cls()
@@ -110,32 +81,21 @@ class StorageOptions:
 def open_storage(
     target: StorageTarget | str, options: StorageOptions | None = None, *, worker: bool = True
 ) -> optuna.storages.RDBStorage:
-    """Open (creating tables if needed) the storage ``target``, ready for many workers.
-
-    Each process opens its own storage (an engine and its pool belong to one process).
-
-    Args:
-        target: The parsed storage (a URL string is parsed here).
-        options: Heartbeats and connections (default: ``StorageOptions.from_env()``).
-        worker: SQLite: begin every transaction ``IMMEDIATE`` (a process that writes trials);
-            ``False`` for a reader, whose reads must take no lock.
-
-    Raises:
-        StorageError: One line naming the (masked) URL and what went wrong.
-    """
+    """Open (creating tables if needed) the storage ``target`` for this process; ``worker``:
+    SQLite transactions begin ``IMMEDIATE`` (``False`` for a reader, whose reads take no lock).
+    Raises ``StorageError``, one line naming the (masked) URL and what went wrong."""
     target = StorageTarget.parse(target) if isinstance(target, str) else target
     options = options or StorageOptions.from_env()
-    heartbeat = {} if target.in_memory else _heartbeat_kwargs(options)
     try:
         if target.is_sqlite:
             engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": options.sqlite_timeout}}
             if target.in_memory:
-                return _rdb_storage(optuna.storages.RDBStorage, target, engine_kwargs, heartbeat)
+                return _rdb_storage(optuna.storages.RDBStorage, target, engine_kwargs, options)
             _check_folder(target.sqlite_path)
             with exclusive(target, "schema"):
                 _enable_wal(target.sqlite_path, options.sqlite_timeout)
                 cls = SQLiteStorage if worker else optuna.storages.RDBStorage
-                storage = _rdb_storage(cls, target, engine_kwargs, heartbeat)
+                storage = _rdb_storage(cls, target, engine_kwargs, options)
             if worker:
                 install_transaction_hooks(storage.engine)
         else:
@@ -151,7 +111,7 @@ def open_storage(
                 },
             }
             with exclusive(target, "schema", connect_timeout=options.connect_timeout):
-                storage = _rdb_storage(optuna.storages.RDBStorage, target, engine_kwargs, heartbeat)
+                storage = _rdb_storage(optuna.storages.RDBStorage, target, engine_kwargs, options)
         _check_schema(storage, target.masked)
         return storage
     except StorageError:
@@ -163,12 +123,8 @@ def open_storage(
 
 
 def open_existing_storage(target: StorageTarget | str) -> optuna.storages.RDBStorage:
-    """Open the storage ``target`` for reading results; never create a database.
-
-    Raises:
-        StorageError: A missing SQLite file (a typo must not give an empty storage with "no
-            studies"), an in-memory one, or an unreachable server (one line, masked).
-    """
+    """Open the storage ``target`` for reading results; never create a database (a typo must
+    not give an empty storage with "no studies")."""
     target = StorageTarget.parse(target) if isinstance(target, str) else target
     if target.in_memory:
         raise StorageError(
@@ -184,18 +140,13 @@ def open_existing_storage(target: StorageTarget | str) -> optuna.storages.RDBSto
 
 
 def remove_if_unused(path: Path) -> bool:
-    """Delete the SQLite file ``path`` (and its WAL files) if it holds no study; True if so.
-
-    A run that stops before its first trial must not leave an empty database behind.
-    """
+    """Delete the SQLite file ``path`` (and its WAL files) if it holds no study; True if so:
+    a run that stops before its first trial must not leave an empty database behind."""
     if not path.exists():
         return False
-    connection = sqlite3.connect(path)
-    try:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
         tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
         used = "studies" in tables and connection.execute("SELECT 1 FROM studies").fetchone()
-    finally:
-        connection.close()
     if used:
         return False
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -206,11 +157,7 @@ def remove_if_unused(path: Path) -> bool:
 def load_existing_study(
     storage: optuna.storages.BaseStorage, name: str, storage_label: str
 ) -> optuna.Study:
-    """Load study ``name``, or fail with one line naming the studies the storage does hold.
-
-    Raises:
-        StudyNotFoundError: No such study.
-    """
+    """Load study ``name``, or raise ``StudyNotFoundError`` naming the studies there are."""
     names = sorted(s.study_name for s in storage.get_all_studies())
     if name not in names:
         raise StudyNotFoundError(
@@ -232,11 +179,8 @@ def _check_folder(path: Path | None) -> None:
 
 def _enable_wal(db_path: Path | None, timeout: float) -> None:
     """WAL is a property of the file: setting it once serves every process."""
-    connection = sqlite3.connect(str(db_path), timeout=timeout)
-    try:
+    with contextlib.closing(sqlite3.connect(str(db_path), timeout=timeout)) as connection:
         mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    finally:
-        connection.close()
     if str(mode).lower() != "wal":
         raise StorageError(
             f"SQLite could not switch {db_path} to WAL mode (got {mode!r}); is it on a "
@@ -261,27 +205,22 @@ def _check_schema(storage: optuna.storages.RDBStorage, masked: str) -> None:
     )
 
 
-def _heartbeat_kwargs(options: StorageOptions) -> dict[str, Any]:
-    if options.heartbeat_interval is None:
-        return {}
-    with warnings.catch_warnings():  # "experimental" since Optuna 2.8; relied on knowingly
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=options.max_retry)
-    return {
-        "heartbeat_interval": options.heartbeat_interval,
-        "grace_period": options.grace_period,
-        "heartbeat_stale_trial_callback": callback,
-    }
-
-
 def _rdb_storage(
     cls: type[optuna.storages.RDBStorage],
     target: StorageTarget,
     engine_kwargs: dict[str, Any],
-    heartbeat: dict[str, Any],
+    options: StorageOptions,
 ) -> optuna.storages.RDBStorage:
-    with warnings.catch_warnings():
+    heartbeat: dict[str, Any] = {}
+    with warnings.catch_warnings():  # heartbeats: "experimental" since Optuna 2.8, knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if options.heartbeat_interval is not None and not target.in_memory:
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=options.max_retry)
+            heartbeat = {
+                "heartbeat_interval": options.heartbeat_interval,
+                "grace_period": options.grace_period,
+                "heartbeat_stale_trial_callback": retry,
+            }
         return cls(
             target.url,
             engine_kwargs=engine_kwargs,

@@ -1,8 +1,5 @@
-"""What a storage URL means: where it comes from, whether it is valid, how it is shown.
-
-Two backends, each for a reason (``docs/decisions.md``): SQLite for one machine, PostgreSQL
-through psycopg 3 for many. An entry point parses the URL once into a :class:`StorageTarget`
-and passes that down; messages show only its masked form.
+"""What a storage URL means (SQLite for one machine, PostgreSQL for many): parsed once into a
+:class:`StorageTarget` at the entry point; messages show only its masked form.
 """
 
 from __future__ import annotations
@@ -58,27 +55,17 @@ def mask_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class StorageTarget:
-    """A validated storage URL, parsed once (picklable: ``--workers K`` hands it on).
+    """A validated storage URL, parsed once (picklable: ``--workers K`` hands it on)."""
 
-    Attributes:
-        url: The SQLAlchemy URL to open, password included: never print it.
-        masked: The same with the password masked, for every message.
-        sqlite_path: The database file of a SQLite storage (``None``: a server, or memory).
-        in_memory: An in-memory SQLite database (one process, nothing kept).
-    """
-
-    url: str
-    masked: str
-    sqlite_path: Path | None = None
-    in_memory: bool = False
+    url: str  # password included: never print it
+    masked: str  # for every message
+    sqlite_path: Path | None = None  # None: a server, or memory
+    in_memory: bool = False  # an in-memory SQLite database (one process, nothing kept)
 
     @classmethod
     def parse(cls, url: str) -> StorageTarget:
-        """Validate ``url`` (a bare ``postgresql://`` means psycopg 3).
-
-        Raises:
-            StorageError: Empty, unparseable, unsupported or malformed (one line, masked).
-        """
+        """Validate ``url`` (a bare ``postgresql://`` means psycopg 3); ``StorageError`` (one
+        line, masked) if it is empty, unparseable, unsupported or malformed."""
         import sqlalchemy
 
         if not url or not url.strip():

@@ -17,19 +17,13 @@ Batches = Iterable[tuple[Tensor, Tensor, Tensor]]
 
 @dataclass(frozen=True)
 class EvalMetrics:
-    """Scores of one pass over a split.
-
-    Attributes:
-        accuracy: Fraction of examples whose arg-max logit is the label.
-        mae: Mean absolute error between the softmax probabilities and the one-hot labels,
-            averaged over examples *and* classes (the metric the seed work reports; 0 is
-            perfect, 2 / num_classes is confidently wrong everywhere).
-        n: Number of examples scored.
+    """Scores of one pass over a split. ``mae``: softmax probabilities against one-hot labels,
+    averaged over examples *and* classes, as the seed work reports it (2 / K: wrong everywhere).
     """
 
     accuracy: float
     mae: float
-    n: int
+    n: int  # examples scored
 
     def to_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "mae": self.mae}
@@ -39,8 +33,8 @@ class EvalMetrics:
 def evaluate(model: nn.Module, batches: Batches) -> EvalMetrics:
     """Accuracy and MAE (see :class:`EvalMetrics`) of ``model`` over ``batches``."""
     model.eval()
-    correct: Tensor | None = None
-    abs_error: Tensor | None = None
+    correct: Tensor | int = 0  # summed on the device: no wait for the GPU every batch
+    abs_error: Tensor | float = 0.0
     count = 0
     num_classes = 0
     for x, mask, y in batches:
@@ -48,12 +42,10 @@ def evaluate(model: nn.Module, batches: Batches) -> EvalMetrics:
         num_classes = logits.shape[1]
         probs = logits.float().softmax(dim=1)
         onehot = F.one_hot(y, num_classes).to(probs.dtype)
-        hits = (logits.argmax(dim=1) == y).sum()
-        err = (probs - onehot).abs().sum()
-        correct = hits if correct is None else correct + hits
-        abs_error = err if abs_error is None else abs_error + err
+        correct = correct + (logits.argmax(dim=1) == y).sum()
+        abs_error = abs_error + (probs - onehot).abs().sum()
         count += y.shape[0]
-    if correct is None or abs_error is None or count == 0:
+    if count == 0:
         raise ValueError("evaluation split is empty")
     return EvalMetrics(
         accuracy=int(correct) / count, mae=float(abs_error) / (count * num_classes), n=count

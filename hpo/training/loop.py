@@ -1,8 +1,5 @@
-"""The one training loop: a step, an epoch, and a fit with per-epoch validation and a hook.
-
-Tuning (validation, report / prune, best-epoch weights), the experiments (final weights) and
-the benchmarks (single steps) all train through here, so a change to how a network trains is
-made once. Every model is ``model(x, mask)`` and every batch ``(x, mask, y)`` on the device.
+"""The one training loop (a step, an epoch, a fit with per-epoch validation and a hook) that
+tuning, the experiments and the benchmarks share. Every model is ``model(x, mask)``.
 """
 
 from __future__ import annotations
@@ -35,19 +32,16 @@ class EpochBatches(Protocol):
 
 @dataclass(frozen=True)
 class FitResult:
-    """What :func:`fit` leaves behind: ``state``, the weights to keep (the best validated
-    epoch's, or the final ones without validation; detached copies on the device), the step
-    they belong to and their scores, the last epoch's scores, the epochs trained, whether the
-    hook stopped training, the seconds spent validating, and each epoch's mean loss."""
+    """What :func:`fit` leaves behind."""
 
-    state: dict[str, Tensor]
-    best_epoch: int
+    state: dict[str, Tensor]  # copies of the best validated epoch's weights, else the final ones
+    best_epoch: int  # the step ``state`` belongs to
     best_metrics: EvalMetrics | None
     last_metrics: EvalMetrics | None
     epochs_run: int
-    stopped: bool
+    stopped: bool  # by the hook
     validation_seconds: float
-    train_losses: tuple[float, ...]
+    train_losses: tuple[float, ...]  # each epoch's mean
 
 
 def train_step(
@@ -72,14 +66,10 @@ def train_one_epoch(
     model: nn.Module, batches: Batches, optimization: Optimization, epoch: int
 ) -> float:
     """One pass of ``batches``, stepping the schedule after every step; returns the mean
-    (smoothed, as minimized) loss. It is summed on the device and checked once per epoch, so
-    training does not wait for the GPU every batch; a NaN anywhere reaches the sum.
-
-    Raises:
-        NonFiniteLossError: The epoch's loss was NaN or infinite.
-    """
+    (smoothed, as minimized) loss. It is summed on the device, so training does not wait for
+    the GPU, and checked once per epoch: a NaN anywhere raises ``NonFiniteLossError``."""
     model.train()
-    total: Tensor | None = None
+    total: Tensor | float = 0.0
     count = 0
     optimizer, scheduler = optimization.optimizer, optimization.scheduler
     smoothing = optimization.label_smoothing
@@ -87,10 +77,9 @@ def train_one_epoch(
         loss = train_step(model, optimizer, x, mask, y, label_smoothing=smoothing)
         if scheduler is not None:
             scheduler.step()
-        batch_loss = loss * y.shape[0]
-        total = batch_loss if total is None else total + batch_loss
+        total = total + loss * y.shape[0]
         count += y.shape[0]
-    if total is None or count == 0:
+    if count == 0:
         raise ValueError("training split is empty")
     mean = float(total) / count
     if not math.isfinite(mean):
@@ -107,23 +96,9 @@ def fit(
     validation: EpochBatches | None = None,
     on_epoch: EpochHook | None = None,
 ) -> FitResult:
-    """Train ``epochs`` epochs, validating after each and keeping the best epoch's weights.
-
-    Epoch ``e`` (0-based) draws its training masks and order as ``train.epoch(e)``; it is
-    reported as step ``e + 1`` (the epochs trained so far, Optuna's and the pruners' unit).
-
-    Args:
-        model: The network, on the training device.
-        optimization: Its optimizer, schedule and loss, built for this many ``epochs``.
-        train: Training batches.
-        epochs: How many epochs to train (>= 1).
-        validation: Fixed-mask batches scored after every epoch (the same masks each time);
-            ``None`` skips validation and keeps the final weights.
-        on_epoch: Called after each validated epoch with its step; ``True`` stops training.
-
-    Raises:
-        NonFiniteLossError: An epoch's training loss was NaN or infinite.
-    """
+    """Train ``epochs`` epochs, scoring ``validation`` after each and keeping the best epoch's
+    weights (without validation: the final ones). Epoch ``e`` draws ``train.epoch(e)`` and is
+    reported as step ``e + 1``, the epochs trained so far (Optuna's and the pruners' unit)."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     best_step, best, metrics, state = 0, None, None, None

@@ -1,8 +1,5 @@
-"""Train one network of a study trial or an experiment run: the one function both share.
-
-A :class:`TrainingRun` is everything that decides the trained weights -- model family and
-topology, recipe, learning rate, batch size, epochs, training sparsity, seed -- so the tuning
-objective and an experiment that describe the same run train the same network, bit for bit.
+"""Train one network of a study trial or an experiment run: the one function both share, so
+the two train the same network, bit for bit, from the same :class:`TrainingRun`.
 """
 
 from __future__ import annotations
@@ -26,27 +23,16 @@ __all__ = ["TrainingRun", "train_network"]
 
 @dataclass(frozen=True)
 class TrainingRun:
-    """One network to train.
-
-    Attributes:
-        family: Sparse CNN, dense CNN or dense CNN + mask.
-        cnn_config: Its topology.
-        recipe: Optimizer, schedule, loss and augmentation.
-        lr: Peak learning rate.
-        batch_size: Training batch size.
-        epochs: Training epochs.
-        sparsity: Fraction of pixels dropped in training.
-        seed: Seeds the initial weights, the batch order, the masks and the augmentation.
-    """
+    """One network to train: everything that decides its trained weights."""
 
     family: ModelFamily
     cnn_config: CNNConfig
     recipe: TrainingRecipe
-    lr: float
+    lr: float  # the peak learning rate
     batch_size: int
     epochs: int
-    sparsity: float
-    seed: int
+    sparsity: float  # fraction of pixels dropped in training
+    seed: int  # of the initial weights, the batch order, the masks and the augmentation
 
 
 def train_network(
@@ -59,17 +45,9 @@ def train_network(
     on_epoch: EpochHook | None = None,
     track: Callable[[SparseBatches], EpochBatches] | None = None,
 ) -> tuple[nn.Module, FitResult]:
-    """Build and train ``run``'s network on ``data``; returns it (final weights) and the fit.
-
-    Args:
-        run: What to train.
-        data: The dataset (its training split, normalization and name).
-        device: Where to train.
-        execution: Precision and compilation (default: fp32, eager).
-        validation, on_epoch: Per-epoch validation and the hook that may stop training
-            (:func:`hpo.training.fit`); the fit keeps the best validated epoch's weights.
-        track: Wraps the training batches (a progress display counts them).
-    """
+    """Build and train ``run``'s network on ``data``; returns it (final weights) and the fit,
+    which keeps the best validated epoch's weights (:func:`fit`). ``track`` wraps the training
+    batches (a progress display counts them)."""
     execution = execution or Execution()
     torch.manual_seed(run.seed)
     model = execution.prepare(build_model(run.family, run.cnn_config), device)

@@ -1,11 +1,5 @@
-"""A training recipe (``studies.TrainingRecipe``, plain data) turned into torch objects.
-
-The recipe says *what* (AdamW, a warm-up and cosine decay, label smoothing); this module
-builds the optimizer and its per-step learning-rate schedule for one run, once its length is
-known, so the objective, the experiments and the benchmarks all get the same objects from the
-same recipe. Augmentation is the batch source's business (``data.SparseBatches(augment=...)``)
-because it must happen before the mask is drawn.
-"""
+"""A training recipe (``studies.TrainingRecipe``, plain data) turned into the optimizer and
+per-step schedule of one run (augmentation is the batch source's: it precedes the mask)."""
 
 from __future__ import annotations
 
@@ -23,27 +17,19 @@ __all__ = ["Optimization", "build_optimization", "lr_factor"]
 
 @dataclass(frozen=True)
 class Optimization:
-    """How one run updates its weights.
-
-    Attributes:
-        optimizer: The optimizer, holding the peak learning rate.
-        scheduler: Stepped after every optimizer step (``None``: a constant rate).
-        label_smoothing: Of the cross-entropy loss.
-    """
+    """How one run updates its weights."""
 
     optimizer: torch.optim.Optimizer
-    scheduler: LRScheduler | None = None
-    label_smoothing: float = 0.0
+    scheduler: LRScheduler | None = None  # stepped after every optimizer step; None: constant
+    label_smoothing: float = 0.0  # of the cross-entropy loss
 
 
 def build_optimization(
     recipe: TrainingRecipe, model: nn.Module, lr: float, *, steps_per_epoch: int, epochs: int
 ) -> Optimization:
-    """The optimizer and schedule of ``recipe`` for a run of ``epochs`` x ``steps_per_epoch``.
-
-    ``lr`` is the peak rate (the tuned ``lr``): with the cosine schedule it is reached at the
-    end of the warm-up, so a study's learning-rate range means the same under every recipe.
-    """
+    """The optimizer and schedule of ``recipe`` for a run of ``epochs`` x ``steps_per_epoch``;
+    ``lr`` is the peak rate, reached at the end of the warm-up, so a study's learning-rate range
+    means the same under every recipe."""
     params = model.parameters()
     if recipe.optimizer == "adamw":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
@@ -60,11 +46,9 @@ def build_optimization(
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Share of the peak rate at optimizer step ``step`` (0-based) of ``total``.
-
-    A linear warm-up over the first ``warmup`` steps (from 1/warmup of the peak, never 0, so
-    the first step learns), then a half cosine from the peak to 0 at step ``total``.
-    """
+    """Share of the peak rate at optimizer step ``step`` (0-based) of ``total``: a linear
+    warm-up over ``warmup`` steps (from 1/warmup, never 0, so the first step learns), then a
+    half cosine to 0 at step ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
