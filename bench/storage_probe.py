@@ -140,8 +140,10 @@ def _writer(kind: str, url: str, n_writes: int, go: Any, results: Any) -> None:
     storage.engine.dispose()
 
 
-def _reader(kind: str, url: str, first_read: Any, stop: Any, results: Any) -> None:
-    storage = _open(kind, url, reader=True)
+def _reader(
+    kind: str, url: str, first_read: Any, stop: Any, results: Any, worker: bool = False
+) -> None:
+    storage = _open(kind, url, reader=not worker)
     (study,) = storage.get_all_studies()
     study_id = storage.get_study_id_from_name(study.study_name)
     reads, seconds = 0, 0.0
@@ -155,15 +157,20 @@ def _reader(kind: str, url: str, first_read: Any, stop: Any, results: Any) -> No
     storage.engine.dispose()
 
 
-def probe_dashboard(kind: str, url: str, n_writes: int, with_reader: bool) -> dict[str, float]:
-    """The writer's latency (ms) alone or with a reader looping over the whole study."""
+def probe_dashboard(
+    kind: str, url: str, n_writes: int, with_reader: bool, worker_reads: bool = False
+) -> dict[str, float]:
+    """The writer's latency (ms) alone or with a reader looping over the whole study (as the
+    dashboard opens it, or, ``worker_reads``, through a worker's storage: as another worker's
+    sampler reads every trial)."""
     context = multiprocessing.get_context("spawn")
     go, stop, results, reads = context.Event(), context.Event(), context.Queue(), context.Queue()
     writer = context.Process(target=_writer, args=(kind, url, n_writes, go, results))
     writer.start()
     reader = None
     if with_reader:
-        reader = context.Process(target=_reader, args=(kind, url, go, stop, reads))
+        args = (kind, url, go, stop, reads, worker_reads)
+        reader = context.Process(target=_reader, args=args)
         reader.start()
     else:
         go.set()
@@ -214,6 +221,12 @@ def main() -> None:
                 f"({shared['p99'] / alone['p99']:.1f}x alone's p99; "
                 f"{shared['reads']:.0f} reads of {shared['read_s']:.2f} s each)"
             )
+        worker = probe_dashboard("ours", f"sqlite:///{big}", args.writes, True, worker_reads=True)
+        print(
+            f"  the same, the reader a worker's storage (its reads take the write lock): p50 "
+            f"{worker['p50']:.1f} ms, p99 {worker['p99']:.1f} ms, max {worker['max']:.1f} ms "
+            f"({worker['reads']:.0f} reads of {worker['read_s']:.2f} s each)"
+        )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ benchmarks share. Of ``hpo`` it imports only :mod:`hpo.errors` and :mod:`hpo.run
 
 from .evaluation import EvalMetrics, evaluate
 from .loop import FitResult, fit, train_one_epoch, train_step
-from .network import TrainingRun, train_network
+from .network import TrainingRun, prepare_training, train_network
 from .recipe import build_optimization
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "build_optimization",
     "evaluate",
     "fit",
+    "prepare_training",
     "train_network",
     "train_one_epoch",
     "train_step",

@@ -16,9 +16,9 @@ from studies.recipe import TrainingRecipe
 
 from ..runtime.execution import Execution
 from .loop import EpochBatches, EpochHook, FitResult, fit
-from .recipe import build_optimization
+from .recipe import Optimization, build_optimization
 
-__all__ = ["TrainingRun", "train_network"]
+__all__ = ["TrainingRun", "prepare_training", "train_network"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,20 @@ def train_network(
     which keeps the best validated epoch's weights (:func:`fit`). ``track`` wraps the training
     batches (a progress display counts them)."""
     execution = execution or Execution()
+    model, train, optimization = prepare_training(run, data, device, execution)
+    batches = track(train) if track is not None else train
+    with execution.autocast(device):
+        result = fit(
+            model, optimization, batches, run.epochs, validation=validation, on_epoch=on_epoch
+        )
+    return model, result
+
+
+def prepare_training(
+    run: TrainingRun, data: SparseDataset, device: torch.device, execution: Execution
+) -> tuple[nn.Module, SparseBatches, Optimization]:
+    """``run``'s seeded network on ``device``, its training batches and its optimization (the
+    cost estimate times steps of exactly these)."""
     torch.manual_seed(run.seed)
     model = execution.prepare(build_model(run.family, run.cnn_config), device)
     train = SparseBatches(
@@ -66,9 +80,4 @@ def train_network(
     optimization = build_optimization(
         run.recipe, model, run.lr, steps_per_epoch=len(train), epochs=run.epochs
     )
-    batches = track(train) if track is not None else train
-    with execution.autocast(device):
-        result = fit(
-            model, optimization, batches, run.epochs, validation=validation, on_epoch=on_epoch
-        )
-    return model, result
+    return model, train, optimization

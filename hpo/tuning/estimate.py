@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from data import SparseBatches, SparseDataset, augmentation_for
-from models import build_model
+from data import SparseDataset
 from studies import VAL_MASK_SEED, StudyDefinition
 
 from ..runtime.execution import Execution
-from ..training import build_optimization, evaluate, train_one_epoch
+from ..training import TrainingRun, evaluate, prepare_training, train_one_epoch
 from .trial_data import eval_batches, validation_split
 
 if TYPE_CHECKING:
@@ -59,21 +58,15 @@ def measure_cost(
     definition: StudyDefinition, data: SparseDataset, device: torch.device, execution: Execution
 ) -> tuple[CostEstimate, str]:
     """Time a typical configuration briefly; returns the estimate and what was probed."""
-    space, grid = definition.search_space, definition.grid.points()
-    depth = (space.depth.low + space.depth.high) // 2
+    d, grid = definition, definition.grid.points()
+    depth = (d.search_space.depth.low + d.search_space.depth.high) // 2
     batch_size = grid[0]["batch_size"] if grid else 64
-    torch.manual_seed(0)
-    params = {"depth": depth, "activation": space.activation.choices[0]}
-    config = definition.cnn_config(data.in_channels, data.num_classes, params)
-    model = execution.prepare(build_model(definition.model_family, config), device)
-    augment = augmentation_for(data.name) if definition.recipe.augment else None
-    train = SparseBatches(
-        data.train, sparsity=definition.train_sparsity, batch_size=batch_size, device=device,
-        mean=data.mean, std=data.std, shuffle=True, augment=augment,
-    )  # fmt: skip
-    optimization = build_optimization(
-        definition.recipe, model, 1e-3, steps_per_epoch=len(train), epochs=definition.epochs
+    params = {"depth": depth, "activation": d.search_space.activation.choices[0]}
+    config = d.cnn_config(data.in_channels, data.num_classes, params)
+    run = TrainingRun(
+        d.model_family, config, d.recipe, 1e-3, batch_size, d.epochs, d.train_sparsity, seed=0
     )
+    model, train, optimization = prepare_training(run, data, device, execution)
     batches = itertools.chain.from_iterable(train.epoch(e) for e in itertools.count())
     with execution.autocast(device):
         train_one_epoch(model, itertools.islice(batches, 1), optimization, 0)  # warm-up

@@ -86,7 +86,9 @@ def _open_ours(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
     interval = kwargs.get("heartbeat_interval")
     grace = kwargs.get("grace_period")
     callback = kwargs.get("heartbeat_stale_trial_callback") or kwargs.get("failed_trial_callback")
-    options = StorageOptions(heartbeat_interval=interval, grace_period=grace)
+    # A worker's SQLite transactions take the write lock at BEGIN; a test that holds one open
+    # and opens another connection in the same thread waits for itself: 10 s, not 120.
+    options = StorageOptions(heartbeat_interval=interval, grace_period=grace, sqlite_timeout=10)
     token = _INSIDE_OPEN.set(True)
     try:
         storage = open_storage(url, options)
