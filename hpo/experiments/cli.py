@@ -3,10 +3,7 @@
     python -m hpo.experiments --list
     python -m hpo.experiments mnist_sparsity --data-dir DIR --storage sqlite:///exp.db --out DIR
 
-Every run is a queued trial of the study ``NAME`` (:mod:`hpo.experiments.study`): re-running
-trains only what is missing, and more processes started with the same command share the runs.
-Then ``<name>_runs.csv``, ``<name>.md`` and the figures are written from the study's trials;
-``--summarize-only`` rewrites the tables and figures from the CSV alone (the published ones).
+Writes ``<name>_runs.csv``, ``<name>.md`` and figures; re-running trains only what is missing.
 
 Exit status: 0 done, 2 bad input (one line on stderr), 130 interrupted.
 """
@@ -25,14 +22,7 @@ from studies import UnknownStudyError
 from studies.experiments import EXPERIMENTS, ExperimentDefinition, get_experiment
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, print_usage_error
-from ..runtime.storage_url import (
-    STORAGE_DEFAULT_HELP,
-    StorageError,
-    StorageTarget,
-    resolve_storage_url,
-)
-
-__all__ = ["build_parser", "main"]
+from ..runtime.storage_url import STORAGE_DEFAULT_HELP, StorageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +80,7 @@ def _run(definition: ExperimentDefinition, csv_path: Path, args: Any) -> list[di
     import torch
 
     from ..runtime.device import resolve_device
+    from ..runtime.storage_url import StorageTarget, resolve_storage_url
     from .study import run_experiment
 
     target = StorageTarget.parse(resolve_storage_url(args.storage))

@@ -1,21 +1,13 @@
-"""An experiment's rows: one per run and test sparsity, from its study or a runs CSV.
-
-``<name>_runs.csv`` is the published form (``docs/results/``); the oldest files lack the
-recipe columns. Rows built from a study hold numbers, rows read from a CSV strings: every
-reader converts, so the same runs give the same tables either way.
-"""
+"""An experiment's rows, one per run and test sparsity: numbers from a study, strings from a CSV."""
 
 from __future__ import annotations
 
 import csv
 import os
-import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-__all__ = ["FIELDS", "cells_of", "mean_std", "read_rows", "run_key", "run_label", "write_rows"]
 
 FIELDS = (
     "experiment", "recipe", "family", "train_sparsity", "seed", "test_sparsity", "accuracy",
@@ -23,8 +15,6 @@ FIELDS = (
 )  # fmt: skip
 Rows = Sequence[Mapping[str, Any]]
 RunKey = tuple[str, str, float, int]  # (recipe, family, train sparsity, seed)
-# (family, train sparsity, test sparsity) -> {"accuracy": [...per seed], "mae": [...]}
-Cells = dict[tuple[str, float, float], dict[str, list[float]]]
 
 
 def run_key(row: Mapping[str, Any]) -> RunKey:
@@ -57,18 +47,3 @@ def write_rows(path: Path, rows: Rows) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def cells_of(rows: Rows) -> Cells:
-    """The rows' accuracies and MAEs by (family, train sparsity, test sparsity)."""
-    cells: Cells = {}
-    for row in rows:
-        key = (row["family"], float(row["train_sparsity"]), float(row["test_sparsity"]))
-        cell = cells.setdefault(key, {"accuracy": [], "mae": []})
-        cell["accuracy"].append(float(row["accuracy"]))
-        cell["mae"].append(float(row["mae"]))
-    return cells

@@ -1,25 +1,18 @@
-"""An experiment as an Optuna study: one queued trial per run, trained as tuning trains.
+"""An experiment as an Optuna study: one enqueued trial per (recipe, family, sparsity, seed).
 
-A run is one (recipe, family, training sparsity, seed) of an ``ExperimentDefinition``. Each is
-enqueued once with fixed parameters, so any number of processes started with the same command
-share the runs through the storage, and a resumed command trains only what no trial holds.
-The objective trains with :func:`hpo.training.train_network` (final weights), scores the
-whole validation split at the training sparsity (which ranks recipes) and the test split at
-every test sparsity (which only reports), on masks fixed once for every model, and uploads
-the network as an artifact that ``python -m hpo.export`` writes out and ``hpo.evaluate`` scores.
+Validation accuracy at the training sparsity ranks recipes; the test figures only report.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from data import SparseDataset
 from models import ModelFamily
@@ -38,9 +31,7 @@ from ..tuning.objective import record_failure
 from ..tuning.study_setup import QueuedTrial, join_study
 from ..tuning.trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
 from ..tuning.worker import optimize
-from .rows import read_rows, run_key, run_label
-
-__all__ = ["RunObjective", "run_experiment", "run_queue", "study_rows"]
+from .rows import RunKey, read_rows, run_key, run_label
 
 
 def run_experiment(
@@ -51,22 +42,21 @@ def run_experiment(
     data_dir: str | None = None,
     download: bool = False,
 ) -> list[dict[str, Any]]:
-    """Join the experiment's study, train what is queued; returns the rows of all its runs.
-
-    Raises:
-        UsageError: ``csv_path`` holds runs the study does not (checked before any training).
-    """
+    """Join the experiment's study, train what is queued; returns the rows of all its runs."""
     if device.type == "cpu":
         prepare_cpu_training()  # denormals flushed, freed memory retained (hpo.runtime.cpu)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours
     created = target.sqlite_path is not None and not target.sqlite_path.exists()
     storage = open_storage(target)
-    try:
-        _refuse_foreign_runs(definition, storage, csv_path, target)
-    except UsageError:
+    foreign = _foreign_runs(definition.name, storage, csv_path)
+    if foreign:  # never replace published runs by fewer
         if created:
             remove_if_unused(target.sqlite_path)  # type: ignore[arg-type]
-        raise
+        raise UsageError(
+            f"{csv_path} holds {len(foreign)} runs that study {definition.name!r} in "
+            f"{target.masked} does not (e.g. {run_label(min(foreign))}); pass the --storage "
+            "they were run with, or --out another folder; nothing was trained"
+        )
     record, queue = StudyRecord(definition.to_dict(), kind="experiment"), run_queue(definition)
     study = join_study(
         storage, target, definition.name, record, queue, separate="use another --storage"
@@ -77,29 +67,17 @@ def run_experiment(
         data = load_trial_data(definition, data_dir, download)
         objective = RunObjective(definition, data, device, open_artifact_store(target))
         optimize(study, objective, n_trials=len(queue), queue_only=True)
-    return study_rows(definition, study.get_trials(deepcopy=False))
+    return study_rows(definition, study)
 
 
-def _refuse_foreign_runs(
-    definition: ExperimentDefinition,
-    storage: optuna.storages.BaseStorage,
-    csv_path: Path,
-    target: StorageTarget,
-) -> None:
-    """Never replace published runs by a table of fewer: every run of the CSV must be a
-    completed trial of the study (a fresh storage pointed at docs/results holds none)."""
+def _foreign_runs(name: str, storage: optuna.storages.BaseStorage, csv_path: Path) -> set[RunKey]:
+    """The runs of the CSV that are not completed trials of study ``name``."""
     try:
-        study = optuna.load_study(study_name=definition.name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=storage)
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     except KeyError:
         done = []
-    foreign = {run_key(r) for r in read_rows(csv_path)} - {run_key(t.params) for t in done}
-    if foreign:
-        raise UsageError(
-            f"{csv_path} holds {len(foreign)} runs that study {definition.name!r} in "
-            f"{target.masked} does not (e.g. {run_label(min(foreign))}); pass the --storage "
-            "they were run with, or --out another folder; nothing was trained"
-        )
+    return {run_key(r) for r in read_rows(csv_path)} - {run_key(t.params) for t in done}
 
 
 def run_queue(definition: ExperimentDefinition) -> list[QueuedTrial]:
@@ -139,16 +117,15 @@ class RunObjective:
             seconds = time.perf_counter() - started
             val = evaluate_at_sparsities(model, self.val, [run.sparsity])
             test = evaluate_at_sparsities(model, self.test, self.definition.test_sparsities)
-            for key, value in {
-                records.VAL_METRICS: {k: m.to_dict() for k, m in val.items()},
-                records.TEST_METRICS: {k: {**m.to_dict(), "n": m.n} for k, m in test.items()},
-                records.TRAIN_SECONDS: seconds,
-                records.TRAIN_IMAGES: len(self.data.train),
-                records.N_PARAMS: sum(p.numel() for p in model.parameters()),
-                records.DEVICE: str(self.device),
-                records.MODEL_ARTIFACT: self._save(trial, run, model),
-            }.items():
-                trial.set_user_attr(key, value)
+            artifact = self._save(trial, run, model)
+            trial.set_user_attr(records.VAL_METRICS, {k: m.to_dict() for k, m in val.items()})
+            tested = {k: {**m.to_dict(), "n": m.n} for k, m in test.items()}
+            trial.set_user_attr(records.TEST_METRICS, tested)
+            trial.set_user_attr(records.TRAIN_SECONDS, seconds)
+            trial.set_user_attr(records.TRAIN_IMAGES, len(self.data.train))
+            trial.set_user_attr(records.N_PARAMS, sum(p.numel() for p in model.parameters()))
+            trial.set_user_attr(records.DEVICE, str(self.device))
+            trial.set_user_attr(records.MODEL_ARTIFACT, artifact)
             return val[sparsity_key(run.sparsity)].accuracy
 
     def _training_run(self, trial: optuna.Trial) -> TrainingRun:
@@ -166,38 +143,26 @@ class RunObjective:
                            d.epochs, sparsity, seed)  # fmt: skip
 
     def _save(self, trial: optuna.Trial, run: TrainingRun, model: torch.nn.Module) -> str:
-        """Upload the network with a definition shaped as a study's where hpo.evaluate reads
-        it (dataset, options, data seed, test sparsities, eval batch, whole validation split)."""
-        d, family = self.definition, run.family.value
+        """Upload the network, its definition shaped as a study's for ``hpo.evaluate``."""
+        d, family, label = self.definition, run.family.value, run_label(run_key(trial.params))
+        definition = {**d.to_dict(), "model_family": family, "train_sparsity": run.sparsity}
         config = CheckpointConfig(
             model_family=family,
             cnn_config=run.cnn_config.to_dict(),
             mean=[float(v) for v in self.data.mean],
             std=[float(v) for v in self.data.std],
-            definition={
-                **d.to_dict(),
-                "model_family": family,
-                "train_sparsity": run.sparsity,
-                "val_size": None,
-            },
+            definition={**definition, "val_size": None},  # the whole validation split
             trial_number=trial.number,
-            source={
-                "experiment": d.name,
-                "run": run_label(run_key(trial.params)),
-                "seed": run.seed,
-            },
+            source={"experiment": d.name, "run": label, "seed": run.seed},
         )
         return save_checkpoint(trial, self.store, model.state_dict(), config)
 
 
-def study_rows(
-    definition: ExperimentDefinition, trials: Sequence[FrozenTrial]
-) -> list[dict[str, Any]]:
+def study_rows(definition: ExperimentDefinition, study: optuna.Study) -> list[dict[str, Any]]:
     """The rows of the completed trials (``rows.FIELDS``), in trial order."""
     rows = []
-    for t in sorted(trials, key=lambda t: t.number):
-        if t.state != TrialState.COMPLETE:
-            continue
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for t in sorted(done, key=lambda t: t.number):
         attrs = t.user_attrs
         for s in definition.test_sparsities:
             m = attrs[records.TEST_METRICS][sparsity_key(s)]

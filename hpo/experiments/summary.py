@@ -1,60 +1,67 @@
-"""An experiment's summary, from its rows: mean +/- std tables, invariance matrices, figures.
-
-The same rows -- a study's or a runs CSV's (``--summarize-only``) -- give the same summary,
-however many sessions or processes the runs took.
-"""
+"""An experiment's summary, from its rows: mean +/- std tables, invariance matrices, figures."""
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from studies.experiments import ExperimentDefinition
 
-from .figures import plot_diagonal, plot_invariance, write_figures
-from .rows import Cells, Rows, cells_of, mean_std
+from ..reporting import charts
+from ..reporting.markdown import table_row
+from .rows import Rows
 
-__all__ = ["summarize"]
+Cells = dict[tuple[str, float, float], dict[str, list[float]]]  # (family, train, test) -> per seed
 
 
 def summarize(definition: ExperimentDefinition, rows: Rows, out_dir: Path) -> Path:
-    """Rewrite ``<name>.md`` and the figures from ``rows``; returns the markdown path.
-
-    Only the rows of the definition's recipes count: a CSV may also hold rows of a recipe
-    the experiment was run with before.
-    """
+    """Rewrite ``<name>.md`` and the figures from the rows of the definition's recipes."""
     recipes = [r.name for r in definition.recipes]
     rows = [r for r in rows if r["recipe"] in recipes]
     families = [str(f) for f in definition.families]
     lines = [f"# {definition.name}", "", definition.description, ""]
     md_path = out_dir / f"{definition.name}.md"
     if len(recipes) > 1:
-        md_path.write_text("\n".join(lines + recipe_table(definition, rows, families)) + "\n")
+        md_path.write_text("\n".join(lines + _recipes_md(definition, rows, families)) + "\n")
         return md_path
     cells = cells_of(rows)
     lines += [f"Training recipe: {definition.recipes[0].describe()}.", ""]
-    lines += _diagonal_table(definition, cells, families)
+    lines += _diagonal_md(definition, cells, families)
     if len(definition.test_sparsities) > 1:  # one row per training sparsity
-        lines += _invariance_tables(definition, cells, families)
+        lines += _matrices_md(definition, cells, families)
     md_path.write_text("\n".join(lines) + "\n")
     figures = []
     if len(definition.train_sparsities) > 1 or len(families) > 1:  # one point plots nothing
         figures.append(("accuracy", plot_diagonal(definition, cells, families)))
     if len(definition.train_sparsities) > 1:
-        figures.append(("invariance", plot_invariance(definition, cells, families)))
+        figures.append(("invariance", plot_heatmaps(definition, cells, families)))
     write_figures(figures, out_dir, definition.name)
     return md_path
 
 
-def _diagonal_table(
-    definition: ExperimentDefinition, cells: Cells, families: list[str]
-) -> list[str]:
-    lines = [
-        "## Train sparsity = test sparsity (test split, mean +/- std over seeds)",
-        "",
-        _row(["sparsity", *(f"{f} accuracy | {f} MAE" for f in families)]),
-        "|---|" + "---|---|" * len(families),
-    ]
+def cells_of(rows: Rows) -> Cells:
+    cells: Cells = {}
+    for row in rows:
+        key = (row["family"], float(row["train_sparsity"]), float(row["test_sparsity"]))
+        cell = cells.setdefault(key, {"accuracy": [], "mae": []})
+        cell["accuracy"].append(float(row["accuracy"]))
+        cell["mae"].append(float(row["mae"]))
+    return cells
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _diagonal_md(definition: ExperimentDefinition, cells: Cells, families: list[str]) -> list[str]:
+    head = table_row(["sparsity", *(f"{f} accuracy | {f} MAE" for f in families)])
+    lines = ["## Train sparsity = test sparsity (test split, mean +/- std over seeds)", ""]
+    lines += [head, "|---|" + "---|---|" * len(families)]
     for s in definition.train_sparsities:
         out = [f"{s:g}"]
         for cell in (cells.get((f, s, s)) for f in families):
@@ -63,64 +70,54 @@ def _diagonal_table(
                 continue
             mae, sd = mean_std(cell["mae"])
             out += [_pct(cell["accuracy"]), f"{mae:.4f} +/- {sd:.4f}"]
-        lines.append(_row(out))
+        lines.append(table_row(out))
     return lines + [""]
 
 
-def _invariance_tables(
-    definition: ExperimentDefinition, cells: Cells, families: list[str]
-) -> list[str]:
+def _matrices_md(definition: ExperimentDefinition, cells: Cells, families: list[str]) -> list[str]:
     trains, tests = definition.train_sparsities, definition.test_sparsities
     lines = ["## Invariance: test accuracy (%) when train and test sparsity differ", ""]
     for f in families:
         mean = {k[1:]: mean_std(c["accuracy"])[0] for k, c in cells.items() if k[0] == f}
-        lines += [f"### {f}", "", _row(["train \\ test", *(f"{t:g}" for t in tests)])]
+        lines += [f"### {f}", "", table_row(["train \\ test", *(f"{t:g}" for t in tests)])]
         lines.append("|---|" + "---|" * len(tests))
         for s in trains:
             out = [f"{100 * mean[s, t]:.2f}" if (s, t) in mean else "-" for t in tests]
-            lines.append(_row([f"{s:g}", *out]))
+            lines.append(table_row([f"{s:g}", *out]))
         drops = [
             f"train {s:g} -> test {t:g}: {100 * (mean[t, t] - mean[s, t]):+.2f}"
             for s in trains for t in tests if s != t and (t, t) in mean and (s, t) in mean
         ]  # fmt: skip
         lines.append("")
         if drops:
-            lines += [
-                "Accuracy drop vs the model trained at the test sparsity (points; positive = "
-                "worse than training at the test sparsity): " + "; ".join(drops),
-                "",
-            ]
+            why = "points; positive = worse than training at the test sparsity"
+            head = f"Accuracy drop vs the model trained at the test sparsity ({why}): "
+            lines += [head + "; ".join(drops), ""]
     return lines
 
 
-def recipe_table(definition: ExperimentDefinition, rows: Rows, families: list[str]) -> list[str]:
-    """Recipes side by side at the training sparsity: validation (which ranks them) and test.
-
-    Each cell is mean +/- std over seeds; "all" pools every family and seed; "change" is its
-    difference from the baseline recipe (or, without one, the first).
-    """
+def _recipes_md(definition: ExperimentDefinition, rows: Rows, families: list[str]) -> list[str]:
+    """Recipes side by side at the training sparsity: validation (which ranks them) and test;
+    "all" pools every family and seed, "change" is its difference from the baseline recipe."""
     s = definition.train_sparsities[0]
     header = [f"{f} val" for f in families] + ["all val", "change", "all test"]
-    lines = [
-        f"## Recipes at sparsity {s:g}: validation accuracy % (ranks), test accuracy % (reports)",
-        "",
-        _row(["recipe", *header]),
-        "|---|" + "---:|" * len(header),
-    ]
+    ranks = "validation accuracy % (ranks), test accuracy % (reports)"
+    lines = [f"## Recipes at sparsity {s:g}: {ranks}", "", table_row(["recipe", *header])]
+    lines.append("|---|" + "---:|" * len(header))
     at_s = {r.name: [x for x in rows if x["recipe"] == r.name and float(x["test_sparsity"]) == s]
             for r in definition.recipes}  # fmt: skip
     reference_name = "baseline" if "baseline" in at_s else definition.recipes[0].name
     reference = _val(at_s[reference_name])
     for name, mine in at_s.items():
         if not mine:
-            lines.append(_row([name, *["(pending)"] * len(header)]))
+            lines.append(table_row([name, *["(pending)"] * len(header)]))
             continue
         out = [_pct(_val([r for r in mine if r["family"] == f])) for f in families]
         pooled, change = _val(mine), ""
         if reference and pooled and name != reference_name:
             change = f"{100 * (statistics.fmean(pooled) - statistics.fmean(reference)):+.2f}"
         out += [_pct(pooled), change, _pct([float(r["accuracy"]) for r in mine])]
-        lines.append(_row([name, *out]))
+        lines.append(table_row([name, *out]))
     lines += ["", "Recipes:", ""] + [f"- {r.describe()}" for r in definition.recipes]
     return lines + [""]
 
@@ -137,5 +134,64 @@ def _pct(values: list[float]) -> str:
     return f"{100 * mean:.2f} +/- {100 * sd:.2f} (n={len(values)})"
 
 
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+def plot_diagonal(definition: ExperimentDefinition, cells: Cells, families: list[str]) -> go.Figure:
+    """Test accuracy (mean +/- std over seeds) per family where train = test sparsity."""
+    fig = go.Figure()
+    for f in families:
+        points = [(s, mean_std(cells[f, s, s]["accuracy"])) for s in definition.train_sparsities
+                  if (f, s, s) in cells]  # fmt: skip
+        fig.add_scatter(
+            x=[s for s, _ in points],
+            y=[100 * m for _, (m, _) in points],
+            error_y={"array": [100 * sd for _, (_, sd) in points]},
+            mode="lines+markers",
+            name=f,
+        )
+    fig.update_layout(title=definition.name, width=600, height=420, template="plotly_white")
+    fig.update_layout(xaxis_title="sparsity (train = test)", yaxis_title="test accuracy (%)")
+    return fig
+
+
+def plot_heatmaps(definition: ExperimentDefinition, cells: Cells, families: list[str]) -> go.Figure:
+    """Test accuracy per (train, test) sparsity; below, the drop vs training at the test one."""
+    trains, tests = definition.train_sparsities, definition.test_sparsities
+    own_tests = [t for t in tests if t in trains]
+    titles = [f"{f}: accuracy" for f in families] + [f"{f}: drop" for f in families]
+    fig = make_subplots(rows=2, cols=len(families), subplot_titles=titles, vertical_spacing=0.15)
+    for col, f in enumerate(families, 1):
+        acc = [[_mean(cells, f, s, t) for t in tests] for s in trains]
+        drop = [[_mean(cells, f, t, t) - _mean(cells, f, s, t) for t in own_tests] for s in trains]
+        fig.add_trace(_heatmap(acc, trains, tests, "coloraxis", "%{z:.0f}"), row=1, col=col)
+        fig.add_trace(_heatmap(drop, trains, own_tests, "coloraxis2", "%{z:+.1f}"), row=2, col=col)
+    bar = {"len": 0.4}
+    fig.update_layout(
+        width=380 * len(families) + 160, height=720, template="plotly_white",
+        coloraxis={"cmin": 0, "cmax": 100, "colorscale": "Viridis",
+                   "colorbar": {**bar, "y": 0.8, "title": {"text": "test accuracy (%)"}}},
+        coloraxis2={"cmin": -15, "cmax": 15, "colorscale": "RdBu", "reversescale": True,
+                    "colorbar": {**bar, "y": 0.2, "title": {"text": "points lost"}}},
+    )  # fmt: skip
+    fig.update_xaxes(type="category")
+    fig.update_xaxes(title="test sparsity", row=2)
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_yaxes(title="train sparsity", col=1)
+    return fig
+
+
+def _mean(cells: Cells, family: str, train: float, test: float) -> float:
+    """Mean test accuracy (%) of a cell; NaN where no run finished (a blank square)."""
+    cell = cells.get((family, train, test))
+    return 100 * mean_std(cell["accuracy"])[0] if cell else math.nan
+
+
+def _heatmap(grid, rows, cols, coloraxis: str, text: str) -> go.Heatmap:
+    z = [[None if math.isnan(v) else v for v in row] for row in grid]
+    x, y = [f"{t:g}" for t in cols], [f"{s:g}" for s in rows]
+    return go.Heatmap(z=z, x=x, y=y, coloraxis=coloraxis, texttemplate=text)
+
+
+def write_figures(figures: Sequence[tuple[str, go.Figure]], out_dir: Path, name: str) -> None:
+    """``<name>_<kind>.html`` and ``.png`` per figure; one line says why if the PNGs cannot be."""
+    _, notice = charts.write_figures({f"{name}_{kind}": f for kind, f in figures}, out_dir)
+    if notice:
+        print(notice)

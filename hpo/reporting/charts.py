@@ -1,24 +1,20 @@
 """The charts of a study, drawn by ``optuna.visualization`` with our labels; the comparison.
 
-Optuna draws parallel coordinates, the optimization history, hyperparameter importances (its
-default PED-ANOVA evaluator, no scikit-learn) and the learning curves (every trial's
-intermediate values: validation accuracy per epoch). We name the objective, put the parameter
-axes in the search space's order and title each chart. The best models of several studies
-against sparsity have no Optuna equivalent, so :func:`comparison_figure` draws that one.
-
-Static PNGs use Kaleido, which drives a local Chrome/Chromium; it is optional, and
-:func:`write_pngs` says in one line why it skipped.
+We name the objective, put the parameter axes in the search space's order and title each chart;
+the best models of several studies against sparsity (:func:`comparison_figure`) are ours.
+:func:`write_figures` writes them as HTML, and as PNG when Kaleido can drive a Chrome.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import optuna.visualization as vis
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 
@@ -27,13 +23,6 @@ from studies import SearchSpace
 from ..errors import one_line
 from .tables import ComparisonEntry, StudyInfo, completed_trials, param_names, study_info
 
-__all__ = ["Chart", "comparison_figure", "study_charts", "write_html", "write_pngs"]
-
-PARALLEL_COORDINATE = "parallel_coordinate"  # names double as file stems
-OPTIMIZATION_HISTORY = "optimization_history"
-PARAM_IMPORTANCES = "param_importances"
-LEARNING_CURVES = "learning_curves"
-
 _Drawn = tuple[go.Figure | None, str | None]  # a figure, or why the study cannot support it yet
 
 
@@ -41,7 +30,7 @@ _Drawn = tuple[go.Figure | None, str | None]  # a figure, or why the study canno
 class Chart:
     """One chart of a study: its figure, or (``skipped``) why the study cannot support it yet."""
 
-    name: str
+    name: str  # also the file stem
     title: str
     figure: go.Figure | None
     skipped: str | None = None
@@ -54,13 +43,12 @@ def study_charts(study: optuna.Study, info: StudyInfo | None = None) -> list[Cha
     parallel = history = (None, "no completed trial yet")
     if complete:
         parallel, history = (_parallel(study, complete, info), None), (_history(study, info), None)
+    importances = _importances(study, complete, info)
     charts = [
-        Chart(PARALLEL_COORDINATE, "Parallel coordinates", *parallel),
-        Chart(OPTIMIZATION_HISTORY, "Optimization history", *history),
-        Chart(
-            PARAM_IMPORTANCES, "Hyperparameter importances", *_importances(study, complete, info)
-        ),
-        Chart(LEARNING_CURVES, "Learning curves (every trial)", *_learning_curves(study, info)),
+        Chart("parallel_coordinate", "Parallel coordinates", *parallel),
+        Chart("optimization_history", "Optimization history", *history),
+        Chart("param_importances", "Hyperparameter importances", *importances),
+        Chart("learning_curves", "Learning curves (every trial)", *_learning_curves(study, info)),
     ]
     for chart in charts:
         if chart.figure is not None:
@@ -73,59 +61,53 @@ def comparison_figure(entries: Sequence[ComparisonEntry]) -> go.Figure:
     figure = go.Figure()
     for entry in entries:
         sparsities = [k for k in entry.info.sparsity_keys if k in entry.metrics]
-        figure.add_trace(
-            go.Scatter(
-                x=[float(k) for k in sparsities],
-                y=[entry.metrics[k].get("accuracy") for k in sparsities],
-                mode="lines+markers",
-                name=f"{entry.info.name} (trial {entry.trial_number}, {entry.source})",
-            )
+        figure.add_scatter(
+            x=[float(k) for k in sparsities],
+            y=[entry.metrics[k].get("accuracy") for k in sparsities],
+            mode="lines+markers",
+            name=f"{entry.info.name} (trial {entry.trial_number}, {entry.source})",
         )
+    ticks = sorted({float(k) for e in entries for k in e.metrics})
+    figure.update_xaxes(title_text="sparsity (fraction of pixels missing)", tickvals=ticks)
+    figure.update_yaxes(title_text="accuracy")
     sources = " / ".join(sorted({e.source for e in entries}))
-    figure.update_layout(
-        title=f"Best model per study: accuracy vs missing-pixel fraction ({sources} figures)",
-        xaxis={
-            "title": {"text": "sparsity (fraction of pixels missing)"},
-            "tickvals": sorted({float(k) for e in entries for k in e.metrics}),
-        },
-        yaxis={"title": {"text": "accuracy"}},
-    )
-    return figure
+    title = f"Best model per study: accuracy vs missing-pixel fraction ({sources} figures)"
+    return figure.update_layout(title=title)
 
 
-def write_html(figure: go.Figure, path: Path) -> Path:
-    """Interactive HTML that opens offline: plotly.js is written once, as ``plotly.min.js``
-    beside the files, rather than embedded in each (4 MB) or fetched from a CDN."""
-    figure.write_html(path, include_plotlyjs="directory", full_html=True)
-    return path
-
-
-def write_pngs(figures: Sequence[go.Figure], paths: Sequence[Path]) -> str | None:
-    """Write static PNGs with Kaleido in one browser session; else one line saying why not."""
+def write_figures(
+    figures: Mapping[str, go.Figure], out: Path, png: bool = True
+) -> tuple[list[Path], str | None]:
+    """``<stem>.html`` and ``.png`` per figure; returns the files and why PNGs were skipped."""
     if not figures:
-        return None
+        return [], None
+    written = [out / f"{stem}.html" for stem in figures]
+    for figure, path in zip(figures.values(), written, strict=True):
+        figure.write_html(path, include_plotlyjs="directory")  # plotly.min.js beside: offline
+    written.append(out / "plotly.min.js")
+    if not png:
+        return written, None
     if importlib.util.find_spec("kaleido") is None:
-        return (
+        return written, (
             "static PNGs skipped: kaleido is not installed "
             "(pip install kaleido, plus Chrome or Chromium; see README 'Looking at results')"
         )
     import plotly.io as pio
 
+    pngs = [out / f"{stem}.png" for stem in figures]
+    width = [f.layout.width or 1100 for f in figures.values()]
+    height = [f.layout.height or 600 for f in figures.values()]
     try:
-        pio.write_images(list(figures), [str(p) for p in paths], width=1100, height=600)
+        pio.write_images(list(figures.values()), pngs, width=width, height=height)
     except (RuntimeError, OSError, ValueError) as e:
-        return f"static PNGs skipped: {one_line(e)} (needs Chrome or Chromium; set BROWSER_PATH)"
-    return None
-
-
-# --- helpers ------------------------------------------------------------------------------
+        why = one_line(e)
+        return written, f"static PNGs skipped: {why} (needs Chrome or Chromium; set BROWSER_PATH)"
+    return written + pngs, None
 
 
 def _parallel(study: optuna.Study, complete: list[FrozenTrial], info: StudyInfo) -> go.Figure:
     names = param_names(complete, info.param_order)
-    figure = optuna.visualization.plot_parallel_coordinate(
-        study, params=names, target_name=info.objective_label
-    )
+    figure = vis.plot_parallel_coordinate(study, params=names, target_name=info.objective_label)
     # Optuna draws the objective's axis at x = 0, then the parameters' sorted by name, and one
     # line per trial through them; reorder each line's points (and the tick labels) to the
     # search space's order. A figure of another shape is left as Optuna drew it.
@@ -144,7 +126,7 @@ def _parallel(study: optuna.Study, complete: list[FrozenTrial], info: StudyInfo)
 
 
 def _history(study: optuna.Study, info: StudyInfo) -> go.Figure:
-    figure = optuna.visualization.plot_optimization_history(study, target_name=info.objective_label)
+    figure = vis.plot_optimization_history(study, target_name=info.objective_label)
     # Optuna's best-value line runs on through the queued grid points; end at the last that ran.
     last = max(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
     figure.update_xaxes(range=[-0.5, last + 0.5], tick0=0, dtick=max(1, math.ceil(last / 10)))
@@ -159,9 +141,7 @@ def _importances(study: optuna.Study, complete: list[FrozenTrial], info: StudyIn
     if not varied:
         return None, "the completed trials all share the same parameters"
     try:
-        figure = optuna.visualization.plot_param_importances(
-            study, params=varied, target_name=info.objective_label
-        )
+        figure = vis.plot_param_importances(study, params=varied, target_name=info.objective_label)
     except (ValueError, RuntimeError, ZeroDivisionError) as e:
         return None, f"Optuna could not compute importances: {one_line(e)}"
     for trace in figure.data:
@@ -173,7 +153,7 @@ def _importances(study: optuna.Study, complete: list[FrozenTrial], info: StudyIn
 def _learning_curves(study: optuna.Study, info: StudyInfo) -> _Drawn:
     if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         return None, "no trial reported per-epoch accuracy yet"
-    figure = optuna.visualization.plot_intermediate_values(study)
+    figure = vis.plot_intermediate_values(study)
     figure.update_xaxes(title={"text": "epoch"}, dtick=1)
     figure.update_yaxes(title={"text": info.objective_label})
     return figure, None

@@ -3,13 +3,9 @@
     python -m hpo.dashboard                              # storage from $HPO_STORAGE or ./hpo.db
     python -m hpo.dashboard --storage sqlite:///runs/hpo.db --port 8081
 
-optuna-dashboard draws the history, importances, parallel coordinates and learning curves
-itself. Unlike plain ``optuna-dashboard URL``, this attaches the storage's artifact store (each
-trial's checkpoint is on its page), opens the storage read-side (a missing SQLite file is an
-error, not a new empty database; a page refresh takes no lock the workers wait for), binds
-127.0.0.1 unless told otherwise (no login, and it can edit studies), and serves from a
-*threaded* ``wsgiref`` server: bottle's default serves one request at a time, so one large
-trial list would stall every other tab.
+Unlike plain ``optuna-dashboard URL``, this shows each trial's checkpoint (the artifact
+store), opens the storage read-side (a missing SQLite file is an error, not a new database),
+binds 127.0.0.1 unless told otherwise (no login), and serves from a threaded server.
 
 Exit status: 0 stopped with Ctrl-C, 2 bad input (storage, port): one line on stderr.
 """
@@ -38,8 +34,6 @@ from ..runtime.storage_url import (
 
 __all__ = ["build_parser", "main", "make_dashboard_server"]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -60,18 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m hpo.dashboard",
         description="Serve optuna-dashboard for the study storage, with the saved models.",
     )
-    parser.add_argument(
-        "--storage", metavar="URL", help=f"study storage (default: {STORAGE_DEFAULT_HELP})"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--storage", metavar="URL", help=f"study storage (default: {STORAGE_DEFAULT_HELP})")
+    add(
         "--host",
-        default=DEFAULT_HOST,
-        help=f"address to bind (default: {DEFAULT_HOST}; the dashboard has no login)",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s; the dashboard has no login)",
     )
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
-    )
-    parser.add_argument(
+    add("--port", type=int, default=8080, help="port (default: %(default)s)")
+    add(
         "--artifact-dir",
         type=Path,
         metavar="DIR",
@@ -84,15 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def make_dashboard_server(
     target: StorageTarget, host: str, port: int, artifact_dir: Path
 ) -> WSGIServer:
-    """Build (but do not start) the server; ``serve_forever()`` runs it.
-
-    Args:
-        port: 0 binds any free port (read ``server.server_port``).
-
-    Raises:
-        StorageError: The storage is missing or unreachable.
-        UsageError: The port is invalid or taken, or the artifact folder cannot be created.
-    """
+    """The server, not started (``port`` 0: any free one); raises StorageError, UsageError."""
     import optuna_dashboard  # heavy (bottle app, plotly): only when a server is built
 
     if not 0 <= port <= 65535:
@@ -111,9 +94,8 @@ def make_dashboard_server(
             host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
         )
     except OSError as e:
-        raise UsageError(
-            f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port"
-        ) from e
+        why = e.strerror or e
+        raise UsageError(f"cannot listen on {host}:{port}: {why}; pick another --port") from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,19 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StorageError, UsageError) as e:
         return print_usage_error(e, prog="hpo.dashboard")
     host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in str(host) else host
-    print(
-        f"optuna-dashboard on http://{shown}:{port}/ (storage {target.masked}, "
-        f"artifacts {artifacts}); Ctrl-C to stop",
-        flush=True,
-    )
+    url = f"http://[{host}]:{port}/" if ":" in str(host) else f"http://{host}:{port}/"
+    where = f"storage {target.masked}, artifacts {artifacts}"
+    print(f"optuna-dashboard on {url} ({where}); Ctrl-C to stop", flush=True)
     if args.host not in _LOOPBACK:
-        print(
-            f"warning: listening on {args.host}: anyone who can reach this port can read and "
-            "edit the studies (the dashboard has no login)",
-            file=sys.stderr,
-            flush=True,
-        )
+        risk = "anyone who can reach this port can read and edit the studies"
+        warning = f"warning: listening on {args.host}: {risk} (the dashboard has no login)"
+        print(warning, file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -147,7 +123,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

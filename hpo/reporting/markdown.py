@@ -1,20 +1,18 @@
 """The markdown of a study report (``report.md``) and of a comparison (``comparison.md``).
 
-Pure rendering: every number comes from :mod:`hpo.reporting.tables`, already read from the
-storage; nothing here touches a study.
+Pure rendering of what :mod:`hpo.reporting.tables` read; nothing here touches a study.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from studies import SearchSpace
 
 from .charts import Chart
 from .tables import ComparisonEntry, StudyTables, format_value, sorted_sparsity_keys
-
-__all__ = ["render_comparison", "render_study"]
 
 
 def render_study(
@@ -24,54 +22,29 @@ def render_study(
     lines = [f"# Study `{info.name}`", ""]
     if info.description:
         lines += [info.description, ""]
+    storage = f" --storage '{storage_label}'" if storage_label else ""
     lines += [
         f"- Objective: {info.objective_label} ({info.direction})",
         f"- Budget: {info.budget or 'not stored with this study'}",
-        f"- Storage: `{storage_label}`" if storage_label else "- Storage: (given)",
-        f"- Generated: {_now()}",
-        f"- Reproduce: `python -m hpo.report --study {info.name}"
-        + (f" --storage '{storage_label}'`" if storage_label else "`"),
+        *_provenance(storage_label),
+        f"- Reproduce: `python -m hpo.report --study {info.name}{storage}`",
         "",
     ]
     if counts.total == 0:
-        lines += [
-            "**This study has no trials yet.** Start it with "
-            f"`python -m hpo.run --study {info.name} --n-trials N`, then run the report again.",
-            "",
-        ]
+        start = f"Start it with `python -m hpo.run --study {info.name} --n-trials N`"
+        lines += [f"**This study has no trials yet.** {start}, then run the report again.", ""]
         return "\n".join(lines)
     if counts.running:
         waiting = f", {counts.waiting} waiting" if counts.waiting else ""
-        lines += [
-            f"*Still running: {counts.running} trial(s) in progress{waiting}. "
-            "The figures below are a snapshot.*",
-            "",
-        ]
+        running = f"{counts.running} trial(s) in progress{waiting}"
+        lines += [f"*Still running: {running}. The figures below are a snapshot.*", ""]
     elif counts.waiting:
-        lines += [
-            f"*{counts.waiting} queued trial(s) not started yet (grid points beyond the budget "
-            "so far: a larger --n-trials runs them).*",
-            "",
-        ]
+        why = "grid points beyond the budget so far: a larger --n-trials runs them"
+        lines += [f"*{counts.waiting} queued trial(s) not started yet ({why}).*", ""]
     lines += ["## Trials", "", "| state | trials |", "|:---|---:|"]
     lines += [f"| {state} | {n} |" for state, n in counts.as_rows()]
     lines += [f"| **total** | **{counts.total}** |", ""]
-    if tables.failures:
-        lines += [
-            "### Why trials failed or were pruned",
-            "",
-            "| state | reason (numbers as #) | trials | example |",
-            "|:---|:---|:---|:---|",
-        ]
-        for g in tables.failures:
-            numbers = ", ".join(str(n) for n in g.trial_numbers)
-            lines.append(
-                f"| {g.state} | {_md(g.pattern)} | {len(g.trial_numbers)}: {numbers} | "
-                f"{_md(g.example)} |"
-            )
-        lines.append("")
-    lines += _render_test_section(tables)
-    lines += _render_best_section(tables)
+    lines += _failures_section(tables) + _test_section(tables) + _best_section(tables)
     lines += ["## Charts", ""]
     for chart in charts:
         if chart.figure is None:
@@ -80,117 +53,100 @@ def render_study(
         lines.append(f"- [{chart.title}]({chart.name}.html)")
         if chart.name in png_names:
             lines += ["", f"  ![{chart.title}]({chart.name}.png)", ""]
-    lines += [
-        "",
-        "All trials: `trials.csv`; the best ones: `best_trials.csv` (exact stored values).",
-        "",
-    ]
-    return "\n".join(lines)
+    csvs = "All trials: `trials.csv`; the best ones: `best_trials.csv` (exact stored values)."
+    return "\n".join([*lines, "", csvs, ""])
 
 
-def _render_test_section(tables: StudyTables) -> list[str]:
-    info = tables.info
-    lines = ["## Best configuration on the test split", ""]
-    if not tables.best:
-        return lines + ["No completed trial yet.", ""]
-    test_row = tables.test_row
-    if tables.test_metrics is None or test_row is None:
-        best = tables.best[0]
-        lines += [
-            f"Not scored on the test split yet (the run scores its best trial once, when it "
-            f"ends). Current best: trial {best['trial']} with {info.objective_label} "
-            f"{format_value(best['value'])}.",
-            "",
-        ]
-        return lines
-    lines.append(
-        f"Trial {test_row['trial']} ({_params_text(test_row, tables.params)}), "
-        f"{format_value(test_row['n_params'], 'int')} parameters, trained in "
-        f"{format_value(test_row['train_seconds'], 'seconds')}."
-    )
-    if tables.best[0]["trial"] != test_row["trial"]:
+def _failures_section(tables: StudyTables) -> list[str]:
+    if not tables.failures:
+        return []
+    lines = ["### Why trials failed or were pruned", ""]
+    lines += ["| state | reason (numbers as #) | trials | example |", "|:---|:---|:---|:---|"]
+    for g in tables.failures:
+        numbers = f"{len(g.trial_numbers)}: {', '.join(map(str, g.trial_numbers))}"
         lines.append(
-            f"*The study's best is now trial {tables.best[0]['trial']}; these test figures are "
-            f"for trial {test_row['trial']}, the best when the run last finished.*"
-        )
-    if tables.best_model_artifact:
-        lines.append(f"Saved model: artifact `{tables.best_model_artifact}`.")
-    lines += [
-        "",
-        "| sparsity | test accuracy | test MAE | val accuracy | val MAE |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for key in info.sparsity_keys:
-        test = tables.test_metrics.get(key, {})
-        lines.append(
-            f"| {key} | {format_value(test.get('accuracy'))} | {format_value(test.get('mae'))} | "
-            f"{format_value(test_row.get(f'val_accuracy@{key}'))} | "
-            f"{format_value(test_row.get(f'val_mae@{key}'))} |"
+            table_row([g.state, format_value(g.pattern), numbers, format_value(g.example)])
         )
     return lines + [""]
 
 
-def _render_best_section(tables: StudyTables) -> list[str]:
-    info = tables.info
+def _test_section(tables: StudyTables) -> list[str]:
+    info, row = tables.info, tables.test_row
+    lines = ["## Best configuration on the test split", ""]
+    if not tables.best:
+        return lines + ["No completed trial yet.", ""]
+    if tables.test_metrics is None or row is None:
+        best = f"trial {tables.best[0]['trial']} with {info.objective_label}"
+        when = "the run scores its best trial once, when it ends"
+        value = format_value(tables.best[0]["value"])
+        return lines + [
+            f"Not scored on the test split yet ({when}). Current best: {best} {value}.",
+            "",
+        ]
+    lines.append(
+        f"Trial {row['trial']} ({_params_text({p: row[p] for p in tables.params})}), "
+        f"{format_value(row['n_params'], 'int')} parameters, trained in "
+        f"{format_value(row['train_seconds'], 'seconds')}."
+    )
+    if tables.best[0]["trial"] != row["trial"]:
+        lines.append(
+            f"*The study's best is now trial {tables.best[0]['trial']}; these test figures are "
+            f"for trial {row['trial']}, the best when the run last finished.*"
+        )
+    if tables.best_model_artifact:
+        lines.append(f"Saved model: artifact `{tables.best_model_artifact}`.")
+    lines += ["", "| sparsity | test accuracy | test MAE | val accuracy | val MAE |"]
+    lines.append("|---:|---:|---:|---:|---:|")
+    for key in info.sparsity_keys:
+        test = tables.test_metrics.get(key, {})
+        val = [row.get(f"val_accuracy@{key}"), row.get(f"val_mae@{key}")]
+        cells = map(format_value, [test.get("accuracy"), test.get("mae"), *val])
+        lines.append(table_row([key, *cells]))
+    return lines + [""]
+
+
+def _best_section(tables: StudyTables) -> list[str]:
+    info, params = tables.info, tables.params
     if not tables.best:
         return []
-    params = tables.params
-    head = ["rank", "trial", "phase", info.objective_label]
-    head += [SearchSpace.label(p) for p in params]
-    head += [f"acc / MAE @ {k}" for k in info.sparsity_keys]
-    head += ["params", "train time"]
+    head = ["rank", "trial", "phase", info.objective_label, *map(SearchSpace.label, params)]
+    head += [f"acc / MAE @ {k}" for k in info.sparsity_keys] + ["params", "train time"]
     head_keys = ["rank", "trial", "phase", "value", *params, *info.sparsity_keys, "n", "t"]
-    lines = [
-        f"## Best {len(tables.best)} trials",
-        "",
-        "Validation accuracy and MAE at every test sparsity (best-epoch weights).",
-        "",
-        "| " + " | ".join(head) + " |",
-        _separator([c == "phase" or _is_text_param(tables, c) for c in head_keys]),
-    ]
+    text = [c == "phase" or any(isinstance(r.get(c), str) for r in tables.best) for c in head_keys]
+    lines = [f"## Best {len(tables.best)} trials", ""]
+    lines += ["Validation accuracy and MAE at every test sparsity (best-epoch weights).", ""]
+    lines += [table_row(head), _separator(text)]
     for row in tables.best:
         cells = [str(row["rank"]), str(row["trial"]), str(row["phase"] or "-")]
-        cells.append(format_value(row["value"]))
-        cells += [format_value(row[p], "param") for p in params]
-        cells += [
-            f"{format_value(row[f'val_accuracy@{k}'])} / {format_value(row[f'val_mae@{k}'])}"
-            for k in info.sparsity_keys
-        ]
-        cells += [
-            format_value(row["n_params"], "int"),
-            format_value(row["train_seconds"], "seconds"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells += [format_value(row["value"]), *(format_value(row[p], "param") for p in params)]
+        pairs = [(row[f"val_accuracy@{k}"], row[f"val_mae@{k}"]) for k in info.sparsity_keys]
+        cells += [f"{format_value(acc)} / {format_value(mae)}" for acc, mae in pairs]
+        cells.append(format_value(row["n_params"], "int"))
+        cells.append(format_value(row["train_seconds"], "seconds"))
+        lines.append(table_row(cells))
     return lines + [""]
 
 
 def render_comparison(entries: Sequence[ComparisonEntry], has_png: bool, storage_label: str) -> str:
     names = " vs ".join(f"`{e.info.name}`" for e in entries)
-    lines = [f"# Comparison: {names}", ""]
-    lines += [f"- Storage: `{storage_label}`" if storage_label else "- Storage: (given)"]
-    lines += [f"- Generated: {_now()}", ""]
+    lines = [f"# Comparison: {names}", "", *_provenance(storage_label), ""]
     for e in entries:
         what = "test split" if e.source == "test" else "validation split (not scored on test yet)"
-        params = ", ".join(
-            f"{SearchSpace.label(k)}={format_value(v, 'param')}" for k, v in e.params.items()
-        )
         family = f" [{e.info.model_family}]" if e.info.model_family else ""
         c = e.counts
         lines.append(
-            f"- `{e.info.name}`{family}: best trial {e.trial_number} ({params}); {what}; "
-            f"{c.total} trials ({c.complete} complete, {c.pruned} pruned, {c.failed} failed); "
-            f"budget: {e.info.budget or 'not stored'}"
+            f"- `{e.info.name}`{family}: best trial {e.trial_number} ({_params_text(e.params)}); "
+            f"{what}; {c.total} trials ({c.complete} complete, {c.pruned} pruned, {c.failed} "
+            f"failed); budget: {e.info.budget or 'not stored'}"
         )
-    lines.append("")
-    sparsities = sorted_sparsity_keys(k for e in entries for k in e.metrics)
     head = ["sparsity"]
     for e in entries:
         head += [f"{e.info.name} accuracy ({e.source})", f"{e.info.name} MAE ({e.source})"]
     two = len(entries) == 2
     if two:
         head.append(f"accuracy difference ({entries[0].info.name} - {entries[1].info.name})")
-    lines += ["| " + " | ".join(head) + " |", _separator([False] * len(head))]
-    for key in sparsities:
+    lines += ["", table_row(head), _separator([False] * len(head))]
+    for key in sorted_sparsity_keys(k for e in entries for k in e.metrics):
         cells = [key]
         for e in entries:
             m = e.metrics.get(key, {})
@@ -199,38 +155,32 @@ def render_comparison(entries: Sequence[ComparisonEntry], has_png: bool, storage
             a = entries[0].metrics.get(key, {}).get("accuracy")
             b = entries[1].metrics.get(key, {}).get("accuracy")
             cells.append(f"{a - b:+.4f}" if a is not None and b is not None else "-")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
     if len({e.source for e in entries}) > 1:
-        lines += [
-            "",
-            "**Caution:** the studies are scored on different splits (test vs validation).",
-        ]
+        caution = "the studies are scored on different splits (test vs validation)."
+        lines += ["", f"**Caution:** {caution}"]
     lines += ["", "Chart: [comparison.html](comparison.html)"]
     if has_png:
         lines += ["", "![accuracy vs sparsity](comparison.png)"]
-    lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-# --- helpers ------------------------------------------------------------------------------
+def _provenance(storage_label: str) -> list[str]:
+    storage = f"`{storage_label}`" if storage_label else "(given)"
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [f"- Storage: {storage}", f"- Generated: {now}"]
 
 
-def _params_text(row: dict, params: Sequence[str]) -> str:
-    return ", ".join(f"{SearchSpace.label(p)}={format_value(row[p], 'param')}" for p in params)
+def _params_text(params: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{SearchSpace.label(k)}={format_value(v, 'param')}" for k, v in params.items()
+    )
+
+
+def table_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def _separator(text_columns: Sequence[bool]) -> str:
     """Markdown header separator: text columns left-aligned, numbers right-aligned."""
     return "|" + "".join(":---|" if text else "---:|" for text in text_columns)
-
-
-def _is_text_param(tables: StudyTables, column: str) -> bool:
-    return any(isinstance(row.get(column), str) for row in tables.best)
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

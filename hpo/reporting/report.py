@@ -3,11 +3,7 @@
     python -m hpo.report --study sparse_mnist                   # -> reports/sparse_mnist/
     python -m hpo.report --compare sparse_mnist dense_mnist     # -> reports/compare_..._vs_.../
 
-One study's folder holds ``report.md`` (counts, failure reasons, the best configuration's test
-figures, the best trials), ``trials.csv`` (every trial), ``best_trials.csv``, and one
-interactive HTML chart per figure (``plotly.min.js`` is written once beside them so the charts
-open offline), plus a PNG of each when Kaleido and a Chrome are installed. It works on a study
-that is still running: it reads what the storage holds now, and says which trials are running.
+A running study is reported as the storage holds it now, with its running trials counted.
 
 Exit status: 0 written, 2 bad input (unknown study, unreachable storage: one line on stderr).
 """
@@ -15,12 +11,10 @@ Exit status: 0 written, 2 bad input (unknown study, unreachable storage: one lin
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-import plotly.graph_objects as go
 
 from ..errors import UsageError, print_usage_error
 from ..runtime.storage import load_existing_study, open_existing_storage
@@ -30,7 +24,7 @@ from ..runtime.storage_url import (
     StorageTarget,
     resolve_storage_url,
 )
-from .charts import comparison_figure, study_charts, write_html, write_pngs
+from .charts import comparison_figure, study_charts, write_figures
 from .markdown import render_comparison, render_study
 from .tables import compare_entry, read_study_tables, write_csv
 
@@ -52,21 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="two or more studies whose best models to compare (e.g. sparse_mnist dense_mnist)",
     )
-    parser.add_argument(
-        "--storage", metavar="URL", help=f"study storage (default: {STORAGE_DEFAULT_HELP})"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--storage", metavar="URL", help=f"study storage (default: {STORAGE_DEFAULT_HELP})")
+    add(
         "--out",
         metavar="DIR",
         type=Path,
         help="output folder (default: reports/<study>, or reports/compare_<a>_vs_<b>)",
     )
-    parser.add_argument(
-        "--top", type=int, default=5, help="how many best trials to list (default: 5)"
-    )
-    parser.add_argument(
-        "--no-png", action="store_true", help="skip static PNG export even if Kaleido is installed"
-    )
+    add("--top", type=int, default=5, help="how many best trials to list (default: 5)")
+    add("--no-png", action="store_true", help="skip static PNG export even if Kaleido is installed")
     return parser
 
 
@@ -77,20 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         target = StorageTarget.parse(resolve_storage_url(args.storage))
         storage = open_existing_storage(target)
+        label, png = target.masked, not args.no_png
         if args.study is not None:
             out = args.out or DEFAULT_OUT_ROOT / args.study
-            study = load_existing_study(storage, args.study, target.masked)
+            study = load_existing_study(storage, args.study, label)
             written, notices = write_study_report(
-                study, out, top=args.top, png=not args.no_png, storage_label=target.masked
+                study, out, top=args.top, png=png, storage_label=label
             )
         else:
             if len(args.compare) < 2:
                 raise UsageError("--compare needs at least two study names")
             out = args.out or DEFAULT_OUT_ROOT / ("compare_" + "_vs_".join(args.compare))
-            studies = [load_existing_study(storage, n, target.masked) for n in args.compare]
-            written, notices = write_comparison(
-                studies, out, png=not args.no_png, storage_label=target.masked
-            )
+            studies = [load_existing_study(storage, n, label) for n in args.compare]
+            written, notices = write_comparison(studies, out, png=png, storage_label=label)
     except (UsageError, StorageError) as e:
         return print_usage_error(e, prog="hpo.report")
     for notice in notices:
@@ -104,11 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def write_study_report(
     study: optuna.Study, out: Path, *, top: int = 5, png: bool = True, storage_label: str = ""
 ) -> tuple[list[Path], list[str]]:
-    """Write the report of ``study`` (finished or running) into ``out``.
-
-    Returns:
-        The files written, and one-line notices (skipped charts, skipped PNGs).
-    """
+    """Write the report of ``study`` into ``out``; returns the files and one-line notices."""
     tables = read_study_tables(study, top=top)
     out = _make_dir(out)
     written = [
@@ -123,51 +107,26 @@ def write_study_report(
         charts = study_charts(study, tables.info)
         notices = [f"chart skipped: {c.title}: {c.skipped}" for c in charts if c.skipped]
     drawn = {c.name: c.figure for c in charts if c.figure is not None}
-    files, has_png = _write_figures(drawn, out, png, notices)
-    (out / "report.md").write_text(
-        render_study(tables, charts, set(drawn) if has_png else set(), storage_label),
-        encoding="utf-8",
-    )
+    files, png_notice = write_figures(drawn, out, png)
+    if png_notice:
+        notices.append(png_notice)
+    with_png = {p.stem for p in files if p.suffix == ".png"}
+    markdown = render_study(tables, charts, with_png, storage_label)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
     return written + files, notices
 
 
 def write_comparison(
     studies: Sequence[optuna.Study], out: Path, *, png: bool = True, storage_label: str = ""
 ) -> tuple[list[Path], list[str]]:
-    """Write ``comparison.md`` and one chart: the best model of each study at every sparsity.
-
-    Raises:
-        UsageError: A study has no completed trial yet.
-    """
+    """Write ``comparison.md`` and its chart (raises UsageError if a study has no result)."""
     entries = [compare_entry(s) for s in studies]
     out = _make_dir(out)
-    notices: list[str] = []
-    files, has_png = _write_figures({"comparison": comparison_figure(entries)}, out, png, notices)
-    (out / "comparison.md").write_text(
-        render_comparison(entries, has_png, storage_label), encoding="utf-8"
-    )
-    return [out / "comparison.md", *files], notices
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def _write_figures(
-    figures: dict[str, go.Figure], out: Path, png: bool, notices: list[str]
-) -> tuple[list[Path], bool]:
-    """``<name>.html`` (+ ``plotly.min.js``) per figure, and PNGs if asked and possible."""
-    if not figures:
-        return [], False
-    written = [write_html(f, out / f"{name}.html") for name, f in figures.items()]
-    written.append(out / "plotly.min.js")
-    if not png:
-        return written, False
-    pngs = [out / f"{name}.png" for name in figures]
-    notice = write_pngs(list(figures.values()), pngs)
-    if notice:
-        notices.append(notice)
-        return written, False
-    return written + pngs, True
+    files, png_notice = write_figures({"comparison": comparison_figure(entries)}, out, png)
+    has_png = any(p.suffix == ".png" for p in files)
+    markdown = render_comparison(entries, has_png, storage_label)
+    (out / "comparison.md").write_text(markdown, encoding="utf-8")
+    return [out / "comparison.md", *files], [png_notice] if png_notice else []
 
 
 def _make_dir(path: Path) -> Path:
@@ -176,7 +135,3 @@ def _make_dir(path: Path) -> Path:
     except OSError as e:
         raise UsageError(f"cannot create output folder {path}: {e.strerror or e}") from e
     return path
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,7 @@
 """A study read back from its storage: what it measures, its trial rows, counts and best model.
 
-Everything is read through :mod:`hpo.records`, and nothing is recomputed: validation figures
-are the ones each trial stored, test figures the ones the run stored on the study once. So the
-markdown, the CSV files and the charts cannot disagree with each other or with the storage, and
-a report of a running study is as trustworthy as one of a finished study, with fewer rows.
+Nothing is recomputed: every figure is one a trial or the run stored (:mod:`hpo.records`), so
+the markdown, the CSV files and the charts agree with each other and with the storage.
 """
 
 from __future__ import annotations
@@ -26,44 +24,21 @@ from .. import records
 from ..errors import UsageError
 from ..records import StudyRecord, TrialCounts, metrics_of, sparsity_key
 
-__all__ = [
-    "ComparisonEntry",
-    "FailureGroup",
-    "StudyInfo",
-    "StudyTables",
-    "best_trials",
-    "compare_entry",
-    "completed_trials",
-    "format_value",
-    "param_names",
-    "read_study_tables",
-    "sorted_sparsity_keys",
-    "study_info",
-    "write_csv",
-]
-
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 @dataclass(frozen=True)
 class StudyInfo:
-    """What a study measures, from its stored :class:`~hpo.records.StudyRecord` if it has one.
-
-    Attributes:
-        sparsity_keys: Every test sparsity, ascending: the record's plus any in stored metrics.
-        objective_label: e.g. ``validation accuracy @ sparsity 0.9``.
-        param_order: The search space's order of the tuned parameters.
-        budget: What one trial was allowed, overrides included (``None``: not stored).
-    """
+    """What a study measures, from its stored :class:`~hpo.records.StudyRecord` if it has one."""
 
     name: str
     description: str | None
     model_family: str | None
-    sparsity_keys: tuple[str, ...]
+    sparsity_keys: tuple[str, ...]  # ascending: the record's plus any in stored metrics
     direction: str
-    objective_label: str
-    param_order: tuple[str, ...]
-    budget: str | None
+    objective_label: str  # e.g. ``validation accuracy @ sparsity 0.9``
+    param_order: tuple[str, ...]  # the search space's
+    budget: str | None  # what one trial was allowed, overrides included; None: not stored
 
 
 @dataclass(frozen=True)
@@ -78,24 +53,17 @@ class FailureGroup:
 
 @dataclass(frozen=True)
 class StudyTables:
-    """Everything ``report.md`` and the CSV files show about one study.
-
-    Attributes:
-        params: The tuned parameters, in the search space's order.
-        rows: One row per trial, by trial number; ``best``: the best completed, with ``rank``.
-        test_metrics: The study's test figures, ``None`` until the run has scored its best.
-        test_row: The row of the trial they belong to.
-    """
+    """Everything ``report.md`` and the CSV files show about one study."""
 
     info: StudyInfo
     counts: TrialCounts
     failures: tuple[FailureGroup, ...]
     params: tuple[str, ...]
     columns: tuple[str, ...]
-    rows: tuple[dict[str, Any], ...]
-    best: tuple[dict[str, Any], ...]
-    test_metrics: dict[str, dict[str, float]] | None
-    test_row: dict[str, Any] | None
+    rows: tuple[dict[str, Any], ...]  # one per trial, by number
+    best: tuple[dict[str, Any], ...]  # the best completed, with their ``rank``
+    test_metrics: dict[str, dict[str, float]] | None  # None until the run scored its best
+    test_row: dict[str, Any] | None  # the row of the trial test_metrics belong to
     best_model_artifact: str | None
 
 
@@ -112,29 +80,32 @@ class ComparisonEntry:
 
 
 def study_info(study: optuna.Study) -> StudyInfo:
-    """What ``study`` measures; a study without a (readable) stored record still gets labels.
-
-    Raises:
-        UsageError: A multi-objective study (hpo creates single-objective ones).
-    """
+    """What ``study`` measures; a study without a (readable) stored record still gets labels."""
     if len(study.directions) != 1:
         raise UsageError(
             f"study {study.study_name!r} has {len(study.directions)} objectives; the report "
             "reads single-objective studies (the ones hpo.run creates)"
         )
-    record = _record(study)
+    stored = study.user_attrs.get(records.CONFIG)
+    try:
+        record = StudyRecord.from_dict(stored) if stored is not None else None
+    except ValueError:  # a study hpo did not create, or cannot read
+        record = None
     found = {sparsity_key(s) for s in record.test_sparsities} if record else set()
     for trial in study.get_trials(deepcopy=False):
         found.update(metrics_of(trial.user_attrs.get(records.VAL_METRICS)))
     found.update(metrics_of(study.user_attrs.get(records.TEST_METRICS)))
     definition = record.definition if record else {}
+    label = records.METRIC_NAME
+    if record and record.train_sparsity is not None:
+        label += f" @ sparsity {sparsity_key(record.train_sparsity)}"
     return StudyInfo(
         name=study.study_name,
         description=definition.get("description"),
         model_family=definition.get("model_family"),
         sparsity_keys=sorted_sparsity_keys(found),
         direction="maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize",
-        objective_label=_objective_label(record),
+        objective_label=label,
         param_order=record.param_order if record else SearchSpace.names(),
         budget=_budget_text(record) if record and "epochs" in definition else None,
     )
@@ -147,38 +118,27 @@ def read_study_tables(study: optuna.Study, top: int = 5) -> StudyTables:
     info = study_info(study)
     trials = study.get_trials(deepcopy=False)
     params = param_names(trials, info.param_order)
-    rows = tuple(_trial_row(t, params, info.sparsity_keys) for t in trials)
-    best = tuple(
-        {"rank": rank, **_trial_row(t, params, info.sparsity_keys)}
-        for rank, t in enumerate(best_trials(study, top), start=1)
-    )
+    rows = {t.number: _trial_row(t, params, info.sparsity_keys) for t in trials}
+    ranked = enumerate(best_trials(study, top), start=1)
     # The header of an empty study: the columns of a row with nothing in it.
     empty = create_trial(state=TrialState.FAIL)
     test_metrics = metrics_of(study.user_attrs.get(records.TEST_METRICS))
-    test_trial = study.user_attrs.get(records.BEST_TRIAL)
     return StudyTables(
         info=info,
         counts=TrialCounts.of(trials),
         failures=_group_failures(trials),
         params=tuple(params),
         columns=tuple(_trial_row(empty, params, info.sparsity_keys)),
-        rows=rows,
-        best=best,
+        rows=tuple(rows.values()),
+        best=tuple({"rank": rank, **rows[t.number]} for rank, t in ranked),
         test_metrics=test_metrics or None,
-        test_row=next((r for r in rows if r["trial"] == test_trial), None),
+        test_row=rows.get(study.user_attrs.get(records.BEST_TRIAL)),
         best_model_artifact=study.user_attrs.get(records.BEST_MODEL_ARTIFACT),
     )
 
 
 def compare_entry(study: optuna.Study) -> ComparisonEntry:
-    """The best model of ``study`` with its figures at every sparsity, test ones if stored.
-
-    Stored test figures stay with the trial they were measured on, even if a still-running
-    study has a new best: a report never mixes one trial's figures with another's parameters.
-
-    Raises:
-        UsageError: The study has no completed trial yet.
-    """
+    """The best model of ``study``: the trial the run scored on test, else the best validated."""
     info = study_info(study)
     trials = study.get_trials(deepcopy=False)
     counts = TrialCounts.of(trials)
@@ -238,8 +198,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, An
 
 
 def format_value(value: Any, kind: str = "") -> str:
-    """A markdown cell: 4 decimals for a score, 3 significant digits for a float parameter
-    (``kind="param"``: a learning rate reads 0.00251, not 0.0025)."""
+    """A markdown cell: 4 decimals for a score, 3 significant digits for a ``kind="param"``."""
     if value is None:
         return "-"
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -253,24 +212,6 @@ def format_value(value: Any, kind: str = "") -> str:
     if kind == "seconds":
         return f"{value:.1f} s"
     return f"{value:.4f}"
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def _record(study: optuna.Study) -> StudyRecord | None:
-    """The stored record; a study hpo did not create (or cannot read) has none."""
-    stored = study.user_attrs.get(records.CONFIG)
-    try:
-        return StudyRecord.from_dict(stored) if stored is not None else None
-    except ValueError:
-        return None
-
-
-def _objective_label(record: StudyRecord | None) -> str:
-    if record is None or record.train_sparsity is None:
-        return records.METRIC_NAME
-    return f"{records.METRIC_NAME} @ sparsity {sparsity_key(record.train_sparsity)}"
 
 
 def _budget_text(record: StudyRecord) -> str:
