@@ -1,9 +1,5 @@
-"""The exceptions and exit statuses every ``hpo`` command shares, and how an error is shown.
-
-A :class:`UsageError` (bad input) is printed as one line and exits with :data:`EXIT_USAGE`;
-a :class:`TrialError` fails or prunes its trial with the message as the reason, and the study
-goes on (any other exception from a trial is recorded, then raised).
-"""
+"""The exceptions and exit statuses every ``hpo`` command shares: a :class:`UsageError` is one
+line and exit 2; a :class:`TrialError` fails or prunes its trial and the study goes on."""
 
 from __future__ import annotations
 

@@ -10,19 +10,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from studies import SearchSpace, sparsity_key
 
 from .errors import CheckpointError
 
-__all__ = [
-    "CheckpointConfig",
-    "StudyRecord",
-    "TrialCounts",
-    "metrics_of",
-    "sparsity_key",
-]
+__all__ = ["CheckpointConfig", "StudyRecord", "TrialCounts", "metrics_of", "sparsity_key"]
 
 # --- trial user attributes ------------------------------------------------------------------
 PHASE: Final = "phase"  # what proposed the trial: grid, random, tpe, retrain or experiment
@@ -220,6 +215,12 @@ class CheckpointConfig:
         except (TypeError, KeyError) as e:
             raise CheckpointError(f"{what}: malformed config ({e}); not written by hpo") from e
         return record
+
+
+def store_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Set each of ``attrs`` as a user attribute of ``trial``."""
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
 
 
 def metrics_of(value: Any) -> dict[str, dict[str, float]]:

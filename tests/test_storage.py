@@ -459,6 +459,7 @@ def _fail_stale_until(study: optuna.Study, state: TrialState, number: int) -> No
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_killed_worker_trial_goes_stale_is_failed_and_retried(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hb.db'}"
     options = StorageOptions(heartbeat_interval=1, grace_period=2)

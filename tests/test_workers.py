@@ -323,6 +323,7 @@ def test_three_workers_on_postgresql(tmp_path: Path, synthetic_data_root: Path) 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_sigkilled_worker_trial_is_failed_retried_and_the_budget_still_met(
     tmp_path: Path, synthetic_data_root: Path
 ) -> None:

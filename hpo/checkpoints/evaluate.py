@@ -1,12 +1,7 @@
-"""``python -m hpo.evaluate CHECKPOINT``: score a checkpoint file at several sparsities.
-
-    python -m hpo.evaluate best.pt --data-dir DIR --sparsities 0.5 0.9
-    python -m hpo.evaluate best.pt --split val --json     # {"0.5": {"accuracy": ..}, ...}
-
-The checkpoint's definition rebuilds the split as the study saw it; ``--mask-seed`` defaults
-to the split's documented seed, which reproduces the study's figures. Exit status: 0 scored,
-2 bad input (one line on stderr).
-"""
+"""``python -m hpo.evaluate CHECKPOINT [--sparsities S ...] [--split val] [--json]``: score a
+checkpoint file. Its definition rebuilds the split as the study saw it; ``--mask-seed``
+defaults to the split's documented seed, which reproduces the study's figures. Exit status: 0
+scored, 2 bad input (one line on stderr)."""
 
 from __future__ import annotations
 

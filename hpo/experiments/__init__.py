@@ -1,4 +1,2 @@
-"""Experiments (``studies/experiments.py``): model families compared at one configuration.
-
-Each is an Optuna study whose trials are its runs; the summary is generated from their rows.
-"""
+"""Experiments (``studies/experiments.py``): model families compared at one configuration, as
+Optuna studies whose trials are the runs; the summary is generated from their rows."""

@@ -1,12 +1,6 @@
-"""``python -m hpo.experiments NAME``: run a fixed-budget comparison as an Optuna study.
-
-    python -m hpo.experiments --list
-    python -m hpo.experiments mnist_sparsity --data-dir DIR --storage sqlite:///exp.db --out DIR
-
-Writes ``<name>_runs.csv``, ``<name>.md`` and figures; re-running trains only what is missing.
-
-Exit status: 0 done, 2 bad input (one line on stderr), 130 interrupted.
-"""
+"""``python -m hpo.experiments NAME [--storage URL] [--out DIR]``: run a fixed-budget comparison
+as an Optuna study, then write ``<name>_runs.csv``, ``<name>.md`` and figures; re-running
+trains only what is missing. Exit status: 0 done, 2 bad input (one line), 130 interrupted."""
 
 from __future__ import annotations
 

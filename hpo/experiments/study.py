@@ -21,7 +21,7 @@ from studies.experiments import ExperimentDefinition
 
 from .. import records
 from ..errors import TrialError, UsageError
-from ..records import CheckpointConfig, StudyRecord, TrialCounts
+from ..records import StudyRecord, TrialCounts
 from ..runtime.cpu import prepare_cpu_training
 from ..runtime.storage import open_storage, remove_if_unused
 from ..runtime.storage_url import StorageTarget
@@ -117,15 +117,15 @@ class RunObjective:
             seconds = time.perf_counter() - started
             val = evaluate_at_sparsities(model, self.val, [run.sparsity])
             test = evaluate_at_sparsities(model, self.test, self.definition.test_sparsities)
-            artifact = self._save(trial, run, model)
-            trial.set_user_attr(records.VAL_METRICS, {k: m.to_dict() for k, m in val.items()})
-            tested = {k: {**m.to_dict(), "n": m.n} for k, m in test.items()}
-            trial.set_user_attr(records.TEST_METRICS, tested)
-            trial.set_user_attr(records.TRAIN_SECONDS, seconds)
-            trial.set_user_attr(records.TRAIN_IMAGES, len(self.data.train))
-            trial.set_user_attr(records.N_PARAMS, sum(p.numel() for p in model.parameters()))
-            trial.set_user_attr(records.DEVICE, str(self.device))
-            trial.set_user_attr(records.MODEL_ARTIFACT, artifact)
+            records.store_attrs(trial, {
+                records.VAL_METRICS: {k: m.to_dict() for k, m in val.items()},
+                records.TEST_METRICS: {k: {**m.to_dict(), "n": m.n} for k, m in test.items()},
+                records.TRAIN_SECONDS: seconds,
+                records.TRAIN_IMAGES: len(self.data.train),
+                records.N_PARAMS: sum(p.numel() for p in model.parameters()),
+                records.DEVICE: str(self.device),
+                records.MODEL_ARTIFACT: self._save(trial, run, model),
+            })  # fmt: skip
             return val[sparsity_key(run.sparsity)].accuracy
 
     def _training_run(self, trial: optuna.Trial) -> TrainingRun:
@@ -146,16 +146,10 @@ class RunObjective:
         """Upload the network, its definition shaped as a study's for ``hpo.evaluate``."""
         d, family, label = self.definition, run.family.value, run_label(run_key(trial.params))
         definition = {**d.to_dict(), "model_family": family, "train_sparsity": run.sparsity}
-        config = CheckpointConfig(
-            model_family=family,
-            cnn_config=run.cnn_config.to_dict(),
-            mean=[float(v) for v in self.data.mean],
-            std=[float(v) for v in self.data.std],
-            definition={**definition, "val_size": None},  # the whole validation split
-            trial_number=trial.number,
-            source={"experiment": d.name, "run": label, "seed": run.seed},
-        )
-        return save_checkpoint(trial, self.store, model.state_dict(), config)
+        definition["val_size"] = None  # the whole validation split
+        source = {"experiment": d.name, "run": label, "seed": run.seed}
+        state = model.state_dict()
+        return save_checkpoint(trial, self.store, state, run, self.data, definition, source=source)
 
 
 def study_rows(definition: ExperimentDefinition, study: optuna.Study) -> list[dict[str, Any]]:

@@ -1,5 +1,2 @@
-"""Looking at results: ``python -m hpo.report`` (tables, charts, markdown) and ``hpo.dashboard``.
-
-It only reads studies, through :mod:`hpo.runtime.storage` and :mod:`hpo.records`, and never
-imports torch.
-"""
+"""Looking at results: ``python -m hpo.report`` and ``python -m hpo.dashboard``. Reads studies
+only, through :mod:`hpo.runtime.storage` and :mod:`hpo.records`; never imports torch."""

@@ -1,9 +1,5 @@
-"""The charts of a study, drawn by ``optuna.visualization`` with our labels; the comparison.
-
-We name the objective, put the parameter axes in the search space's order and title each chart;
-the best models of several studies against sparsity (:func:`comparison_figure`) are ours.
-:func:`write_figures` writes them as HTML, and as PNG when Kaleido can drive a Chrome.
-"""
+"""The charts of a study, drawn by ``optuna.visualization`` with our labels and axis order,
+the comparison of studies (ours), and :func:`write_figures` (HTML, and PNG via Kaleido)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
-"""``python -m hpo.dashboard``: optuna-dashboard's own app on the study storage and its models.
+"""``python -m hpo.dashboard [--storage URL] [--port N]``: optuna-dashboard's own app.
 
-    python -m hpo.dashboard                              # storage from $HPO_STORAGE or ./hpo.db
-    python -m hpo.dashboard --storage sqlite:///runs/hpo.db --port 8081
-
-Unlike plain ``optuna-dashboard URL``, this shows each trial's checkpoint (the artifact
-store), opens the storage read-side (a missing SQLite file is an error, not a new database),
-binds 127.0.0.1 unless told otherwise (no login), and serves from a threaded server.
-
-Exit status: 0 stopped with Ctrl-C, 2 bad input (storage, port): one line on stderr.
+Unlike plain ``optuna-dashboard URL`` it lists each trial's checkpoint (the artifact store),
+opens the storage as a reader (a missing SQLite file is an error, not a new database), binds
+127.0.0.1 unless told otherwise (no login) and serves in threads. Exit status: 0 stopped with
+Ctrl-C, 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations

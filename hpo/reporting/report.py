@@ -1,12 +1,5 @@
-"""``python -m hpo.report``: charts, tables and a markdown report of a study, or a comparison.
-
-    python -m hpo.report --study sparse_mnist                   # -> reports/sparse_mnist/
-    python -m hpo.report --compare sparse_mnist dense_mnist     # -> reports/compare_..._vs_.../
-
-A running study is reported as the storage holds it now, with its running trials counted.
-
-Exit status: 0 written, 2 bad input (unknown study, unreachable storage: one line on stderr).
-"""
+"""``python -m hpo.report --study NAME`` (or ``--compare A B``): charts, tables and a markdown
+report of a study, as the storage holds it now. Exit status: 0 written, 2 bad input (one line)."""
 
 from __future__ import annotations
 

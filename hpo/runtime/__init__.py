@@ -1,5 +1,2 @@
-"""Where and how trials run: the shared storage, worker processes, the device, CPU settings.
-
-Imports nothing of ``hpo`` but :mod:`hpo.errors`; re-exports nothing, so that importing a light
-module does not import torch.
-"""
+"""Where and how trials run: storage, worker processes, device, CPU settings. Imports nothing
+of ``hpo`` but :mod:`hpo.errors`; re-exports nothing (a light module must not import torch)."""

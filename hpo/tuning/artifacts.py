@@ -1,25 +1,24 @@
-"""Trial checkpoints as Optuna artifacts: saved per completed trial, reloadable by anyone.
-
-Each completed trial uploads its weights, in the checkpoint format of
-:mod:`hpo.checkpoints.format`, to the file-system artifact store of its storage
-(``StorageTarget.artifact_dir``), where optuna-dashboard lists it too; the artifact id is
-stored on the trial (``records.MODEL_ARTIFACT``). ``python -m hpo.export`` copies one to a file.
-"""
+"""Trial checkpoints as Optuna artifacts, in the file-system store of their storage, where
+optuna-dashboard lists them too; the id is stored on the trial (``records.MODEL_ARTIFACT``)."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+
+from data import SparseDataset
 
 from .. import records
 from ..checkpoints.format import Checkpoint, LoadedModel, read_checkpoint, rebuild, write_checkpoint
 from ..errors import CheckpointError
 from ..records import CheckpointConfig
 from ..runtime.storage_url import StorageTarget
+from ..training import TrainingRun
 
 __all__ = ["load_trial_model", "open_artifact_store", "save_checkpoint", "trial_checkpoint"]
 
@@ -35,9 +34,23 @@ def save_checkpoint(
     trial: optuna.Trial,
     store: FileSystemArtifactStore,
     state_dict: dict[str, torch.Tensor],
-    config: CheckpointConfig,
+    run: TrainingRun,
+    data: SparseDataset,
+    definition: dict[str, Any],
+    **optional: Any,
 ) -> str:
-    """Upload ``state_dict`` + ``config`` as an artifact of ``trial``; returns its id."""
+    """Upload the weights of ``run``'s network as an artifact of ``trial``, with what rebuilds
+    and feeds it (``CheckpointConfig``: ``definition``, the normalization of ``data``, and any
+    of its ``optional`` fields); returns the artifact id."""
+    config = CheckpointConfig(
+        model_family=run.family.value,
+        cnn_config=run.cnn_config.to_dict(),
+        mean=[float(v) for v in data.mean],
+        std=[float(v) for v in data.std],
+        definition=definition,
+        trial_number=trial.number,
+        **optional,
+    )
     with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
         path = write_checkpoint(Path(tmp) / f"trial-{trial.number}.pt", state_dict, config)
         return upload_artifact(
@@ -51,8 +64,8 @@ def save_checkpoint(
 def trial_checkpoint(
     study: optuna.Study, trial_number: int | None, store: FileSystemArtifactStore
 ) -> Checkpoint:
-    """The checkpoint a trial saved; ``None``: the trial whose test figures the run stored
-    (``records.BEST_TRIAL``), else the current best.
+    """The checkpoint a trial saved; ``None``: the trial whose test figures the run stored,
+    else the current best.
 
     Raises:
         CheckpointError: No such trial, no completed trial yet, or it saved no checkpoint.
@@ -93,9 +106,5 @@ def load_trial_model(
     store: FileSystemArtifactStore,
     device: str | torch.device = "cpu",
 ) -> LoadedModel:
-    """Rebuild the network a trial saved (default: the best; see :func:`trial_checkpoint`).
-
-    Raises:
-        CheckpointError: The trial saved no checkpoint or it cannot be read.
-    """
+    """Rebuild the network a trial saved (default: the best; see :func:`trial_checkpoint`)."""
     return rebuild(trial_checkpoint(study, trial_number, store), device)

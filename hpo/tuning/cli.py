@@ -1,13 +1,8 @@
 """``python -m hpo.run --study NAME --n-trials N``: tune one registered study.
 
-The entry point decides the device and the seed, resolves the study definition and the
-storage once, validates every input (bad input: one line on stderr, exit status 2), runs the
-workers (:mod:`hpo.tuning.worker`) here or in K spawned processes and then the final step
-(:mod:`hpo.tuning.finalize`). ``--retrain-best STUDY`` trains the best configuration of an
-earlier study instead of searching, once per seed.
-
-Exit status: 0 done, 2 bad input, 130 interrupted (Ctrl-C; the running trial is recorded as
-FAIL with reason "interrupted" and the same command resumes the study).
+Resolves the definition, storage, device and seed once, validates every input (bad input:
+one line, exit 2), runs the workers here or in K processes, then the final step. Exit status:
+0 done, 2 bad input, 130 interrupted (the running trial is FAIL; the same command resumes).
 """
 
 from __future__ import annotations
@@ -147,11 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> RunSettings:
-    """Resolve the command line (and environment) into validated settings, once.
-
-    Raises:
-        UsageError, UnknownStudyError, DefinitionError, StorageError: bad input.
-    """
+    """Resolve the command line (and environment) into validated settings, once."""
     from ..runtime.device import resolve_device  # imports torch
 
     device = resolve_device(args.device)
@@ -175,9 +166,8 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
 
 
 def _workers(value: str, device: str) -> int:
-    """``--workers K`` or ``auto``: ``WORKERS_PER_GPU`` per visible GPU, one on the CPU, where
-    one worker already uses every core (two of one thread each finished no more trials per
-    hour on two cores, ``docs/performance.md``); on a GPU workers overlap each other's gaps."""
+    """``--workers K`` or ``auto``: ``WORKERS_PER_GPU`` per GPU; one on the CPU, where a
+    worker already uses every core (``docs/performance.md``)."""
     workers = _int_or(value, "auto", "--workers")
     if workers != "auto":
         return workers  # type: ignore[return-value]
@@ -200,12 +190,7 @@ def _int_or(value: str | None, word: str, flag: str) -> int | str | None:
 
 
 def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = None) -> int:
-    """Command-line entry point; returns the exit status.
-
-    Args:
-        argv: The arguments (default: ``sys.argv[1:]``).
-        registry: Where ``--study`` names are looked up (default: ``studies.catalog``).
-    """
+    """``python -m hpo.run``; ``registry`` is where ``--study`` is looked up. Returns the status."""
     registry = registry or default_registry()
     args = build_parser().parse_args(argv)
     if args.list:
@@ -266,11 +251,8 @@ def _no_empty_database_left(target: StorageTarget, status: Callable[[], int]) ->
 
 
 def run_workers_here(settings: RunSettings) -> int:
-    """Run ``settings.workers`` workers in this process (K = 1) or in K spawned processes.
-
-    Returns the exit status: 0 when every worker finished, else the first failing worker's
-    status (``EXIT_INTERRUPTED`` on Ctrl-C, after all workers were stopped).
-    """
+    """Run the workers here (K = 1) or in K spawned processes; returns 0, or the first
+    failing worker's status (``EXIT_INTERRUPTED`` on Ctrl-C, once all were stopped)."""
     import torch
 
     from ..runtime.storage import open_storage

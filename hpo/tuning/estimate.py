@@ -1,10 +1,5 @@
-"""What a run will cost: measured before the first trial, and updated as trials finish.
-
-Before the first trial a worker times a few steps of a typical configuration (the middle
-depth, the grid's batch size) with the study's own recipe and execution, and a validation
-pass; after every trial it logs an ETA from the trials that finished (pruning, the other
-workers and the machine's real speed included).
-"""
+"""What a run will cost: a few timed steps of a typical configuration (the study's own recipe
+and execution) before the first trial, and an ETA from the finished trials after each."""
 
 from __future__ import annotations
 

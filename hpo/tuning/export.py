@@ -1,14 +1,8 @@
-"""``python -m hpo.export --study NAME --out best.pt``: a trial's model as a named file.
+"""``python -m hpo.export --study NAME [--trial N] --out best.pt``: a trial's model as a file.
 
-    python -m hpo.export --study sparse_mnist --out best.pt           # the best trial
-    python -m hpo.export --study sparse_mnist --trial 12 --out t12.pt --storage sqlite:///x.db
-
-The file is the trial's checkpoint (``hpo.checkpoints.format``), with where it came from added
-to its configuration (``source``: study, trial, validation accuracy, storage), so
-``python -m hpo.evaluate best.pt`` and ``hpo.checkpoints.format.load_model_file`` need nothing
-else. The best trial is the one whose test figures the run stored, else the current best.
-
-Exit status: 0 written, 2 bad input (one line on stderr).
+The trial's checkpoint with where it came from added (``source``: study, trial, value,
+storage), so ``python -m hpo.evaluate best.pt`` needs nothing else. The default trial is the
+one whose test figures the run stored, else the current best. Exit status: 0, 2 bad input.
 """
 
 from __future__ import annotations
@@ -49,9 +43,7 @@ def export_checkpoint(target: StorageTarget, study_name: str, trial: int | None,
     """Write the checkpoint of ``trial`` (``None``: the best) to ``out``; returns a summary.
 
     Raises:
-        StorageError: The storage or the study does not exist.
-        CheckpointError: The trial saved no model.
-        UsageError: ``out``'s folder does not exist.
+        StorageError, CheckpointError, UsageError: No such storage, study, model or folder.
     """
     import dataclasses
 

@@ -1,14 +1,11 @@
-"""After the workers: score the best trial on the test split once, store and print the figures.
-
-The test split is touched here only, for one trial per study: the best by validation accuracy.
-Its figures go on the study (``records.TEST_METRICS``, ``records.BEST_TRIAL``), where the
-report and the dashboard read them.
-"""
+"""After the workers: score the best trial on the test split once, store and print the figures
+(``records.TEST_METRICS``, ``records.BEST_TRIAL``) for the report and the dashboard."""
 
 from __future__ import annotations
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial
 
 from studies import TEST_MASK_SEED
 
@@ -27,12 +24,8 @@ __all__ = ["finalize_study"]
 
 
 def finalize_study(settings: RunSettings) -> None:
-    """Score the best trial on the test split, store the figures, print a summary.
-
-    Once per study: of several processes sharing it the first to get here takes a lock and
-    does it, the others say so (``records.FINAL_STEP`` tells a later one that it is done).
-    If the best trial has not changed, the stored test figures are reused.
-    """
+    """Score the best trial on the test split once per study: the first worker to get here
+    takes a lock, the others say so; figures of an unchanged best trial are reused."""
     storage = open_storage(settings.storage)
     study = optuna.load_study(study_name=settings.optuna_study_name, storage=storage)
     open_artifact_store(settings.storage)  # creates the folder a SQLite storage's lock is on
@@ -76,7 +69,7 @@ def _final_step(study: optuna.Study, settings: RunSettings) -> None:
 
 
 def _score_on_test(
-    study: optuna.Study, best: optuna.trial.FrozenTrial, settings: RunSettings
+    study: optuna.Study, best: FrozenTrial, settings: RunSettings
 ) -> dict[str, dict[str, float]]:
     definition = settings.definition()
     store = open_artifact_store(settings.storage)
@@ -99,10 +92,7 @@ def _score_on_test(
 
 
 def _print_summary(
-    study: optuna.Study,
-    best: optuna.trial.FrozenTrial,
-    test_metrics: dict[str, dict[str, float]],
-    settings: RunSettings,
+    study: optuna.Study, best: FrozenTrial, test: dict[str, dict[str, float]], settings: RunSettings
 ) -> None:
     definition = settings.definition()
     val_metrics = best.user_attrs.get(records.VAL_METRICS, {})
@@ -120,19 +110,12 @@ def _print_summary(
     print(f"{'sparsity':>8}  {'val acc':>8}  {'val MAE':>8}  {'test acc':>8}  {'test MAE':>8}")
     for sparsity in definition.test_sparsities:
         k = records.sparsity_key(sparsity)
-        v, t = val_metrics.get(k, {}), test_metrics.get(k, {})
+        v, t = val_metrics.get(k, {}), test.get(k, {})
         cells = (v.get("accuracy"), v.get("mae"), t.get("accuracy"), t.get("mae"))
         print(f"{k:>8}  " + "  ".join(_fmt(c) for c in cells))
     if settings.dry_run:
-        scored = (
-            "the whole test split"
-            if settings.test_size is None
-            else (f"{settings.test_size:,} test images")
-        )
-        print(
-            f"dry run: test figures on {scored}; the storage and the saved models were "
-            "temporary and are deleted"
-        )
+        scored = f"{settings.test_size:,} test images" if settings.test_size else "all test images"
+        print(f"dry run: test figures on {scored}; the storage and models are deleted")
         return
     print(
         f"best model: artifact {study.user_attrs.get(records.BEST_MODEL_ARTIFACT)} in "

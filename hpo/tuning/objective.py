@@ -1,12 +1,8 @@
 """The objective: train one configuration, score it on validation data, keep its best weights.
 
-The score is the *best* validation accuracy over the epochs, at the study's training sparsity,
-on a validation split carved from the training data with masks fixed once for all trials.
-The test split is never touched here; it is scored once, for the best trial, at the end.
-How each trial ends: COMPLETE with its score; PRUNED when the pruner stops it or its loss
-diverges (a property of its hyperparameters, which TPE should see as a poor result); FAIL with
-``records.FAIL_REASON`` otherwise -- a :class:`~hpo.errors.TrialError` lets the study go on
-(``catch=``), Ctrl-C and bugs stop the worker once Optuna has recorded the trial.
+The score is the best validation accuracy over the epochs at the training sparsity, on fixed
+validation images and masks; the test split is scored once, for the best trial, at the end.
+How trials end: ``docs/decisions.md``, "Built on Optuna".
 """
 
 from __future__ import annotations
@@ -32,7 +28,6 @@ from ..errors import (
     UnsupportedConfigError,
     one_line,
 )
-from ..records import CheckpointConfig
 from ..runtime.cpu import resident_memory_mb
 from ..runtime.execution import Execution
 from ..training import EvalMetrics, FitResult, TrainingRun, train_network
@@ -45,11 +40,8 @@ __all__ = ["Objective", "record_failure"]
 
 
 class Objective:
-    """``objective(trial) -> best validation accuracy`` for one study on one device.
-
-    Trial ``i`` trains with ``seed + i`` (``seed``: the worker's); ``worker`` (``host:pid``) is
-    stored on each trial; ``queue_only`` (a retrain) fails a trial the sampler proposed.
-    """
+    """``objective(trial) -> best validation accuracy`` for one study on one device; trial
+    ``i`` trains with ``seed + i``; ``queue_only`` (a retrain) fails a trial the sampler made."""
 
     def __init__(
         self,
@@ -106,13 +98,8 @@ class Objective:
         if self.queue_only and records.PHASE not in trial.user_attrs:
             raise TrialError("no queued copy was left when this trial started: nothing to train")
         label_phase(trial)
-        for key, value in (
-            (records.SEED, seed),
-            (records.WORKER_SEED, self.seed),
-            (records.WORKER, self.worker),
-            (records.DEVICE, str(self.device)),
-        ):
-            trial.set_user_attr(key, value)  # fmt: skip
+        who = {records.SEED: seed, records.WORKER_SEED: self.seed, records.WORKER: self.worker}
+        records.store_attrs(trial, {**who, records.DEVICE: str(self.device)})
         try:
             config = d.cnn_config(self.data.in_channels, self.data.num_classes, params)
         except ModelConfigError as e:
@@ -142,17 +129,10 @@ class Objective:
         known = {records.sparsity_key(d.train_sparsity): result.best_metrics}
         with self.execution.autocast(self.device):
             val = evaluate_at_sparsities(model, self.val_batches, d.test_sparsities, known=known)
-        config = CheckpointConfig(
-            model_family=d.model_family.value,
-            cnn_config=run.cnn_config.to_dict(),
-            mean=[float(v) for v in self.data.mean],
-            std=[float(v) for v in self.data.std],
-            definition=d.to_dict(),
-            params=dict(trial.params),
-            trial_number=trial.number,
+        artifact = save_checkpoint(
+            trial, self.store, result.state, run, self.data, d.to_dict(), params=trial.params
         )
-        artifact = save_checkpoint(trial, self.store, result.state, config)
-        for key, value in {
+        attrs = {
             records.VAL_METRICS: {k: m.to_dict() for k, m in val.items()},
             records.EVAL_SECONDS: time.perf_counter() - started,
             records.VALIDATION_SECONDS: result.validation_seconds,
@@ -160,17 +140,14 @@ class Objective:
             records.N_PARAMS: sum(p.numel() for p in model.parameters()),
             records.MEMORY: _memory(self.device),
             records.MODEL_ARTIFACT: artifact,
-        }.items():
-            trial.set_user_attr(key, value)
+        }
+        records.store_attrs(trial, attrs)
 
 
 @contextlib.contextmanager
 def record_failure(trial: optuna.Trial) -> Iterator[None]:
-    """Store why a trial did not complete (``records.FAIL_REASON``); a diverged loss prunes.
-
-    Optuna then records the state: PRUNED, FAIL and the study goes on (a ``TrialError``, which
-    the loop passes as ``catch=``), or FAIL and the error stops the worker (Ctrl-C, a bug).
-    """
+    """Store why a trial did not complete (``records.FAIL_REASON``); a diverged loss is
+    PRUNED (TPE should see it as poor). Optuna records the state; ``catch=`` decides the rest."""
     try:
         yield
     except optuna.TrialPruned as e:

@@ -1,10 +1,5 @@
-"""What a running study tells its user: progress inside a trial, and one line per trial.
-
-On a terminal two tqdm bars show the study's finished trials and the running trial's batches
-(log lines go through ``tqdm.write``, so they do not tear the bars). Without a terminal (nohup,
-CI, ``docker logs``) or with ``--no-progress``, a worker logs a line every ``log_every`` s
-while a trial runs instead, so a long trial is never silent.
-"""
+"""What a running study tells its user: two tqdm bars on a terminal (the study's trials and
+the running trial's batches), else a log line every ``log_every`` s, and a line per trial."""
 
 from __future__ import annotations
 
@@ -20,14 +15,6 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .. import records
-
-__all__ = [
-    "LOG_EVERY_SECONDS",
-    "RunProgress",
-    "TrialProgress",
-    "format_params",
-    "format_trial_line",
-]
 
 LOG_EVERY_SECONDS = 30.0
 

@@ -25,25 +25,15 @@ _CHANCE_Z = 3.0
 
 
 def chance_threshold(num_classes: int, n_val: int) -> float:
-    """Highest validation accuracy still indistinguishable from guessing, for ``n_val`` images.
-
-    Guessing one of ``num_classes`` balanced classes scores ``p = 1 / num_classes`` with
-    standard error ``sqrt(p (1 - p) / n_val)``; three standard errors above ``p`` is chance.
-    For MNIST on 2,000 images that is 0.120, for Caltech-101 on 870 images 0.020.
-    """
+    """Highest validation accuracy indistinguishable from guessing on ``n_val`` images:
+    three standard errors above ``1 / num_classes`` (MNIST on 2,000 images: 0.120)."""
     p = 1.0 / num_classes
     return p + _CHANCE_Z * math.sqrt(p * (1.0 - p) / n_val)
 
 
 class EarlyPruner(BasePruner):
-    """A base pruner that acts early, plus stopping trials that score at chance at once.
-
-    Args:
-        base: The pruning rule for the first ``max_step`` epochs (``None``: chance rule only).
-        max_step: Last epoch at which ``base`` may stop a trial.
-        chance: Accuracy at or below which a trial counts as not learning
-            (:func:`chance_threshold`).
-    """
+    """``base`` acting up to epoch ``max_step`` (``None``: none), and a trial at or below
+    ``chance`` (:func:`chance_threshold`) stopped at any epoch."""
 
     def __init__(self, base: BasePruner | None, *, max_step: int, chance: float) -> None:
         self._base = base
@@ -65,14 +55,8 @@ class EarlyPruner(BasePruner):
 def make_pruner(
     name: str, epochs: int, *, num_classes: int, n_val: int
 ) -> optuna.pruners.BasePruner:
-    """The pruner called ``name`` (see the module doc) for trials of ``epochs`` epochs.
-
-    Args:
-        name: One of :data:`PRUNERS`.
-        epochs: The trial budget in epochs (Hyperband's maximum resource).
-        num_classes: Classes of the dataset (chance level).
-        n_val: Validation images each epoch is scored on (the chance rule's standard error).
-    """
+    """The pruner ``name`` (one of :data:`PRUNERS`) for trials of ``epochs`` epochs; the
+    chance rule needs the classes and the validation images each epoch is scored on."""
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=max(epochs, 1), reduction_factor=3

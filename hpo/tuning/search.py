@@ -14,12 +14,8 @@ __all__ = ["ModelledTPESampler", "label_phase", "make_sampler", "proposal_phase"
 
 
 class ModelledTPESampler(optuna.samplers.TPESampler):
-    """TPE that remembers which trials it proposed from its model.
-
-    Until the study has ``n_startup_trials`` finished trials TPE draws at random; after that
-    its model proposes. Which of the two chose a trial is stored on the trial
-    (:func:`proposal_phase`), so a report -- and a test -- can count model proposals.
-    """
+    """TPE that remembers which trials its model proposed (below ``n_startup_trials``
+    finished trials it draws at random), so a report -- and a test -- can count them."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -57,18 +53,9 @@ def label_phase(trial: optuna.Trial) -> None:
 def make_sampler(
     definition: StudyDefinition, seed: int, *, queued: int | None = None
 ) -> ModelledTPESampler:
-    """Seeded multivariate TPE with the constant liar, for many workers on one study.
-
-    ``multivariate`` models the parameters jointly (batch size and learning rate interact);
-    ``constant_liar`` makes running trials count as bad results so parallel workers do not
-    all propose the same point. The grid already provides well-spread startup observations,
-    so TPE starts modelling after the grid plus ``definition.tpe_random_trials`` random points.
-
-    Args:
-        definition: The study (its grid size and ``tpe_random_trials``).
-        seed: The worker's seed.
-        queued: Startup trials queued before TPE samples (default: the grid's points).
-    """
+    """Seeded multivariate TPE (batch size and learning rate interact) with the constant
+    liar (parallel workers do not all propose the same point), modelling after the queued grid
+    (``queued``: its size) and ``definition.tpe_random_trials`` random points."""
     queued = len(definition.grid.points()) if queued is None else queued
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -1,9 +1,6 @@
-"""The resolved settings of one run: what the command line and the environment asked for.
-
-Frozen and picklable, because ``--workers K`` hands one copy to each of K spawned processes
-(``dataclasses.replace`` gives each its own seed and device). The entry point resolves the
-study definition, the storage URL, the device and the seed once; nothing looks them up again.
-"""
+"""The resolved settings of one run, frozen and picklable: ``--workers K`` hands a copy to
+each spawned process (``dataclasses.replace`` gives each its seed and device), and nothing
+looks the definition, the storage, the device or the seed up again."""
 
 from __future__ import annotations
 
@@ -31,12 +28,8 @@ ALL = "all"  # --val-size all: score every trial on the whole validation split
 class RunSettings:
     """One worker's run of one study, as the command line resolved it.
 
-    ``study`` is the registered definition (:meth:`definition` applies the overrides
-    ``epochs``, ``train_size``, ``val_size``; ``None``: keep, ``"all"``: the whole validation
-    split). ``seed`` seeds the sampler and trial ``i`` trains with ``seed + i``. ``workers`` is
-    how many processes this machine starts (each gets ``workers=1``); ``retrain_from`` a study
-    whose best configuration every trial trains; ``test_size`` the test images the final step
-    scores (``None``: all).
+    :meth:`definition` applies the overrides (``None``: keep; ``val_size="all"``: the whole
+    validation split). ``seed`` seeds the sampler and trial ``i`` trains with ``seed + i``.
     """
 
     study: StudyDefinition

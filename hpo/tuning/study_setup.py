@@ -1,11 +1,8 @@
 """Creating or joining a study and completing its queue, once, under the storage's lock.
 
-Every worker starts here: under a lock of the storage it creates or loads the study, stores or
-checks its ``records.StudyRecord``, and enqueues every point of its queue (the grid, the
-retrain copies, an experiment's runs) that no trial holds: a point's trial finished, running,
-waiting or failed for a reason of its own holds it; one interrupted by Ctrl-C does not, so a
-resumed study still covers its grid. ``study.ask()`` pops the queue before sampling. Why a lock:
-``docs/decisions.md``.
+A worker creates or loads the study, stores or checks its ``StudyRecord``, and enqueues every
+point of its queue (grid, retrain copies, experiment runs) that no trial holds; a point whose
+trials were all interrupted by Ctrl-C is queued again. Why a lock: ``docs/decisions.md``.
 """
 
 from __future__ import annotations
@@ -41,11 +38,10 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
-    """Create or join ``settings``' study and complete its queue (see the module doc).
+    """Create or join ``settings``' study and complete its queue.
 
     Raises:
-        ConfigMismatchError: The stored study was run with another configuration.
-        UsageError: ``--retrain-best`` names a study that cannot be retrained.
+        ConfigMismatchError, UsageError: Another configuration; a source it cannot retrain.
     """
     source = retrain_source(storage, settings) if settings.retrain_from else None
     queue = planned_queue(settings.definition(), settings.n_trials, source)
@@ -129,7 +125,7 @@ def planned_queue(
 
 
 def retrain_source(storage: optuna.storages.BaseStorage, settings: RunSettings) -> dict[str, Any]:
-    """The best trial of study ``settings.retrain_from`` (stored as ``records.RETRAIN_SOURCE``).
+    """The best trial of study ``settings.retrain_from`` (``records.RETRAIN_SOURCE``).
 
     Raises:
         UsageError: No such study, no completed trial, or it tuned another definition.

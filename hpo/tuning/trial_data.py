@@ -1,9 +1,5 @@
-"""The data a worker trains every trial on, and the fixed-mask batches that score them.
-
-Loaded once per worker: every trial (or experiment run) trains on the same images and is
-scored on the same validation images with the same masks, so scores differ only because the
-models do.
-"""
+"""The data a worker trains every trial on, and the fixed-mask batches that score them:
+loaded once, the same images and masks for every trial, so scores differ only by model."""
 
 from __future__ import annotations
 
@@ -26,14 +22,6 @@ from data import (
 from studies import VAL_SUBSET_SEED, sparsity_key
 
 from ..training import EvalMetrics, evaluate
-
-__all__ = [
-    "DataSpec",
-    "eval_batches",
-    "evaluate_at_sparsities",
-    "load_trial_data",
-    "validation_split",
-]
 
 
 class DataSpec(Protocol):

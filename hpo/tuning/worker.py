@@ -1,11 +1,7 @@
 """One worker: join the study, then run its trials with ``study.optimize`` until the budget.
 
-:func:`run_worker` takes one picklable :class:`~hpo.tuning.settings.RunSettings`, so processes
-(``--workers K``), containers and machines run it side by side against one storage. Optuna's
-loop does the rest: it fails the trials of dead workers (heartbeats) before each trial, pops
-queued trials first, records every trial's state, and stops on our callbacks:
-``MaxTrialsCallback`` (N finished over all workers and runs; K workers that finish together
-may add up to K - 1), and, for a study that only runs its queue, the end of the queue.
+Optuna's loop fails dead workers' trials before each trial, pops queued trials first and
+records every state; our callbacks stop it (``docs/decisions.md``, "Built on Optuna").
 """
 
 from __future__ import annotations
@@ -101,17 +97,9 @@ def optimize(
     queue_only: bool = False,
     progress: RunProgress | None = None,
 ) -> None:
-    """``study.optimize`` with the product's policies: the budget, the end of the queue, a
-    :class:`~hpo.errors.TrialError` recorded FAIL while the study goes on, a line per trial.
-
-    Args:
-        study: The study, joined with :func:`~hpo.tuning.study_setup.open_study`.
-        objective: The objective (it records why a trial did not complete).
-        n_trials: Finished trials (complete + pruned) to stop at, counted over the study.
-        timeout: Seconds after which no new trial starts.
-        queue_only: Run queued trials only (a retrain, an experiment): stop when none waits.
-        progress: Progress display, told the study's count after every trial.
-    """
+    """``study.optimize`` with the product's policies: ``MaxTrialsCallback(n_trials)`` over
+    finished trials (K workers that finish together may add K - 1), ``catch=`` for a
+    :class:`~hpo.errors.TrialError`, a line per trial; ``queue_only``: stop when none waits."""
     callbacks = [MaxTrialsCallback(n_trials, states=FINISHED), _TrialLog(n_trials, progress)]
     if queue_only:
         callbacks.append(_stop_when_queue_empty)
@@ -146,10 +134,9 @@ class _TrialLog:
 
 
 def settle(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int) -> None:
-    """Once the budget is met, wait (bounded) for the running trials to finish or go stale, so
-    none is left RUNNING for good: stale ones (dead workers') are failed and re-queued by the
-    heartbeat callback. A trial whose worker died before its first heartbeat would never go
-    stale; one heartbeat recorded on its behalf makes it so (a live trial keeps beating)."""
+    """Once the budget is met, wait (at most two grace periods) for running trials to finish
+    or go stale, failing the stale (re-queued by the heartbeat callback). A trial whose worker
+    died before its first heartbeat never goes stale: one beat on its behalf makes it so."""
     options = StorageOptions.from_env()
     interval, grace = options.heartbeat_interval, options.grace_period
     if interval is None or grace is None:

@@ -31,8 +31,19 @@ ALSO_PLAIN: dict[str, tuple[tuple[str, ...], str]] = {
     ),
 }
 
+_SELF_WAIT = (
+    "by design (issue 29): every transaction of a worker's SQLite storage begins IMMEDIATE, so "
+    "Optuna's read-then-write methods never meet SQLITE_BUSY; the test holds a read session "
+    "open and then checks the schema version through a second connection of the same storage "
+    "in the same thread, which waits for the first (the busy timeout). No path of the product "
+    "holds a session across another storage call; readers in other processes take no lock"
+)
+
 # Where our storages differ from plain RDBStorage.
 DIFFERENCES: dict[str, tuple[tuple[str, ...], str]] = {
+    f"tests/storages_tests/rdb_tests/test_storage.py::{test}": (("sqlite",), _SELF_WAIT)
+    for test in ("test_init", "test_check_table_schema_compatibility")
+} | {
     **{
         f"tests/storages_tests/test_heartbeat.py::{test}[{mode}]": (("sqlite", "postgresql"), why)
         for mode in ("sqlite", "cached_sqlite")
