@@ -266,7 +266,7 @@ import sys
 import optuna
 from optuna.trial import TrialState
 from hpo.runtime.storage import open_storage
-from hpo.tuning import keys
+from hpo import records as keys
 import os
 
 n = int(sys.argv[1])
@@ -282,7 +282,8 @@ covered = {t.user_attrs.get(keys.GRID_ID) for t in trials if t.state != TrialSta
 lost = [t.number for t in failed if t.user_attrs.get(keys.GRID_ID) not in covered]
 print(f"compose-smoke study: {len(finished)} finished, {len(running)} running, {len(failed)} failed "
       f"(re-queued: {len(failed) - len(lost)}), {len(workers)} worker containers, {len(seeds)} seeds")
-assert len(finished) == n, f"{len(finished)} finished, expected exactly {n}"
+# Optuna's MaxTrialsCallback: N, or up to N + 1 when the two workers finish together.
+assert n <= len(finished) <= n + 1, f"{len(finished)} finished, expected {n} or {n + 1}"
 assert not running, f"trials left RUNNING: {[t.number for t in running]}"
 assert failed, "down in the middle of a trial must have failed that trial"
 assert not lost, f"grid points lost with failed trials {lost}"
@@ -294,8 +295,10 @@ logs="$("${COMPOSE[@]}" logs --no-color worker 2>/dev/null)"
 scored="$(grep -c 'best trial [0-9]* \[' <<<"$logs" || true)"
 skipped="$(grep -cE 'final step; skipped|final step already ran' <<<"$logs" || true)"
 log "final step: run by $scored worker(s), skipped by $skipped"
-[ "$scored" -eq 1 ] || fail "the final step ran $scored times, expected once"
-[ "$skipped" -ge 1 ] || fail "the other worker did not say it skipped the final step"
+# Once per study at a time: the other worker skips it, or runs it again after its own last
+# trial changed the study.
+[ "$scored" -ge 1 ] || fail "the final step never ran"
+[ $((scored + skipped)) -ge 2 ] || fail "a worker neither ran nor skipped the final step"
 published="$($DOCKER ps -a --filter "label=com.docker.compose.project=$PROJECT" --format '{{.Names}} {{.Ports}}')"
 grep -E '0\.0\.0\.0|:::' <<<"$published" && fail "something is published beyond 127.0.0.1"
 grep -q "dashboard.*127.0.0.1:$DASHBOARD_PORT->8080/tcp" <<<"$published" \

@@ -52,6 +52,7 @@ TINY_EXPERIMENTS = {d.name: d for d in (TINY, ONE)}
 def run(name: str, tmp: Path, *extra: str, db: str = "exp.db", out: str = "out") -> int:
     """``python -m hpo.experiments NAME`` on the tiny definitions, storage and output in tmp."""
     argv = [name, "--storage", f"sqlite:///{tmp / db}", "--out", str(tmp / out), *extra]
+    argv.append("--no-png")  # HTML only: a browser per summary would triple the tests' time
     return cli.main([*argv, "--device", "cpu"], lookup=TINY_EXPERIMENTS.__getitem__)
 
 
@@ -140,7 +141,7 @@ def test_two_processes_share_the_runs_and_train_each_once(data_env, tmp_path):
         "from hpo.experiments import cli; "
         "sys.exit(cli.main(sys.argv[2:], lookup=t.TINY_EXPERIMENTS.__getitem__))"
     )
-    argv = ["tiny", "--storage", f"sqlite:///{tmp_path / 'exp.db'}", "--device", "cpu"]
+    argv = ["tiny", "--storage", f"sqlite:///{tmp_path / 'exp.db'}", "--device", "cpu", "--no-png"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     workers = [
         subprocess.Popen(
@@ -187,7 +188,8 @@ def test_unknown_experiment_is_one_clear_line(capsys):
 def test_a_recipe_comparison_trains_each_recipe_and_ranks_them(data_env, tmp_path):
     compared = dataclasses.replace(ONE, name="recipes", recipes=(BASELINE_RECIPE, FULL_RECIPE))
     assert cli.main(
-        ["recipes", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--out", str(tmp_path)],
+        ["recipes", "--storage", f"sqlite:///{tmp_path / 'r.db'}", "--out", str(tmp_path)]
+        + ["--no-png"],
         lookup={"recipes": compared}.__getitem__,
     ) == 0  # fmt: skip
     assert [r["recipe"] for r in rows(tmp_path / "recipes_runs.csv")] == ["baseline"] * 2 + [

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add("--download", action="store_true", help="let torchvision download missing data")
     add("--summarize-only", action="store_true", help="rewrite tables/figures from the CSV")
+    add("--no-png", action="store_true", help="skip static PNGs even if Kaleido is installed")
     return parser
 
 
@@ -66,7 +67,7 @@ def main(
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    summarize(definition, rows, args.out)
+    summarize(definition, rows, args.out, png=not args.no_png)
     return EXIT_OK
 
 

@@ -19,7 +19,9 @@ from .rows import Rows
 Cells = dict[tuple[str, float, float], dict[str, list[float]]]  # (family, train, test) -> per seed
 
 
-def summarize(definition: ExperimentDefinition, rows: Rows, out_dir: Path) -> Path:
+def summarize(
+    definition: ExperimentDefinition, rows: Rows, out_dir: Path, png: bool = True
+) -> Path:
     """Rewrite ``<name>.md`` and the figures from the rows of the definition's recipes."""
     recipes = [r.name for r in definition.recipes]
     rows = [r for r in rows if r["recipe"] in recipes]
@@ -40,7 +42,7 @@ def summarize(definition: ExperimentDefinition, rows: Rows, out_dir: Path) -> Pa
         figures.append(("accuracy", plot_diagonal(definition, cells, families)))
     if len(definition.train_sparsities) > 1:
         figures.append(("invariance", plot_heatmaps(definition, cells, families)))
-    write_figures(figures, out_dir, definition.name)
+    write_figures(figures, out_dir, definition.name, png)
     return md_path
 
 
@@ -190,8 +192,11 @@ def _heatmap(grid, rows, cols, coloraxis: str, text: str) -> go.Heatmap:
     return go.Heatmap(z=z, x=x, y=y, coloraxis=coloraxis, texttemplate=text)
 
 
-def write_figures(figures: Sequence[tuple[str, go.Figure]], out_dir: Path, name: str) -> None:
+def write_figures(
+    figures: Sequence[tuple[str, go.Figure]], out_dir: Path, name: str, png: bool = True
+) -> None:
     """``<name>_<kind>.html`` and ``.png`` per figure; one line says why if the PNGs cannot be."""
-    _, notice = charts.write_figures({f"{name}_{kind}": f for kind, f in figures}, out_dir)
+    named = {f"{name}_{kind}": f for kind, f in figures}
+    _, notice = charts.write_figures(named, out_dir, png)
     if notice:
         print(notice)

@@ -199,7 +199,8 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
             for line in definition.summary():
                 print(f"{'':20s}   {line}")
         return 0
-    _configure_logging()
+    log_format = "%(asctime)s %(levelname)s %(message)s"  # no-op if logging is set up already
+    logging.basicConfig(level=logging.INFO, format=log_format, datefmt="%H:%M:%S")
     try:
         settings = settings_from_args(args, registry)
         if not args.dry_run:
@@ -292,11 +293,3 @@ def _worker_process(settings: RunSettings) -> None:
         run_worker(settings)
     except USAGE_ERRORS as e:
         raise SystemExit(print_usage_error(e)) from None
-
-
-def _configure_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
-        )
