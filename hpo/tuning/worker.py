@@ -159,4 +159,4 @@ def settle(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: 
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
                 storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
                 adopted.add(trial.number)
-        time.sleep(min(1.0, interval))
+        time.sleep(0.25)
