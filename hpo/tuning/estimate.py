@@ -67,9 +67,10 @@ def measure_cost(
         train_one_epoch(model, itertools.islice(batches, 1), optimization, 0)  # warm-up
         _sync(device)
         started = time.perf_counter()
-        train_one_epoch(model, itertools.islice(batches, _TIMED_STEPS), optimization, 0)
+        steps = min(_TIMED_STEPS, len(train))  # no more than an epoch: tiny data, few steps
+        train_one_epoch(model, itertools.islice(batches, steps), optimization, 0)
         _sync(device)
-        step_seconds = (time.perf_counter() - started) / _TIMED_STEPS
+        step_seconds = (time.perf_counter() - started) / steps
         val = eval_batches(
             definition, data, validation_split(data, definition.val_size),
             definition.train_sparsity, VAL_MASK_SEED, device,
