@@ -72,8 +72,8 @@ class StorageTarget:
             raise StorageError(f"empty storage URL: {_EXPECTED}")
         if "{" in url or "}" in url:
             raise StorageError(
-                f"storage URL {mask_url(url)!r} holds braces: name the database file or "
-                "database plainly (Optuna's {SCHEMA_VERSION} template is not supported)"
+                "the storage URL holds braces (Optuna's {SCHEMA_VERSION} template is not "
+                "supported): name the database file or database plainly"
             )
         try:
             parsed = sqlalchemy.engine.make_url(url.strip())
