@@ -270,7 +270,7 @@ def test_a_queue_left_incomplete_is_completed_once_by_the_next_workers(
 def _fake_scores_by_depth(monkeypatch: pytest.MonkeyPatch, deep: float = 0.1) -> None:
     """No training; the shallowest networks score 0.9 and deeper ones ``deep`` every epoch."""
 
-    def evaluate(model: torch.nn.Module, batches: object) -> EvalMetrics:
+    def evaluate(model: torch.nn.Module, batches: object, autocast: object = None) -> EvalMetrics:
         convs = sum(1 for m in model.modules() if getattr(m, "weight", None) is not None
                     and m.weight.dim() == 4)  # fmt: skip
         return EvalMetrics(accuracy=0.9 if convs <= 3 else deep, mae=0.1, n=1)
@@ -317,18 +317,25 @@ def _fail_on_call(monkeypatch: pytest.MonkeyPatch, error: BaseException, call: i
     monkeypatch.setattr(hpo.training.loop, "train_one_epoch", train_one_epoch)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried 2 GiB"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    ],
+)
 def test_out_of_memory_is_recorded_as_failed_and_the_study_continues(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, error: RuntimeError
 ) -> None:
-    _fail_on_call(monkeypatch, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried 2 GiB"), 2)
+    _fail_on_call(monkeypatch, error, 2)
     assert main(_argv(env, 3)) == 0
     trials = _load(env).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL] + [
         TrialState.COMPLETE
     ] * 2
-    assert trials[1].user_attrs[keys.FAIL_REASON] == (
-        "out of memory on cpu: CUDA out of memory. Tried 2 GiB"
-    )
+    assert trials[1].user_attrs[keys.FAIL_REASON] == f"out of memory on cpu: {error}"
+    # Every trial records its own memory, whatever its state.
+    assert all(t.user_attrs[keys.MEMORY]["peak_rss_mb"] > 0 for t in trials)
 
 
 def test_non_finite_loss_is_pruned_with_its_reason(
@@ -339,6 +346,7 @@ def test_non_finite_loss_is_pruned_with_its_reason(
     trials = _load(env).get_trials(deepcopy=False)
     assert [t.state for t in trials[:2]] == [TrialState.PRUNED, TrialState.COMPLETE]
     assert trials[0].user_attrs[keys.FAIL_REASON] == "training loss became nan in epoch 1"
+    assert keys.MEMORY in trials[0].user_attrs  # a pruned trial's memory is recorded too
 
 
 def test_unexpected_error_is_recorded_then_raised(

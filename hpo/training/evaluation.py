@@ -30,15 +30,19 @@ class EvalMetrics:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Batches) -> EvalMetrics:
-    """Accuracy and MAE (see :class:`EvalMetrics`) of ``model`` over ``batches``."""
+def evaluate(
+    model: nn.Module, batches: Batches, autocast: torch.dtype | None = None
+) -> EvalMetrics:
+    """Accuracy and MAE (see :class:`EvalMetrics`) of ``model`` over ``batches``, its forward
+    passes autocast to ``autocast`` if given (as in training)."""
     model.eval()
     correct: Tensor | int = 0  # summed on the device: no wait for the GPU every batch
     abs_error: Tensor | float = 0.0
     count = 0
     num_classes = 0
     for x, mask, y in batches:
-        logits = model(x, mask)  # (B, K)
+        with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
+            logits = model(x, mask)  # (B, K)
         num_classes = logits.shape[1]
         probs = logits.float().softmax(dim=1)
         onehot = F.one_hot(y, num_classes).to(probs.dtype)

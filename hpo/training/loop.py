@@ -52,10 +52,17 @@ def train_step(
     y: Tensor,
     *,
     label_smoothing: float = 0.0,
+    autocast: torch.dtype | None = None,
 ) -> Tensor:
     """One optimizer step of cross-entropy on one batch; returns the loss (detached, on the
-    device). The caller steps the schedule, so a benchmark can time bare steps."""
-    loss = F.cross_entropy(model(x, mask), y, label_smoothing=label_smoothing)
+    device). The caller steps the schedule, so a benchmark can time bare steps.
+
+    ``autocast`` (a dtype) covers this step's forward pass and loss only: autocast caches its
+    low-precision copies of the weights until its context closes, so the optimizer must step
+    outside it, or every later step would run on stale copies."""
+    with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
+        logits = model(x, mask)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -63,7 +70,11 @@ def train_step(
 
 
 def train_one_epoch(
-    model: nn.Module, batches: Batches, optimization: Optimization, epoch: int
+    model: nn.Module,
+    batches: Batches,
+    optimization: Optimization,
+    epoch: int,
+    autocast: torch.dtype | None = None,
 ) -> float:
     """One pass of ``batches``, stepping the schedule after every step; returns the mean
     (smoothed, as minimized) loss. It is summed on the device, so training does not wait for
@@ -74,7 +85,9 @@ def train_one_epoch(
     optimizer, scheduler = optimization.optimizer, optimization.scheduler
     smoothing = optimization.label_smoothing
     for x, mask, y in batches:
-        loss = train_step(model, optimizer, x, mask, y, label_smoothing=smoothing)
+        loss = train_step(
+            model, optimizer, x, mask, y, label_smoothing=smoothing, autocast=autocast
+        )
         if scheduler is not None:
             scheduler.step()
         total = total + loss * y.shape[0]
@@ -95,21 +108,23 @@ def fit(
     *,
     validation: EpochBatches | None = None,
     on_epoch: EpochHook | None = None,
+    autocast: torch.dtype | None = None,
 ) -> FitResult:
     """Train ``epochs`` epochs, scoring ``validation`` after each and keeping the best epoch's
     weights (without validation: the final ones). Epoch ``e`` draws ``train.epoch(e)`` and is
-    reported as step ``e + 1``, the epochs trained so far (Optuna's and the pruners' unit)."""
+    reported as step ``e + 1``, the epochs trained so far (Optuna's and the pruners' unit).
+    ``autocast``: the dtype of the forward passes (see :func:`train_step`)."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     best_step, best, metrics, state = 0, None, None, None
     validating, losses = 0.0, []
     for epoch in range(epochs):
         step = epoch + 1
-        losses.append(train_one_epoch(model, train.epoch(epoch), optimization, step))
+        losses.append(train_one_epoch(model, train.epoch(epoch), optimization, step, autocast))
         if validation is None:
             continue
         started = time.perf_counter()
-        metrics = evaluate(model, validation.epoch(0))
+        metrics = evaluate(model, validation.epoch(0), autocast)
         if best is None or metrics.accuracy > best.accuracy:
             best_step, best, state = step, metrics, _copy_state(model)
         validating += time.perf_counter() - started

@@ -51,10 +51,10 @@ def train_network(
     execution = execution or Execution()
     model, train, optimization = prepare_training(run, data, device, execution)
     batches = track(train) if track is not None else train
-    with execution.autocast(device):
-        result = fit(
-            model, optimization, batches, run.epochs, validation=validation, on_epoch=on_epoch
-        )
+    result = fit(
+        model, optimization, batches, run.epochs, validation=validation, on_epoch=on_epoch,
+        autocast=execution.autocast_dtype,
+    )  # fmt: skip
     return model, result
 
 

@@ -63,21 +63,21 @@ def measure_cost(
     )
     model, train, optimization = prepare_training(run, data, device, execution)
     batches = itertools.chain.from_iterable(train.epoch(e) for e in itertools.count())
-    with execution.autocast(device):
-        train_one_epoch(model, itertools.islice(batches, 1), optimization, 0)  # warm-up
-        _sync(device)
-        started = time.perf_counter()
-        steps = min(_TIMED_STEPS, len(train))  # no more than an epoch: tiny data, few steps
-        train_one_epoch(model, itertools.islice(batches, steps), optimization, 0)
-        _sync(device)
-        step_seconds = (time.perf_counter() - started) / steps
-        val = eval_batches(
-            definition, data, validation_split(data, definition.val_size),
-            definition.train_sparsity, VAL_MASK_SEED, device,
-        )  # fmt: skip
-        started = time.perf_counter()
-        evaluate(model, val.epoch(0))
-        _sync(device)
+    autocast = execution.autocast_dtype
+    train_one_epoch(model, itertools.islice(batches, 1), optimization, 0, autocast)  # warm-up
+    _sync(device)
+    started = time.perf_counter()
+    steps = min(_TIMED_STEPS, len(train))  # no more than an epoch: tiny data, few steps
+    train_one_epoch(model, itertools.islice(batches, steps), optimization, 0, autocast)
+    _sync(device)
+    step_seconds = (time.perf_counter() - started) / steps
+    val = eval_batches(
+        definition, data, validation_split(data, definition.val_size),
+        definition.train_sparsity, VAL_MASK_SEED, device,
+    )  # fmt: skip
+    started = time.perf_counter()
+    evaluate(model, val.epoch(0), autocast)
+    _sync(device)
     estimate = CostEstimate(
         step_seconds=step_seconds,
         steps_per_epoch=len(train),

@@ -21,14 +21,8 @@ from models import ModelConfigError
 from studies import VAL_MASK_SEED, StudyDefinition
 
 from .. import records
-from ..errors import (
-    NonFiniteLossError,
-    OutOfMemoryTrialError,
-    TrialError,
-    UnsupportedConfigError,
-    one_line,
-)
-from ..runtime.cpu import resident_memory_mb
+from ..errors import NonFiniteLossError, TrialError, UnsupportedConfigError, one_line
+from ..runtime.memory import run_releasing_memory, start_trial_memory, trial_memory
 from ..runtime.execution import Execution
 from ..training import EvalMetrics, FitResult, TrainingRun, train_network
 from .artifacts import save_checkpoint
@@ -67,30 +61,33 @@ class Objective:
         }
 
     def __call__(self, trial: optuna.Trial) -> float:
-        with record_failure(trial), _out_of_memory_as_trial_error(self.device):
-            d = self.definition
-            params = d.search_space.suggest(trial)
-            run = self._training_run(trial, params)
-            started = time.perf_counter()
-            with self.progress.trial(trial.number, d.epochs) as shown:
-                model, result = train_network(
-                    run,
-                    self.data,
-                    self.device,
-                    execution=self.execution,
-                    validation=self.val_batches[d.train_sparsity],
-                    on_epoch=self._report_and_prune(trial, shown.epoch_done),
-                    track=shown.track,
-                )
-            trial.set_user_attr(records.TRAIN_SECONDS, time.perf_counter() - started)
-            if result.stopped:
-                raise optuna.TrialPruned(
-                    f"pruned after epoch {result.epochs_run}: val accuracy "
-                    f"{result.last_metrics.accuracy:.4f}"  # type: ignore[union-attr]
-                )
-            model.load_state_dict(result.state)
-            self._record(trial, run, model, result)
-            return result.best_metrics.accuracy  # type: ignore[union-attr]
+        with record_failure(trial), _memory_recorded(trial, self.device):
+            return run_releasing_memory(lambda: self._train_and_score(trial), self.device)
+
+    def _train_and_score(self, trial: optuna.Trial) -> float:
+        d = self.definition
+        params = d.search_space.suggest(trial)
+        run = self._training_run(trial, params)
+        started = time.perf_counter()
+        with self.progress.trial(trial.number, d.epochs) as shown:
+            model, result = train_network(
+                run,
+                self.data,
+                self.device,
+                execution=self.execution,
+                validation=self.val_batches[d.train_sparsity],
+                on_epoch=self._report_and_prune(trial, shown.epoch_done),
+                track=shown.track,
+            )
+        trial.set_user_attr(records.TRAIN_SECONDS, time.perf_counter() - started)
+        if result.stopped:
+            raise optuna.TrialPruned(
+                f"pruned after epoch {result.epochs_run}: val accuracy "
+                f"{result.last_metrics.accuracy:.4f}"  # type: ignore[union-attr]
+            )
+        model.load_state_dict(result.state)
+        self._record(trial, run, model, result)
+        return result.best_metrics.accuracy  # type: ignore[union-attr]
 
     def _training_run(self, trial: optuna.Trial, params: dict[str, Any]) -> TrainingRun:
         """The network ``params`` describe; who trains it is recorded on the trial."""
@@ -127,8 +124,9 @@ class Objective:
         started = time.perf_counter()
         d = self.definition
         known = {records.sparsity_key(d.train_sparsity): result.best_metrics}
-        with self.execution.autocast(self.device):
-            val = evaluate_at_sparsities(model, self.val_batches, d.test_sparsities, known=known)
+        val = evaluate_at_sparsities(
+            model, self.val_batches, d.test_sparsities, known, self.execution.autocast_dtype
+        )
         artifact = save_checkpoint(
             trial, self.store, result.state, run, self.data, d.to_dict(), params=trial.params
         )
@@ -138,7 +136,6 @@ class Objective:
             records.VALIDATION_SECONDS: result.validation_seconds,
             records.TRAIN_LOSSES: list(result.train_losses),
             records.N_PARAMS: sum(p.numel() for p in model.parameters()),
-            records.MEMORY: _memory(self.device),
             records.MODEL_ARTIFACT: artifact,
         }
         records.store_attrs(trial, attrs)
@@ -168,23 +165,10 @@ def record_failure(trial: optuna.Trial) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _out_of_memory_as_trial_error(device: torch.device) -> Iterator[None]:
-    """CUDA out-of-memory becomes an :class:`OutOfMemoryTrialError` after freeing the cache."""
+def _memory_recorded(trial: optuna.Trial, device: torch.device) -> Iterator[None]:
+    """Record the trial's own memory figures (``records.MEMORY``) whatever its state."""
+    start_trial_memory(device)
     try:
         yield
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
-        if not isinstance(e, torch.cuda.OutOfMemoryError) and "out of memory" not in str(e):
-            raise
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        raise OutOfMemoryTrialError(f"out of memory on {device}: {one_line(e)}") from e
-
-
-def _memory(device: torch.device) -> dict[str, float | None]:
-    """The worker's memory after a trial (a leak shows as growth across trials)."""
-    rss, peak = resident_memory_mb()
-    gpu = None
-    if device.type == "cuda":
-        gpu = torch.cuda.max_memory_allocated(device) / 2**20
-        torch.cuda.reset_peak_memory_stats(device)
-    return {"rss_mb": rss, "peak_rss_mb": peak, "gpu_peak_mb": gpu}
+    finally:
+        trial.set_user_attr(records.MEMORY, trial_memory(device))

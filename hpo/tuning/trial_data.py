@@ -84,12 +84,14 @@ def evaluate_at_sparsities(
     batches: Mapping[float, SparseBatches],
     sparsities: Sequence[float],
     known: Mapping[str, EvalMetrics | None] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, EvalMetrics]:
     """Score ``model`` at every sparsity, keyed by ``studies.sparsity_key``; scores in
-    ``known`` (this model, the same batches) are reused instead of evaluated again."""
+    ``known`` (this model, the same batches) are reused instead of evaluated again;
+    ``autocast`` as in training."""
     known = known or {}
     out: dict[str, EvalMetrics] = {}
     for s in sparsities:
         cached = known.get(sparsity_key(s))
-        out[sparsity_key(s)] = cached or evaluate(model, batches[s].epoch(0))
+        out[sparsity_key(s)] = cached or evaluate(model, batches[s].epoch(0), autocast)
     return out
