@@ -22,8 +22,8 @@ from studies import VAL_MASK_SEED, StudyDefinition
 
 from .. import records
 from ..errors import NonFiniteLossError, TrialError, UnsupportedConfigError, one_line
-from ..runtime.memory import run_releasing_memory, start_trial_memory, trial_memory
 from ..runtime.execution import Execution
+from ..runtime.memory import run_releasing_memory, start_trial_memory, trial_memory
 from ..training import EvalMetrics, FitResult, TrainingRun, train_network
 from .artifacts import save_checkpoint
 from .progress import RunProgress
