@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from hpo.runtime.gpu_slots import SLOT_DIR_ENV
+
 yaml = pytest.importorskip("yaml", reason="pyyaml is in the test extra: pip install -e '.[test]'")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,11 +138,24 @@ def test_compose_itself_accepts_the_files_and_merges_the_gpu_override(tmp_path: 
     worker = yaml.safe_load(merged.stdout)["services"]["worker"]
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert "deploy" not in yaml.safe_load(default.stdout)["services"]["worker"]
+    # Every replica mounts the same named volume where the workers claim their GPU slots
+    # (test_workers: separately started processes sharing a folder take one GPU each).
+    slots = worker["environment"][SLOT_DIR_ENV]
+    mounts = [_mount(v) for v in worker["volumes"] if _mount(v)[1] == slots]
+    assert len(mounts) == 1 and not mounts[0][0].startswith(("/", "."))  # a named volume
     missing = subprocess.run(
         [*command, "config"], cwd=ROOT, env={**env, "HPO_HOST_DATA_DIR": ""},
         capture_output=True, text=True,
     )  # fmt: skip
     assert missing.returncode != 0 and "HPO_HOST_DATA_DIR" in missing.stderr
+
+
+def _mount(volume: str | dict) -> tuple[str, str]:
+    """(source, target) of a volume in compose v1's short or v2's long syntax."""
+    if isinstance(volume, dict):
+        return volume["source"], volume["target"]
+    source, target = volume.split(":")[:2]
+    return source, target
 
 
 @pytest.mark.parametrize("name", ["worker", "dashboard"])

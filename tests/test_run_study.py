@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 import hpo.runtime.cpu
 import hpo.training.loop
+import hpo.tuning.estimate
 import hpo.tuning.finalize
 from data import MNISTOptions
 from hpo import records as keys
@@ -671,19 +672,65 @@ def test_the_run_logs_an_estimate_before_its_first_trial_and_an_eta_after_each(
     assert len(etas) == 1 and etas[0].startswith("1/2 finished; ETA")  # none after the last
 
 
+def test_the_cost_is_probed_once_per_study_and_device(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """K workers starting together would each time the device while the others do too: the
+    first probes alone and stores the estimate, the others (and later runs) read it."""
+    probes: list[str] = []
+    real = hpo.tuning.estimate.measure_cost
+
+    def counted(*args: object) -> CostEstimate:
+        probes.append("probe")
+        return real(*args)
+
+    monkeypatch.setattr(hpo.tuning.estimate, "measure_cost", counted)
+    settings = _settings(env, 1)
+    run_worker(settings)
+    run_worker(dataclasses.replace(settings, n_trials=2, seed=1))
+    assert probes == ["probe"]
+    stored = _load(env).user_attrs[keys.COST_ESTIMATE]
+    assert list(stored) == [f"cpu, {torch.get_num_threads()} threads, fp32"]
+    assert stored[next(iter(stored))]["step_seconds"] > 0
+
+
+def test_when_compiling_fails_the_trials_run_eager_and_say_why_in_one_line(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_compiler(graph: torch.fx.GraphModule, example_inputs: object) -> object:
+        raise RuntimeError("no C compiler found\nsecond line")
+
+    compile_ = torch.nn.Module.compile
+    monkeypatch.setattr(
+        torch.nn.Module, "compile", lambda m, **kw: compile_(m, backend=no_compiler)
+    )
+    with caplog.at_level(logging.INFO, logger="hpo.run"):
+        run_worker(dataclasses.replace(_settings(env, 2), compile=True))
+    said = [r.getMessage() for r in caplog.records if "--compile" in r.getMessage()]
+    assert len(said) == 1 and "no C compiler found" in said[0] and "\n" not in said[0]
+    trials = _load(env).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert len(trials) == 2
+    assert all(t.user_attrs[keys.EXECUTION]["compile"] is False for t in trials)
+
+
 def test_the_estimate_line_spells_out_the_budget_and_a_quick_study_on_a_slow_cpu() -> None:
     slow = CostEstimate(
-        step_seconds=0.1, steps_per_epoch=860, validation_seconds=1, epochs=10, final_passes=3
+        step_seconds=0.1,
+        steps_per_epoch=860,
+        validation_seconds=1,
+        epochs=10,
+        final_passes=3,
+        probed="depth 6, batch 64",
     )
     assert slow.trial_seconds == pytest.approx(10 * (86 + 1) + 3)
     base = _BASE
     cpu = RunSettings(study=base, n_trials=100, storage=StorageTarget.parse("sqlite:///x.db"))
-    line = estimate_line(base, slow, "depth 6, batch 64", cpu, 40, 55000, 2000)
+    line = estimate_line(base, slow, cpu, 40, 55000, 2000)
     assert "takes about 15 min (10 epochs x 55,000 images, 2,000 validation images" in line
-    assert "60 trials to go: at most 14.6 h, about 3.6 h with pruning" in line
+    assert "60 trials to go: at most 14.6 h for one worker, about 3.6 h with pruning" in line
     assert "--epochs 3 --train-size 10000 --study-name sparse_mnist_quick" in line
     gpu = dataclasses.replace(cpu, device="cuda", pruner="none")
-    on_gpu = estimate_line(base, slow, "-", gpu, 0, 55000, 2000)
+    on_gpu = estimate_line(base, slow, gpu, 0, 55000, 2000)
     assert "quick study" not in on_gpu and "with pruning" not in on_gpu
 
 

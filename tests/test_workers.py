@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hpo.errors import EXIT_INTERRUPTED
+from hpo.runtime.gpu_slots import claim_gpu
 from hpo.runtime.processes import (
     WorkerAssignment,
     WorkerError,
@@ -44,37 +45,79 @@ def _record(path: str) -> None:
 
 
 def test_each_worker_gets_its_own_seed() -> None:
-    plan = plan_workers(4, base_seed=10, device="cpu", cuda_device_count=0, cpu_count=8)
+    plan = plan_workers(4, base_seed=10, device="cpu", cpu_count=8)
     assert [a.seed for a in plan] == [10, 11, 12, 13]
     assert [a.index for a in plan] == [0, 1, 2, 3]
 
 
 def test_cpu_cores_are_divided_between_workers() -> None:
-    assert {a.num_threads for a in plan_workers(4, 0, "cpu", 0, cpu_count=16)} == {4}
-    assert {a.num_threads for a in plan_workers(3, 0, "cpu", 0, cpu_count=16)} == {5}
-    assert {a.num_threads for a in plan_workers(8, 0, "cpu", 0, cpu_count=2)} == {1}
+    assert {a.num_threads for a in plan_workers(4, 0, "cpu", cpu_count=16)} == {4}
+    assert {a.num_threads for a in plan_workers(3, 0, "cpu", cpu_count=16)} == {5}
+    assert {a.num_threads for a in plan_workers(8, 0, "cpu", cpu_count=2)} == {1}
 
 
-def test_gpus_are_assigned_round_robin() -> None:
-    plan = plan_workers(5, 0, "cuda", cuda_device_count=2, cpu_count=16)
-    assert [a.device for a in plan] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "cpu"])
+def test_the_device_is_passed_on_as_given(device: str) -> None:
+    """``cuda`` is resolved by each worker when it starts (below), not by the plan."""
+    assert {a.device for a in plan_workers(3, 0, device, 8)} == {device}
 
 
-@pytest.mark.parametrize(("device", "count"), [("cuda", 1), ("cuda:1", 4), ("cpu", 4)])
-def test_single_gpu_or_explicit_device_is_shared(device: str, count: int) -> None:
-    assert {a.device for a in plan_workers(3, 0, device, count, 8)} == {device}
+_CLAIM = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from hpo.runtime.gpu_slots import claim_gpu\n"
+    "slot = claim_gpu(int(sys.argv[1]), Path(sys.argv[2]))\n"
+    "print(slot.index, flush=True)\n"
+    "sys.stdin.read()  # hold the slot until the test closes stdin\n"
+)
+
+
+def _claim_in_processes(n: int, gpus: int, folder: Path) -> list[int]:
+    """Start ``n`` separate processes (as compose starts containers) that each claim a GPU
+    slot in ``folder`` and hold it; returns the GPU each got."""
+    argv = [sys.executable, "-c", _CLAIM, str(gpus), str(folder)]
+    processes = [
+        subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]
+    try:
+        return sorted(int(p.stdout.readline()) for p in processes)  # type: ignore[union-attr]
+    finally:
+        for p in processes:
+            p.communicate()
+
+
+@pytest.mark.parametrize(("workers", "gpus"), [(4, 4), (6, 3), (3, 4)])
+def test_separately_started_workers_spread_over_the_gpus(
+    tmp_path: Path, workers: int, gpus: int
+) -> None:
+    got = _claim_in_processes(workers, gpus, tmp_path)
+    assert got == sorted(i % gpus for i in range(workers))
+
+
+def test_a_slot_is_free_again_once_its_worker_is_gone(tmp_path: Path) -> None:
+    first = claim_gpu(2, tmp_path)
+    second = claim_gpu(2, tmp_path)
+    assert (first.index, second.index) == (0, 1)
+    first.release()  # as when the worker exits
+    again = claim_gpu(2, tmp_path)
+    assert (again.index, again.rank) == (0, 0)
+    third = claim_gpu(2, tmp_path)
+    assert (third.index, third.rank) == (0, 1)  # the least used, lowest index on a tie
+    for slot in (second, again, third):
+        slot.release()
 
 
 def test_zero_workers_is_a_clear_error() -> None:
     with pytest.raises(WorkerError, match="--workers must be >= 1"):
-        plan_workers(0, 0, "cpu", 0, 4)
+        plan_workers(0, 0, "cpu", 4)
 
 
 # --- run_workers ----------------------------------------------------------------------------
 
 
 def test_workers_run_in_separate_processes_with_their_thread_share(tmp_path: Path) -> None:
-    plan = plan_workers(2, 0, "cpu", 0, cpu_count=2)
+    plan = plan_workers(2, 0, "cpu", cpu_count=2)
     files = [str(tmp_path / f"w{i}") for i in range(2)]
     assert run_workers(_record, files, plan) == 0
     seen = [Path(f).read_text().split() for f in files]
@@ -84,13 +127,13 @@ def test_workers_run_in_separate_processes_with_their_thread_share(tmp_path: Pat
 
 
 def test_a_failing_worker_fails_the_run_after_the_others_finish() -> None:
-    plan = plan_workers(3, 0, "cpu", 0, 3)
+    plan = plan_workers(3, 0, "cpu", 3)
     assert run_workers(_exit_with, [0, 3, 0], plan) == 3
     assert run_workers(_exit_with, [0, 0, 0], plan) == 0
 
 
 def test_a_killed_worker_reports_its_signal() -> None:
-    plan = plan_workers(1, 0, "cpu", 0, 1)
+    plan = plan_workers(1, 0, "cpu", 1)
     assert run_workers(_kill_self, [signal.SIGKILL], plan) == 128 + signal.SIGKILL
 
 
@@ -128,7 +171,7 @@ def test_ctrl_c_stops_all_workers_and_exits_130() -> None:
         "import signal, sys, time\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from hpo.runtime.processes import plan_workers, run_workers\n"
-        "plan = plan_workers(2, 0, 'cpu', 0, 2)\n"
+        "plan = plan_workers(2, 0, 'cpu', 2)\n"
         "sys.exit(run_workers(time.sleep, [600, 600], plan, terminate_timeout=10))\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from ..errors import DeviceError
+from .gpu_slots import GpuSlot, claim_gpu, slot_folder
 
-__all__ = ["memory_format", "place", "resolve_device"]
+__all__ = ["memory_format", "place", "resolve_device", "take_device"]
 
 
 def memory_format(device: torch.device | str) -> torch.memory_format:
@@ -51,3 +52,19 @@ def resolve_device(requested: str | None) -> str:
     elif device.type != "cpu":
         raise DeviceError(f"--device {requested!r} is not supported; use cpu, cuda or cuda:N")
     return str(device)
+
+
+def take_device(name: str) -> tuple[torch.device, GpuSlot | None]:
+    """The device a worker trains on, made this process's current CUDA device (so libraries
+    that use the current device open no context on GPU 0). Plain ``cuda`` on a host with
+    several GPUs claims the least used one (``hpo.runtime.gpu_slots``); the slot is held
+    until it is released or the worker exits."""
+    device, slot = torch.device(name), None
+    if device.type != "cuda":
+        return device, None
+    if device.index is None:
+        count = torch.cuda.device_count()
+        slot = claim_gpu(count, slot_folder()) if count > 1 else None
+        device = torch.device("cuda", slot.index if slot else 0)
+    torch.cuda.set_device(device)
+    return device, slot

@@ -45,17 +45,16 @@ class WorkerAssignment:
 
 
 def plan_workers(
-    n_workers: int, base_seed: int, device: str, cuda_device_count: int, cpu_count: int
+    n_workers: int, base_seed: int, device: str, cpu_count: int
 ) -> list[WorkerAssignment]:
-    """Split one machine between ``n_workers`` workers: ``"cuda"`` without an index is spread
-    round robin over the GPUs (anything else is shared), and the CPU cores are divided so K
-    workers do not oversubscribe the machine with K x cores threads."""
+    """Split one machine between ``n_workers`` workers: the CPU cores are divided so K workers
+    do not oversubscribe the machine with K x cores threads. ``"cuda"`` stays ``"cuda"``: each
+    worker claims the least used GPU when it starts (``hpo.runtime.gpu_slots``), so workers of
+    separate commands or containers spread over the GPUs too."""
     if n_workers < 1:
         raise WorkerError(f"--workers must be >= 1, got {n_workers}")
     threads = max(1, cpu_count // n_workers)
-    spread = device == "cuda" and cuda_device_count > 1
-    devices = [f"cuda:{i % cuda_device_count}" if spread else device for i in range(n_workers)]
-    return [WorkerAssignment(i, base_seed + i, d, threads) for i, d in enumerate(devices)]
+    return [WorkerAssignment(i, base_seed + i, device, threads) for i in range(n_workers)]
 
 
 def available_cpu_count() -> int:

@@ -26,7 +26,7 @@ from ..errors import (
     UsageError,
     print_usage_error,
 )
-from ..runtime.execution import PRECISIONS
+from ..runtime.execution import LAYOUTS, PRECISIONS
 from ..runtime.processes import available_cpu_count, plan_workers, run_workers
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
@@ -120,13 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32, or bf16 autocast of the forward passes (default: %(default)s)",
+        help="fp32 (TF32 off), tf32 (TF32 convolutions on GPUs that have them) or bf16 "
+        "(autocast of the forward passes) (default: %(default)s)",
     )
     add(
         "--compile",
         action="store_true",
         help="compile the networks with torch.compile, CUDA graphs on a GPU; drops each "
         "epoch's last partial training batch (default: off)",
+    )
+    add(
+        "--layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="memory layout of the networks: auto is channels_last on the CPU, contiguous on "
+        "a GPU (default: %(default)s)",
+    )
+    add(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="let cuDNN time its convolution algorithms for each new shape (default: off)",
     )
     add(
         "--retrain-best",
@@ -161,6 +174,8 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
         retrain_from=args.retrain_best,
         precision=args.precision,
         compile=args.compile,
+        layout=args.layout,
+        cudnn_benchmark=args.cudnn_benchmark,
         **{name: getattr(args, name) for name in same},
     )
 
@@ -254,7 +269,6 @@ def _no_empty_database_left(target: StorageTarget, status: Callable[[], int]) ->
 def run_workers_here(settings: RunSettings) -> int:
     """Run the workers here (K = 1) or in K spawned processes; returns 0, or the first
     failing worker's status (``EXIT_INTERRUPTED`` on Ctrl-C, once all were stopped)."""
-    import torch
 
     from ..runtime.storage import open_storage
     from .worker import run_worker
@@ -264,10 +278,7 @@ def run_workers_here(settings: RunSettings) -> int:
         return 0
     # Open the storage once here: a bad URL or an unreachable database is one line, not K.
     open_storage(settings.storage).engine.dispose()
-    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    plan = plan_workers(
-        settings.workers, settings.seed, settings.device, cuda_devices, available_cpu_count()
-    )
+    plan = plan_workers(settings.workers, settings.seed, settings.device, available_cpu_count())
     per_worker = [
         # K progress bars would overwrite each other: workers log one line per trial instead.
         dataclasses.replace(settings, seed=a.seed, device=a.device, workers=1, show_progress=False)

@@ -3,6 +3,7 @@ and execution) before the first trial, and an ETA from the finished trials after
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import math
@@ -12,20 +13,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from data import SparseDataset
 from studies import VAL_MASK_SEED, StudyDefinition
 
+from .. import records
+from ..errors import one_line
 from ..runtime.execution import Execution
+from ..runtime.locks import exclusive
+from ..runtime.storage_url import StorageTarget
 from ..training import TrainingRun, evaluate, prepare_training, train_one_epoch
 from .trial_data import eval_batches, validation_split
 
 if TYPE_CHECKING:
     from .settings import RunSettings
 
-__all__ = ["CostEstimate", "asha_share", "estimate_line", "eta_line", "measure_cost"]
+__all__ = [
+    "CostEstimate",
+    "asha_share",
+    "estimate_line",
+    "eta_line",
+    "measure_cost",
+    "shared_estimate",
+]
 
 
 _TIMED_STEPS = 6
@@ -41,6 +54,15 @@ class CostEstimate:
     validation_seconds: float
     epochs: int
     final_passes: int  # validation passes after the last epoch (the other test sparsities)
+    probed: str = ""  # the configuration timed
+    compile_error: str | None = None  # why compiling failed here: trials run eager
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, object]) -> CostEstimate:
+        return cls(**stored)  # type: ignore[arg-type]
 
     @property
     def trial_seconds(self) -> float:
@@ -49,10 +71,55 @@ class CostEstimate:
         return self.epochs * epoch + self.final_passes * self.validation_seconds
 
 
+def shared_estimate(
+    study: optuna.Study,
+    target: StorageTarget,
+    definition: StudyDefinition,
+    data: SparseDataset,
+    device: torch.device,
+    execution: Execution,
+) -> CostEstimate:
+    """The study's cost on this kind of device, probed once: the first worker to start times
+    it while the others wait (K workers probing one GPU at once would time the crowd) and
+    stores it with the study; the others read it."""
+    key = _estimate_key(device, execution)
+    with exclusive(target, "cost estimate"):
+        stored = dict(study.user_attrs.get(records.COST_ESTIMATE, {}))
+        if key in stored:
+            return CostEstimate.from_dict(stored[key])
+        estimate = _probe(definition, data, device, execution)
+        study.set_user_attr(records.COST_ESTIMATE, {**stored, key: estimate.to_dict()})
+    return estimate
+
+
+def _probe(
+    definition: StudyDefinition, data: SparseDataset, device: torch.device, execution: Execution
+) -> CostEstimate:
+    """:func:`measure_cost`; when compiling is what fails, the eager cost and the reason."""
+    try:
+        return measure_cost(definition, data, device, execution)
+    except Exception as e:  # the compiler's errors have no public base class
+        if not execution.compile:
+            raise
+        while (inner := e.__cause__ or e.__context__) is not None:  # the compiler wraps it
+            e = inner  # type: ignore[assignment]
+        failure = f"{type(e).__name__}: {one_line(e)}"
+    eager = measure_cost(definition, data, device, execution.eager())
+    return dataclasses.replace(eager, compile_error=failure)
+
+
+def _estimate_key(device: torch.device, execution: Execution) -> str:
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{device.type}, {torch.get_num_threads()} threads"
+    return f"{where}, {execution.precision}" + (", compiled" if execution.compile else "")
+
+
 def measure_cost(
     definition: StudyDefinition, data: SparseDataset, device: torch.device, execution: Execution
-) -> tuple[CostEstimate, str]:
-    """Time a typical configuration briefly; returns the estimate and what was probed."""
+) -> CostEstimate:
+    """Time a typical configuration briefly, with the study's recipe and ``execution``."""
     d, grid = definition, definition.grid.points()
     depth = (d.search_space.depth.low + d.search_space.depth.high) // 2
     batch_size = grid[0]["batch_size"] if grid else 64
@@ -78,26 +145,26 @@ def measure_cost(
     started = time.perf_counter()
     evaluate(model, val.epoch(0), autocast)
     _sync(device)
-    estimate = CostEstimate(
+    return CostEstimate(
         step_seconds=step_seconds,
         steps_per_epoch=len(train),
         validation_seconds=time.perf_counter() - started,
         epochs=definition.epochs,
         final_passes=len(set(definition.test_sparsities) - {definition.train_sparsity}),
+        probed=f"depth {depth}, batch {batch_size}",
     )
-    return estimate, f"depth {depth}, batch {batch_size}"
 
 
 def estimate_line(
     definition: StudyDefinition,
     estimate: CostEstimate,
-    probed: str,
     settings: RunSettings,
     finished: int,
     n_train: int,
     n_val: int,
 ) -> str:
-    """The estimate as one log line: per trial, for the rest of the study, the budget."""
+    """The estimate as one log line: per trial, for the rest of the study on one worker
+    (workers that share a device do not divide it: the ETA after each trial tells)."""
     remaining = max(0, settings.n_trials - finished)
     full = remaining * estimate.trial_seconds
     epochs = f"{definition.epochs} epoch" + ("s" if definition.epochs != 1 else "")
@@ -109,8 +176,8 @@ def estimate_line(
     where = str(device) + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else "")
     line = (
         f"estimate on {where}: a full trial of {definition.name} takes about "
-        f"{format_duration(estimate.trial_seconds)} ({budget}; measured on {probed}); "
-        f"{remaining} trials to go: at most {format_duration(full)}"
+        f"{format_duration(estimate.trial_seconds)} ({budget}; measured on {estimate.probed}); "
+        f"{remaining} trials to go: at most {format_duration(full)} for one worker"
     )
     share = asha_share(definition.epochs)
     if settings.pruner == "asha" and share < 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import optuna
@@ -96,7 +97,8 @@ class Objective:
             raise TrialError("no queued copy was left when this trial started: nothing to train")
         label_phase(trial)
         who = {records.SEED: seed, records.WORKER_SEED: self.seed, records.WORKER: self.worker}
-        records.store_attrs(trial, {**who, records.DEVICE: str(self.device)})
+        how = {records.DEVICE: str(self.device), records.EXECUTION: asdict(self.execution)}
+        records.store_attrs(trial, {**who, **how})
         try:
             config = d.cnn_config(self.data.in_channels, self.data.num_classes, params)
         except ModelConfigError as e:

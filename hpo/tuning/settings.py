@@ -52,6 +52,8 @@ class RunSettings:
     test_size: int | None = None
     precision: str = "fp32"
     compile: bool = False
+    layout: str = "auto"
+    cudnn_benchmark: bool = False
 
     def __post_init__(self) -> None:
         for flag, value in (("--n-trials", self.n_trials), ("--workers", self.workers)):
@@ -102,7 +104,7 @@ class RunSettings:
         return self._definition  # type: ignore[attr-defined]
 
     def execution(self) -> Execution:
-        return Execution(precision=self.precision, compile=self.compile)
+        return Execution(self.precision, self.compile, self.layout, self.cudnn_benchmark)
 
     def record(self) -> StudyRecord:
         """What two runs must share to share the study (not the seed, device, data folder or

@@ -21,9 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import TrialError
 from ..records import TrialCounts
 from ..runtime.cpu import prepare_cpu_training
+from ..runtime.device import take_device
 from ..runtime.storage import StorageOptions, open_storage
 from .artifacts import open_artifact_store
-from .estimate import estimate_line, eta_line, measure_cost
+from .estimate import estimate_line, eta_line, shared_estimate
 from .objective import Objective
 from .progress import RunProgress, format_trial_line
 from .pruning import make_pruner
@@ -46,7 +47,17 @@ def run_worker(settings: RunSettings) -> None:
         UsageError, StorageError, DataError, ...: Bad input, before any trial ran.
     """
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours
-    device = torch.device(settings.device)
+    device, slot = take_device(settings.device)
+    try:
+        _run_on(device, settings)
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+def _run_on(device: torch.device, settings: RunSettings) -> None:
+    execution = settings.execution()
+    execution.apply(device)  # TF32 and cuDNN switches: once per process
     if device.type == "cpu":
         prepare_cpu_training()  # denormals flushed, freed memory retained (hpo.runtime.cpu)
     definition = settings.definition()
@@ -66,17 +77,22 @@ def run_worker(settings: RunSettings) -> None:
     )  # fmt: skip
     if counts.finished >= settings.n_trials:
         return
-    estimate, probed = measure_cost(definition, data, device, settings.execution())
-    line = estimate_line(
-        definition, estimate, probed, settings, counts.finished, len(data.train), n_val
+    estimate = shared_estimate(study, settings.storage, definition, data, device, execution)
+    if estimate.compile_error:
+        _logger.warning(
+            "--compile: compiling failed on %s (%s); trials run eager and keep every batch",
+            device, estimate.compile_error,
+        )  # fmt: skip
+        execution = execution.eager()
+    _logger.info(
+        estimate_line(definition, estimate, settings, counts.finished, len(data.train), n_val)
     )
-    _logger.info(line)
     progress = RunProgress(
         study.study_name, settings.n_trials, counts.finished, settings.show_progress
     )
     objective = Objective(
         definition, data, device, settings.seed, open_artifact_store(settings.storage),
-        progress, worker, settings.execution(), queue_only=settings.retrain_from is not None,
+        progress, worker, execution, queue_only=settings.retrain_from is not None,
     )  # fmt: skip
     with progress.logging():
         try:
