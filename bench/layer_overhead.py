@@ -24,6 +24,7 @@ instead, where every step page-faults its activations and gradients anew.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
@@ -224,7 +225,13 @@ def main() -> None:
         help="retain: keep freed memory mapped, as CPU training workers do (default); "
         "default: glibc's own settings",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="also print the ratios as one JSON object, the last line (bench/gpu_check.py)",
+    )
     args = parser.parse_args()
+    summary: dict[str, object] = {"device": str(args.device), "batch": args.batch}
 
     device = torch.device(args.device)
     retained = args.malloc == "retain" and retain_freed_memory()
@@ -248,6 +255,7 @@ def main() -> None:
             k, args.repeats, args.warmup, args.seed, args.channels_last, device, args.batch
         )
         ratio, naive_ratio = ratios["SparseConv2d"], ratios["naive"]
+        summary[f"kernel_{k}"] = round(ratio, 3)
         worst = max(worst, ratio)
         print(
             f"{k:>6} {med['nn.Conv2d'] * 1e3:>13.2f} {med['SparseConv2d'] * 1e3:>10.2f} "
@@ -265,6 +273,9 @@ def main() -> None:
             max(args.repeats // 4, 5), 2, args.seed, device
         ).items():
             print(f"{family.value:>12} {seconds * 1e3:>8.1f} ms {ratio:>5.2f}x DENSE")
+            summary[f"network_{family.value}"] = round(ratio, 3)
+    if args.json:
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":
