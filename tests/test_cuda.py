@@ -135,3 +135,131 @@ def test_validation_batches_on_cuda_equal_the_cpu_ones():
         for a, b in zip(cpu_batch, cuda_batch, strict=True):
             assert b.device.type == "cuda"
             torch.testing.assert_close(b.cpu(), a, rtol=1e-6, atol=1e-6)
+
+
+# --- the training path on CUDA: batches, fit, bf16, compile, a trial, several devices -------
+
+
+def _stripes_batches(device: torch.device, n: int = 128, batch: int = 32):
+    x, mask, labels = (t.to(device) for t in stripes_task(n=n, hw=12, seed=0))
+    return [
+        (x[i : i + batch], mask[i : i + batch].float(), labels[i : i + batch])
+        for i in range(0, n, batch)
+    ]
+
+
+class _Repeated:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def epoch(self, epoch: int):
+        return self.batches
+
+
+def _fit_losses(family, device, execution):
+    from hpo.training import fit
+    from hpo.training.recipe import Optimization
+
+    torch.manual_seed(0)
+    config = CNNConfig(1, 2, depth=3, kernel_schedule=(3, 3, 1), width=8)
+    model = execution.prepare(build_model(family, config), device)
+    optimization = Optimization(torch.optim.Adam(model.parameters(), lr=1e-2))
+    batches = _stripes_batches(device)
+    result = fit(model, optimization, _Repeated(batches), 12, validation=_Repeated(batches),
+                 autocast=execution.autocast_dtype)  # fmt: skip
+    return list(result.train_losses), result.best_metrics.accuracy
+
+
+@pytest.mark.parametrize("family", [ModelFamily.DENSE, ModelFamily.SPARSE])
+def test_bf16_training_on_cuda_follows_fp32_over_many_steps(family):
+    from hpo.runtime.execution import Execution
+
+    fp32, fp32_accuracy = _fit_losses(family, CUDA, Execution("fp32"))
+    bf16, bf16_accuracy = _fit_losses(family, CUDA, Execution("bf16"))
+    assert fp32[-1] < 0.1 * fp32[0]
+    assert bf16 == pytest.approx(fp32, rel=0.1, abs=0.02)
+    assert bf16_accuracy >= fp32_accuracy - 0.05
+
+
+def test_the_sparse_layer_counts_in_float32_under_cuda_autocast():
+    """On CUDA the count is a convolution with the ones kernel: under autocast it must still be
+    exact (121 observed pixels / 3 is not 40.5)."""
+    layer = SparseConv2d(1, 4, 11, padding=5).to(CUDA)
+    x, mask = _inputs((2, 1, 23, 23), density=0.6)
+    x, mask = x.float().to(CUDA), mask.to(CUDA)
+    reference, reference_mask = layer(x, mask)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y, new_mask = layer(x, mask)
+    assert torch.equal(new_mask.float(), reference_mask)
+    torch.testing.assert_close(y.float(), reference, rtol=0.03, atol=0.03)
+
+
+def test_compiled_training_on_cuda_gives_the_eager_losses():
+    from hpo.runtime.execution import Execution
+
+    eager, _ = _fit_losses(ModelFamily.SPARSE, CUDA, Execution("fp32"))
+    compiled, _ = _fit_losses(ModelFamily.SPARSE, CUDA, Execution("fp32", compile=True))
+    assert compiled == pytest.approx(eager, rel=1e-3, abs=1e-3)
+
+
+def test_training_batches_on_cuda_are_normalized_masked_and_seeded():
+    images = torch.randint(0, 256, (40, 1, 8, 8), generator=_gen(0), dtype=torch.uint8)
+    split = TensorSplit(images, torch.arange(40) % 10)
+    kwargs = dict(sparsity=0.7, batch_size=16, mean=(0.5,), std=(0.25,), seed=3, shuffle=True)
+    first = list(SparseBatches(split, device=CUDA, **kwargs).epoch(1))
+    again = list(SparseBatches(split, device=CUDA, **kwargs).epoch(1))
+    assert [b[0].shape[0] for b in first] == [16, 16, 8]
+    for (x, mask, y), (x2, mask2, y2) in zip(first, again, strict=True):
+        assert x.device.type == mask.device.type == y.device.type == "cuda"
+        assert torch.equal(x, x2) and torch.equal(mask, mask2) and torch.equal(y, y2)
+        assert torch.all(x[mask.expand_as(x) == 0] == 0)
+        assert 0.2 < float(mask.mean()) < 0.4  # 70 % dropped
+
+
+@pytest.mark.parametrize(
+    "execution", [{"precision": "fp32"}, {"precision": "bf16"}, {"compile": True}], ids=str
+)
+def test_trials_on_cuda_complete_and_record_their_device_and_own_gpu_peak(
+    data_env, tmp_path, execution
+):
+    """Two trials of sparse_mnist on the synthetic data through the product's worker."""
+    import dataclasses
+
+    import optuna
+
+    from data import MNISTOptions
+    from hpo import records
+    from hpo.runtime.storage_url import StorageTarget
+    from hpo.tuning.settings import RunSettings
+    from hpo.tuning.worker import run_worker
+    from studies import Grid, get_study
+
+    base = get_study("sparse_mnist")
+    grid = Grid.of(depth=(3,), activation=("relu", "elu"), batch_size=(32,), lr=(1e-2,))
+    tiny = dataclasses.replace(
+        base, name="tiny_mnist", dataset_options=MNISTOptions(val_size=100), epochs=2,
+        train_size=64, eval_batch_size=100, test_sparsities=(0.9,), grid=grid,
+    )  # fmt: skip
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    settings = RunSettings(
+        study=tiny, n_trials=2, storage=StorageTarget.parse(storage), device="cuda",
+        pruner="none", show_progress=False, **execution,
+    )  # fmt: skip
+    run_worker(settings)
+    trials = optuna.load_study(study_name="tiny_mnist", storage=storage).get_trials()
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2
+    for trial in done:
+        assert trial.user_attrs[records.DEVICE] == "cuda:0"
+        assert trial.user_attrs[records.EXECUTION]["compile"] is bool(execution.get("compile"))
+        assert 0 < trial.user_attrs[records.MEMORY]["gpu_peak_mb"] < 4096
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_network_on_the_second_gpu_stays_there():
+    from hpo.runtime.execution import Execution
+
+    second = torch.device("cuda:1")
+    losses, _ = _fit_losses(ModelFamily.SPARSE, second, Execution("fp32"))
+    assert losses[-1] < 0.1 * losses[0]
+    assert torch.cuda.memory_allocated(0) == 0 or torch.cuda.current_device() == 0
