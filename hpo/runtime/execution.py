@@ -64,9 +64,13 @@ class Execution:
 
         if torch.device(device).type != "cuda":
             return
-        precision = "tf32" if self.precision == "tf32" else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
+        tf32 = self.precision == "tf32"
+        if hasattr(torch.backends.cudnn, "conv"):  # the switches of torch >= 2.9
+            torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
     def memory_format(self, device: torch.device | str) -> torch.memory_format:

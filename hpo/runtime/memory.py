@@ -39,7 +39,7 @@ _ALLOCATION_FAILURES = (
 
 def is_allocation_failure(error: BaseException) -> bool:
     """Whether ``error`` means the device had no memory left for this trial."""
-    if isinstance(error, torch.OutOfMemoryError):
+    if isinstance(error, torch.cuda.OutOfMemoryError):  # torch.OutOfMemoryError, also on CPU
         return True
     return isinstance(error, RuntimeError) and any(s in str(error) for s in _ALLOCATION_FAILURES)
 

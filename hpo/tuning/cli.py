@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="1",
         metavar="K|auto",
         help="worker processes on this machine, sharing the storage: worker k uses seed + k, "
-        "GPUs round robin (--device cuda), and 1/K of the CPU cores; auto: "
+        "the least used GPU (--device cuda), and 1/K of the CPU cores; auto: "
         f"{WORKERS_PER_GPU} per GPU, 1 on the CPU (default: %(default)s)",
     )
     add("--epochs", type=int, help="override the study's epochs per trial")
