@@ -39,6 +39,7 @@ MEMORY: Final = "memory"  # {"rss_mb", "peak_rss_mb", "gpu_peak_mb"}: every stat
 EXECUTION: Final = "execution"  # {"precision", "compile", "layout", "cudnn_benchmark"} it ran with
 FAIL_REASON: Final = "fail_reason"  # one line: why the trial failed or was pruned
 INTERRUPTED: Final = "interrupted"  # the fail reason of a trial stopped by Ctrl-C
+TERMINATED: Final = "terminated"  # by SIGTERM (docker stop, scancel, Kubernetes)
 SEED: Final = "seed"  # the trial's training seed
 WORKER_SEED: Final = "worker_seed"
 WORKER: Final = "worker"  # "<host>:<pid>"

@@ -423,16 +423,29 @@ def test_sigkilled_worker_trial_is_failed_retried_and_the_budget_still_met(
     assert retry.user_attrs[keys.GRID_ID] == victim_trial.user_attrs[keys.GRID_ID]
 
 
+STOPS = {
+    # Ctrl-C in a terminal: SIGINT to the whole process group.
+    "ctrl-c": (lambda pid: os.killpg(pid, signal.SIGINT), EXIT_INTERRUPTED, "interrupted"),
+    # docker stop, scancel, Kubernetes: SIGTERM to the command.
+    "sigterm": (lambda pid: os.kill(pid, signal.SIGTERM), 128 + signal.SIGTERM, "terminated"),
+    # The command killed outright: its workers notice their parent is gone.
+    "parent killed": (lambda pid: os.kill(pid, signal.SIGKILL), -signal.SIGKILL, "terminated"),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_ctrl_c_on_workers_run_stops_everything_and_records_the_trials(
-    tmp_path: Path, synthetic_data_root: Path
+@pytest.mark.parametrize("stop", list(STOPS))
+def test_a_stopped_workers_run_stops_everything_and_records_the_trials(
+    tmp_path: Path, synthetic_data_root: Path, stop: str
 ) -> None:
-    """Ctrl-C in a terminal (SIGINT to the whole process group) during `--workers 2`."""
+    """`--workers 2` stopped while a trial runs: no worker outlives it, no trial is left
+    RUNNING, the stopped trials say why, and nothing prints a traceback."""
     from optuna.trial import TrialState
 
     from hpo import records as keys
 
+    send, status, reason = STOPS[stop]
     url = f"sqlite:///{tmp_path / 'study.db'}"
     env = _runner_env(tmp_path, synthetic_data_root)
     args = ["--n-trials", "20", "--storage", url, "--workers", "2", *TINY, "--epochs", "3"]
@@ -452,18 +465,57 @@ def test_ctrl_c_on_workers_run_stops_everything_and_records_the_trials(
         assert time.monotonic() < deadline, "no trial started"
         workers |= {p for p in _children(run.pid) if _is_spawn(p)}
         try:
-            states = [t.state for t in _load(url, STUDY).get_trials()]
+            trials = _load(url, STUDY).get_trials()
         except KeyError:
-            states = []
-        if TrialState.RUNNING in states:
+            trials = []
+        if any(t.state == TrialState.RUNNING and keys.WORKER in t.user_attrs for t in trials):
             break
         time.sleep(0.1)
-    os.killpg(run.pid, signal.SIGINT)
+    send(run.pid)
     output = run.communicate(timeout=120)[0]
-    assert run.returncode == EXIT_INTERRUPTED, output[-3000:]
-    assert "interrupted" in output
-    assert len(workers) == 2 and not any(_alive(p) for p in workers), "a worker outlived Ctrl-C"
+    assert run.returncode == status, output[-3000:]
+    deadline = time.monotonic() + 60  # workers of a killed parent notice within seconds
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(workers) == 2 and not any(_alive(p) for p in workers), "a worker outlived it"
+    assert "Traceback" not in output and "OSError" not in output, output[-3000:]
     trials = _load(url, STUDY).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING], "trial left RUNNING"
-    interrupted = [t for t in trials if t.user_attrs.get(keys.FAIL_REASON) == "interrupted"]
-    assert interrupted, [(t.number, t.state, t.user_attrs.get(keys.FAIL_REASON)) for t in trials]
+    stopped = [t for t in trials if t.user_attrs.get(keys.FAIL_REASON) == reason]
+    assert stopped, [(t.number, t.state, t.user_attrs.get(keys.FAIL_REASON)) for t in trials]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_sigterm_to_a_single_worker_records_the_trial_and_the_same_command_resumes(
+    tmp_path: Path, synthetic_data_root: Path
+) -> None:
+    from optuna.trial import TrialState
+
+    from hpo import records as keys
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    env = _runner_env(tmp_path, synthetic_data_root)
+    args = ["--n-trials", str(GRID_SIZE), "--storage", url, *TINY, "--epochs", "3"]
+    run = _hpo_run(args, env, tmp_path)
+    deadline = time.monotonic() + 240
+    while True:
+        assert run.poll() is None, run.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no trial started"
+        try:
+            trials = _load(url, STUDY).get_trials()
+        except KeyError:
+            trials = []
+        if any(t.state == TrialState.RUNNING and keys.WORKER in t.user_attrs for t in trials):
+            break
+        time.sleep(0.1)
+    run.send_signal(signal.SIGTERM)
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "Traceback" not in output and "terminated: the running trial" in output
+    trials = _load(url, STUDY).get_trials()
+    assert TrialState.RUNNING not in {t.state for t in trials}
+    (stopped,) = [t for t in trials if t.user_attrs.get(keys.FAIL_REASON) == "terminated"]
+    assert stopped.state == TrialState.FAIL
+    (output,) = _finish([_hpo_run(args, env, tmp_path)])  # the same command resumes
+    _assert_budget_and_grid_once(_load(url, STUDY), GRID_SIZE, 1)

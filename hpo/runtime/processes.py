@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import TypeVar
 
 from ..errors import EXIT_INTERRUPTED
+from .interrupts import Stopped, StopSignals, signals_ignored, stop_with_parent
 
 __all__ = ["WorkerAssignment", "WorkerError", "available_cpu_count", "plan_workers", "run_workers"]
 
@@ -75,10 +74,11 @@ def run_workers(
 ) -> int:
     """Run the picklable ``target(settings[i])`` in one spawned process per assignment.
 
-    A worker that fails does not stop its siblings. On Ctrl-C every worker gets SIGTERM, which
-    it turns into a ``KeyboardInterrupt`` (its trial is recorded FAIL), and SIGKILL after
-    ``terminate_timeout`` seconds. Returns 0, ``EXIT_INTERRUPTED`` on Ctrl-C, else the first
-    non-zero exit status in worker order (a worker killed by signal N reports 128 + N).
+    A worker that fails does not stop its siblings. On Ctrl-C or SIGTERM every worker gets
+    SIGTERM (its trial is recorded FAIL: ``hpo.runtime.interrupts``), and SIGKILL after
+    ``terminate_timeout`` seconds. Returns 0, 128 + the signal's number when stopped by one
+    (``EXIT_INTERRUPTED`` on Ctrl-C), else the first non-zero exit status in worker order (a
+    worker killed by signal N reports 128 + N).
     """
     if len(settings) != len(assignments):
         raise WorkerError(f"{len(settings)} settings for {len(assignments)} workers")
@@ -88,21 +88,19 @@ def run_workers(
         for item, a in zip(settings, assignments, strict=True)
     ]
     try:
-        for process in processes:
-            process.start()
-        _logger.info("started %d workers: pids %s", len(processes), [p.pid for p in processes])
-        while any(p.is_alive() for p in processes):
-            time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        _logger.warning("interrupted: stopping %d workers", len(processes))
-        # A second Ctrl-C must not abandon the workers half-stopped: SIGKILL after the
-        # timeout is the backstop for a worker that does not stop.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
+        with StopSignals().installed():
+            for process in processes:
+                process.start()
+            _logger.info("started %d workers: pids %s", len(processes), [p.pid for p in processes])
+            while any(p.is_alive() for p in processes):
+                time.sleep(poll_seconds)
+    except KeyboardInterrupt as e:
+        _logger.warning("%s: stopping %d workers", _reason(e), len(processes))
+        # Later signals are ignored while stopping: SIGKILL after the timeout is the backstop
+        # for a worker that does not stop.
+        with signals_ignored():
             _terminate(processes, terminate_timeout)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        return EXIT_INTERRUPTED
+        return e.exit_status if isinstance(e, Stopped) else EXIT_INTERRUPTED
     for process in processes:
         process.join()
     status = 0
@@ -123,11 +121,9 @@ def _worker_main(
     target: Callable[[SettingsT], None], settings: SettingsT, assignment: WorkerAssignment
 ) -> None:
     # Ctrl-C in a terminal reaches every worker and the parent then sends SIGTERM too: the
-    # first signal interrupts the trial, later ones are ignored so that recording the trial
-    # as failed is not itself interrupted.
-    signal.signal(signal.SIGTERM, _interrupt_once)
-    signal.signal(signal.SIGINT, _interrupt_once)
+    # first signal stops the worker (hpo.runtime.interrupts), later ones are ignored.
     _limit_threads(assignment.num_threads)
+    stop_with_parent()
     logging.basicConfig(
         level=logging.INFO,
         format=f"[worker {assignment.index}] %(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -138,7 +134,10 @@ def _worker_main(
         *(a.index, os.getpid(), a.seed, a.device, a.num_threads),
     )
     try:
-        target(settings)
+        with StopSignals().installed():
+            target(settings)
+    except Stopped as e:
+        raise SystemExit(e.exit_status) from None
     except KeyboardInterrupt:
         raise SystemExit(EXIT_INTERRUPTED) from None
 
@@ -152,10 +151,8 @@ def _limit_threads(num_threads: int) -> None:
         torch.set_num_threads(num_threads)
 
 
-def _interrupt_once(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+def _reason(error: KeyboardInterrupt) -> str:
+    return error.reason if isinstance(error, Stopped) else "interrupted"
 
 
 def _terminate(processes: Sequence[multiprocessing.process.BaseProcess], timeout: float) -> None:

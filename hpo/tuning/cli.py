@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -20,13 +21,13 @@ from data import DATA_DIR_ENV, DataError
 from studies import DefinitionError, StudyRegistry, UnknownStudyError, default_registry
 
 from ..errors import (
-    EXIT_INTERRUPTED,
     CheckpointError,
     InvalidSettingError,
     UsageError,
     print_usage_error,
 )
 from ..runtime.execution import LAYOUTS, PRECISIONS
+from ..runtime.interrupts import REASONS, Stopped
 from ..runtime.processes import available_cpu_count, plan_workers, run_workers
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
@@ -225,13 +226,14 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
             return _run(settings.for_dry_run(storage))
     except USAGE_ERRORS as e:
         return print_usage_error(e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (docker stop, scancel, Kubernetes)
+        stopped = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
         print(
-            "interrupted: the running trial was recorded as FAIL; run the same command "
+            f"{stopped.reason}: the running trial was recorded as FAIL; run the same command "
             "again to resume the study",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return stopped.exit_status
 
 
 def _run(settings: RunSettings) -> int:
@@ -268,7 +270,7 @@ def _no_empty_database_left(target: StorageTarget, status: Callable[[], int]) ->
 
 def run_workers_here(settings: RunSettings) -> int:
     """Run the workers here (K = 1) or in K spawned processes; returns 0, or the first
-    failing worker's status (``EXIT_INTERRUPTED`` on Ctrl-C, once all were stopped)."""
+    failing worker's status; raises ``Stopped`` on Ctrl-C or SIGTERM, once all were stopped."""
 
     from ..runtime.storage import open_storage
     from .worker import run_worker
@@ -285,8 +287,8 @@ def run_workers_here(settings: RunSettings) -> int:
         for a in plan
     ]
     status = run_workers(_worker_process, per_worker, plan)
-    if status == EXIT_INTERRUPTED:
-        raise KeyboardInterrupt
+    if status - 128 in REASONS:
+        raise Stopped(status - 128)
     if status != 0:
         print(
             f"error: a worker failed (exit status {status}); run the same command again to "

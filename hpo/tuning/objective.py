@@ -24,6 +24,7 @@ from studies import VAL_MASK_SEED, StudyDefinition
 from .. import records
 from ..errors import NonFiniteLossError, TrialError, UnsupportedConfigError, one_line
 from ..runtime.execution import Execution
+from ..runtime.interrupts import Stopped, StopSignals
 from ..runtime.memory import run_releasing_memory, start_trial_memory, trial_memory
 from ..training import EvalMetrics, FitResult, TrainingRun, train_network
 from .artifacts import save_checkpoint
@@ -50,8 +51,9 @@ class Objective:
         execution: Execution | None = None,
         *,
         queue_only: bool = False,
+        signals: StopSignals | None = None,
     ) -> None:
-        self.queue_only = queue_only
+        self.queue_only, self.signals = queue_only, signals
         self.definition, self.data, self.device, self.seed = definition, data, device, seed
         self.store, self.progress, self.worker = store, progress, worker
         self.execution = execution or Execution()
@@ -62,7 +64,8 @@ class Objective:
         }
 
     def __call__(self, trial: optuna.Trial) -> float:
-        with record_failure(trial), _memory_recorded(trial, self.device):
+        stoppable = self.signals.in_trial() if self.signals else contextlib.nullcontext()
+        with record_failure(trial), stoppable, _memory_recorded(trial, self.device):
             return run_releasing_memory(lambda: self._train_and_score(trial), self.device)
 
     def _train_and_score(self, trial: optuna.Trial) -> float:
@@ -155,8 +158,9 @@ def record_failure(trial: optuna.Trial) -> Iterator[None]:
     except NonFiniteLossError as e:
         trial.set_user_attr(records.FAIL_REASON, one_line(e))
         raise optuna.TrialPruned(one_line(e)) from e
-    except KeyboardInterrupt:
-        trial.set_user_attr(records.FAIL_REASON, records.INTERRUPTED)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (hpo.runtime.interrupts)
+        reason = e.reason if isinstance(e, Stopped) else records.INTERRUPTED
+        trial.set_user_attr(records.FAIL_REASON, reason)
         raise
     except TrialError as e:
         trial.set_user_attr(records.FAIL_REASON, one_line(e))

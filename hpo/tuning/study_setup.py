@@ -110,7 +110,10 @@ def enqueue_missing(study: optuna.Study, queue: Sequence[QueuedTrial]) -> int:
 def _holds_its_point(trial: FrozenTrial) -> bool:
     if trial.state != TrialState.FAIL:
         return True
-    return trial.user_attrs.get(records.FAIL_REASON) != records.INTERRUPTED
+    return trial.user_attrs.get(records.FAIL_REASON) not in (
+        records.INTERRUPTED,
+        records.TERMINATED,
+    )
 
 
 def planned_queue(

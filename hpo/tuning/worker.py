@@ -6,6 +6,7 @@ records every state; our callbacks stop it (``docs/decisions.md``, "Built on Opt
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -22,6 +23,7 @@ from ..errors import TrialError
 from ..records import TrialCounts
 from ..runtime.cpu import prepare_cpu_training
 from ..runtime.device import take_device
+from ..runtime.interrupts import StopSignals
 from ..runtime.storage import StorageOptions, open_storage
 from .artifacts import open_artifact_store
 from .estimate import estimate_line, eta_line, shared_estimate
@@ -49,13 +51,14 @@ def run_worker(settings: RunSettings) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours
     device, slot = take_device(settings.device)
     try:
-        _run_on(device, settings)
+        with StopSignals().installed() as signals:
+            _run_on(device, settings, signals)
     finally:
         if slot is not None:
             slot.release()
 
 
-def _run_on(device: torch.device, settings: RunSettings) -> None:
+def _run_on(device: torch.device, settings: RunSettings, signals: StopSignals) -> None:
     execution = settings.execution()
     execution.apply(device)  # TF32 and cuDNN switches: once per process
     if device.type == "cpu":
@@ -93,12 +96,14 @@ def _run_on(device: torch.device, settings: RunSettings) -> None:
     objective = Objective(
         definition, data, device, settings.seed, open_artifact_store(settings.storage),
         progress, worker, execution, queue_only=settings.retrain_from is not None,
+        signals=signals,
     )  # fmt: skip
     with progress.logging():
         try:
             optimize(
                 study, objective, settings.n_trials, timeout=settings.timeout,
                 queue_only=settings.retrain_from is not None, progress=progress,
+                signals=signals,
             )  # fmt: skip
         finally:
             progress.close()
@@ -112,19 +117,23 @@ def optimize(
     timeout: float | None = None,
     queue_only: bool = False,
     progress: RunProgress | None = None,
+    signals: StopSignals | None = None,
 ) -> None:
     """``study.optimize`` with the product's policies: ``MaxTrialsCallback(n_trials)`` over
     finished trials (K workers that finish together may add K - 1), ``catch=`` for a
-    :class:`~hpo.errors.TrialError`, a line per trial; ``queue_only``: stop when none waits."""
+    :class:`~hpo.errors.TrialError`, a line per trial; ``queue_only``: stop when none waits;
+    ``signals``: Ctrl-C and SIGTERM held between trials (the objective raises them inside)."""
     callbacks = [MaxTrialsCallback(n_trials, states=FINISHED), _TrialLog(n_trials, progress)]
     if queue_only:
         callbacks.append(_stop_when_queue_empty)
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             _logger.info("study %s: no queued trial left to run", study.study_name)
             return
-    study.optimize(
-        objective, timeout=timeout, catch=(TrialError,), callbacks=callbacks, gc_after_trial=False
-    )
+    with signals.between_trials() if signals else contextlib.nullcontext():
+        study.optimize(
+            objective, timeout=timeout, catch=(TrialError,), callbacks=callbacks,
+            gc_after_trial=False,
+        )  # fmt: skip
 
 
 def _stop_when_queue_empty(study: optuna.Study, trial: FrozenTrial) -> None:
