@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +16,8 @@ from data import DATA_DIR_ENV, DataError
 from studies import UnknownStudyError
 from studies.experiments import EXPERIMENTS, ExperimentDefinition, get_experiment
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, print_usage_error
+from ..errors import EXIT_OK, EXIT_USAGE, UsageError, print_usage_error
+from ..runtime.interrupts import Stopped
 from ..runtime.storage_url import STORAGE_DEFAULT_HELP, StorageError
 
 
@@ -64,9 +66,10 @@ def main(
             write_rows(csv_path, rows)
     except (UnknownStudyError, UsageError, DataError, StorageError) as e:
         return print_usage_error(e)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (hpo.runtime.interrupts)
+        stopped = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
+        print(f"{stopped.reason}: run the same command again to resume", file=sys.stderr)
+        return stopped.exit_status
     summarize(definition, rows, args.out, png=not args.no_png)
     return EXIT_OK
 

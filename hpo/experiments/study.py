@@ -5,6 +5,7 @@ Validation accuracy at the training sparsity ranks recipes; the test figures onl
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .. import records
 from ..errors import TrialError, UsageError
 from ..records import StudyRecord, TrialCounts
 from ..runtime.cpu import prepare_cpu_training
+from ..runtime.interrupts import StopSignals
 from ..runtime.storage import open_storage, remove_if_unused
 from ..runtime.storage_url import StorageTarget
 from ..training import TrainingRun, train_network
@@ -65,8 +67,9 @@ def run_experiment(
     print(f"{definition.name}: {counts.complete} runs done, {counts.waiting} queued", flush=True)
     if counts.waiting:
         data = load_trial_data(definition, data_dir, download)
-        objective = RunObjective(definition, data, device, open_artifact_store(target))
-        optimize(study, objective, n_trials=len(queue), queue_only=True)
+        with StopSignals().installed() as signals:  # SIGTERM stops a run as Ctrl-C does
+            objective = RunObjective(definition, data, device, open_artifact_store(target), signals)
+            optimize(study, objective, n_trials=len(queue), queue_only=True, signals=signals)
     return study_rows(definition, study)
 
 
@@ -102,15 +105,18 @@ class RunObjective:
         data: SparseDataset,
         device: torch.device,
         store: FileSystemArtifactStore,
+        signals: StopSignals | None = None,
     ) -> None:
         self.definition, self.data, self.device, self.store = d, data, device, store
+        self.signals = signals
         self.val = {s: eval_batches(d, data, data.val, s, VAL_MASK_SEED, device)
                     for s in d.train_sparsities}  # fmt: skip
         self.test = {s: eval_batches(d, data, data.test, s, TEST_MASK_SEED, device)
                      for s in d.test_sparsities}  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float:
-        with record_failure(trial):
+        stoppable = self.signals.in_trial() if self.signals else contextlib.nullcontext()
+        with record_failure(trial), stoppable:
             run = self._training_run(trial)
             started = time.perf_counter()
             model, _ = train_network(run, self.data, self.device)
