@@ -93,6 +93,8 @@ def test_cuda_requested_without_cuda(capsys: pytest.CaptureFixture[str], tmp_pat
         ("mysql://u:secret@db/hpo", "unsupported storage URL"),
         ("sqlite://host/x.db", "invalid SQLite URL"),
         ("not a url", "invalid storage URL"),
+        ("sqlite:///", "in-memory database: nothing would be kept"),
+        ("sqlite:///:memory:", "in-memory database: nothing would be kept"),
     ],
 )
 def test_bad_storage_url(capsys: pytest.CaptureFixture[str], storage: str, fragment: str) -> None:

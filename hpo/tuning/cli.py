@@ -165,7 +165,7 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
     same = ("n_trials", "study_name", "data_dir", "download", "epochs", "train_size", "timeout")
     return RunSettings(
         study=registry.get(args.study),  # unknown study / invalid override: before any storage
-        storage=StorageTarget.parse(resolve_storage_url(args.storage)),
+        storage=_kept_storage(StorageTarget.parse(resolve_storage_url(args.storage))),
         device=device,
         seed=args.seed if args.seed is not None else 0 if args.retrain_best else fresh_seed(),
         val_size=_int_or(args.val_size, ALL, "--val-size"),
@@ -179,6 +179,17 @@ def settings_from_args(args: argparse.Namespace, registry: StudyRegistry) -> Run
         cudnn_benchmark=args.cudnn_benchmark,
         **{name: getattr(args, name) for name in same},
     )
+
+
+def _kept_storage(target: StorageTarget) -> StorageTarget:
+    """Refuse an in-memory database: each process (a worker, the final step) would open its
+    own, so the trials would be trained and then lost."""
+    if target.in_memory:
+        raise StorageError(
+            f"--storage {target.masked} is an in-memory database: nothing would be kept and the "
+            "final step could not read the trials; name a file, e.g. sqlite:///study.db"
+        )
+    return target
 
 
 def _workers(value: str, device: str) -> int:
