@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -728,7 +729,13 @@ def test_the_estimate_line_spells_out_the_budget_and_a_quick_study_on_a_slow_cpu
     line = estimate_line(base, slow, cpu, 40, 55000, 2000)
     assert "takes about 15 min (10 epochs x 55,000 images, 2,000 validation images" in line
     assert "60 trials to go: at most 14.6 h for one worker, about 3.6 h with pruning" in line
-    assert "--epochs 3 --train-size 10000 --study-name sparse_mnist_quick" in line
+    # The advice runs with this interpreter, for about an hour: 3 x (0.1 s x 156 steps + 1 s
+    # validation) + 3 final passes = 53 s a trial, 68 trials.
+    assert f"{sys.executable} -m hpo.run --study sparse_mnist --epochs 3" in line
+    assert "--train-size 10000 --n-trials 68 --study-name sparse_mnist_quick" in line
+    assert "busy" not in line
+    busy = estimate_line(base, dataclasses.replace(slow, load=64.0), cpu, 40, 55000, 2000)
+    assert "timed while the machine was busy: load average 64.0" in busy
     gpu = dataclasses.replace(cpu, device="cuda", pruner="none")
     on_gpu = estimate_line(base, slow, gpu, 0, 55000, 2000)
     assert "quick study" not in on_gpu and "with pruning" not in on_gpu

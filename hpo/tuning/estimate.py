@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import itertools
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ __all__ = [
 
 _TIMED_STEPS = 6
 _ETA_WINDOW = 20  # the last finished trials the ETA averages over
+_QUICK_EPOCHS, _QUICK_TRAIN = 3, 10_000  # the quick study advised on a slow CPU
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class CostEstimate:
     final_passes: int  # validation passes after the last epoch (the other test sparsities)
     probed: str = ""  # the configuration timed
     compile_error: str | None = None  # why compiling failed here: trials run eager
+    load: float = 0.0  # the machine's 1-minute load average while it was timed
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -152,6 +155,7 @@ def measure_cost(
         epochs=definition.epochs,
         final_passes=len(set(definition.test_sparsities) - {definition.train_sparsity}),
         probed=f"depth {depth}, batch {batch_size}",
+        load=os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
     )
 
 
@@ -182,13 +186,28 @@ def estimate_line(
     share = asha_share(definition.epochs)
     if settings.pruner == "asha" and share < 1:
         line += f", about {format_duration(share * full)} with pruning"
-    if device.type == "cpu" and estimate.trial_seconds > 600:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if device.type == "cpu" and estimate.load > 0.75 * (cores or 1):
         line += (
-            f". A quick study on this CPU: {sys.executable} -m hpo.run --study "
-            f"{definition.name} --epochs 3 --train-size 10000 --study-name "
-            f"{definition.name}_quick"
+            f" (timed while the machine was busy: load average {estimate.load:.1f} on {cores} "
+            "cores; expect the times to vary with the load)"
+        )
+    if device.type == "cpu" and estimate.trial_seconds > 600:
+        quick = _quick_trial_seconds(estimate, n_train)
+        n_quick = max(4, int(3600 // quick))  # about an hour
+        line += (
+            f". A quick study on this CPU, about an hour: {sys.executable} -m hpo.run --study "
+            f"{definition.name} --epochs {_QUICK_EPOCHS} --train-size {_QUICK_TRAIN} "
+            f"--n-trials {n_quick} --study-name {definition.name}_quick"
         )
     return line
+
+
+def _quick_trial_seconds(estimate: CostEstimate, n_train: int) -> float:
+    """A trial of the quick study: fewer epochs on fewer images, the same validation."""
+    steps = estimate.steps_per_epoch * min(1.0, _QUICK_TRAIN / max(1, n_train))
+    epoch = estimate.step_seconds * steps + estimate.validation_seconds
+    return _QUICK_EPOCHS * epoch + estimate.final_passes * estimate.validation_seconds
 
 
 def asha_share(epochs: int) -> float:
