@@ -840,3 +840,13 @@ def test_the_final_step_leaves_no_trial_running_for_good(
     assert trials[orphan.number].state == TrialState.FAIL
     assert TrialState.RUNNING not in [t.state for t in trials]
     assert trials[-1].state == TrialState.WAITING  # re-queued: nothing lost
+
+
+def test_the_summary_explains_waiting_grid_points_and_announces_the_test_scoring(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_argv(env, 2)) == 0  # a 4-point grid, a budget of 2
+    out = capsys.readouterr().out
+    assert "2 waiting" in out and "a larger --n-trials runs them first" in out
+    assert "final step: scoring trial" in out
+    assert out.index("final step: scoring trial") < out.index("test acc")

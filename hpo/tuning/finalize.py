@@ -53,6 +53,11 @@ def _final_step(study: optuna.Study, settings: RunSettings) -> None:
         f"{counts.failed} failed, {counts.running} running, {counts.waiting} waiting "
         f"(target {settings.n_trials} finished)"
     )
+    if counts.waiting:
+        print(
+            f"the {counts.waiting} waiting trials are queued grid points (or retries) beyond "
+            "this budget: a larger --n-trials runs them first"
+        )
     met = counts.finished >= settings.n_trials  # the budget is met: nothing will change
     if counts.complete == 0:
         print("no completed trial yet: nothing to evaluate")
@@ -72,6 +77,11 @@ def _score_on_test(
     study: optuna.Study, best: FrozenTrial, settings: RunSettings
 ) -> dict[str, dict[str, float]]:
     definition = settings.definition()
+    print(
+        f"final step: scoring trial {best.number} once on the test split at "
+        f"{len(definition.test_sparsities)} sparsities...",
+        flush=True,
+    )
     store = open_artifact_store(settings.storage)
     loaded = load_trial_model(study, best.number, store=store, device=settings.device)
     data = load_trial_data(definition, settings.data_dir, settings.download, definition.train_size)
