@@ -69,11 +69,17 @@ class UnsupportedConfigError(TrialError):
 
 
 def one_line(error: BaseException) -> str:
-    """The first line of ``error``'s message, else its type name; a SQLAlchemy error is read
-    from its driver's message (``error.orig``), which names the cause."""
+    """The first line of ``error``'s message (with the next when the first only introduces
+    it, as torch's "Error(s) in loading state_dict for X:"), else its type name; a SQLAlchemy
+    error is read from its driver's message (``error.orig``), which names the cause."""
     orig = getattr(error, "orig", None)
-    text = str(orig if orig is not None else error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    lines = [line.strip() for line in str(orig if orig is not None else error).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return type(error).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
 
 
 def print_usage_error(error: BaseException, prog: str | None = None) -> int:
