@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -423,6 +424,28 @@ def test_sigkilled_worker_trial_is_failed_retried_and_the_budget_still_met(
     assert retry.user_attrs[keys.GRID_ID] == victim_trial.user_attrs[keys.GRID_ID]
 
 
+def _wait_for_a_running_trial(
+    run: subprocess.Popen, url: str, each: Callable[[], object] = lambda: None
+) -> None:
+    """Until a trial of ``run`` is training (its worker recorded), calling ``each`` meanwhile."""
+    from optuna.trial import TrialState
+
+    from hpo import records as keys
+
+    deadline = time.monotonic() + 240
+    while True:
+        assert run.poll() is None, run.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no trial started"
+        each()
+        try:
+            trials = _load(url, STUDY).get_trials()
+        except KeyError:
+            trials = []
+        if any(t.state == TrialState.RUNNING and keys.WORKER in t.user_attrs for t in trials):
+            return
+        time.sleep(0.1)
+
+
 STOPS = {
     # Ctrl-C in a terminal: SIGINT to the whole process group.
     "ctrl-c": (lambda pid: os.killpg(pid, signal.SIGINT), EXIT_INTERRUPTED, "interrupted"),
@@ -458,19 +481,10 @@ def test_a_stopped_workers_run_stops_everything_and_records_the_trials(
         text=True,
         start_new_session=True,  # its own process group, like a shell job
     )
-    workers = set()
-    deadline = time.monotonic() + 240
-    while True:
-        assert run.poll() is None, run.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, "no trial started"
-        workers |= {p for p in _children(run.pid) if _is_spawn(p)}
-        try:
-            trials = _load(url, STUDY).get_trials()
-        except KeyError:
-            trials = []
-        if any(t.state == TrialState.RUNNING and keys.WORKER in t.user_attrs for t in trials):
-            break
-        time.sleep(0.1)
+    workers: set[int] = set()
+    _wait_for_a_running_trial(
+        run, url, lambda: workers.update(p for p in _children(run.pid) if _is_spawn(p))
+    )
     send(run.pid)
     output = run.communicate(timeout=120)[0]
     assert run.returncode == status, output[-3000:]
@@ -498,17 +512,7 @@ def test_sigterm_to_a_single_worker_records_the_trial_and_the_same_command_resum
     env = _runner_env(tmp_path, synthetic_data_root)
     args = ["--n-trials", str(GRID_SIZE), "--storage", url, *TINY, "--epochs", "3"]
     run = _hpo_run(args, env, tmp_path)
-    deadline = time.monotonic() + 240
-    while True:
-        assert run.poll() is None, run.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, "no trial started"
-        try:
-            trials = _load(url, STUDY).get_trials()
-        except KeyError:
-            trials = []
-        if any(t.state == TrialState.RUNNING and keys.WORKER in t.user_attrs for t in trials):
-            break
-        time.sleep(0.1)
+    _wait_for_a_running_trial(run, url)
     run.send_signal(signal.SIGTERM)
     output = run.communicate(timeout=120)[0]
     assert run.returncode == 128 + signal.SIGTERM, output[-3000:]
