@@ -65,7 +65,7 @@ def run_experiment(
     print(f"{definition.name}: {counts.complete} runs done, {counts.waiting} queued", flush=True)
     if counts.waiting:
         data = load_trial_data(definition, data_dir, download)
-        objective = RunObjective(definition, data, device, open_artifact_store(target))
+        objective = RunObjective(definition, data, device, open_artifact_store(target, create=True))
         optimize(study, objective, n_trials=len(queue), queue_only=True)
     return study_rows(definition, study)
 

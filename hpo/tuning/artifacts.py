@@ -23,10 +23,14 @@ from ..training import TrainingRun
 __all__ = ["load_trial_model", "open_artifact_store", "save_checkpoint", "trial_checkpoint"]
 
 
-def open_artifact_store(target: StorageTarget | str) -> FileSystemArtifactStore:
-    """The artifact store of the storage ``target`` (its folder is created if missing)."""
+def open_artifact_store(
+    target: StorageTarget | str, *, create: bool = False
+) -> FileSystemArtifactStore:
+    """The artifact store of the storage ``target``; ``create``: make its folder if missing
+    (a writer's; a reader leaves the folders as it found them)."""
     target = StorageTarget.parse(target) if isinstance(target, str) else target
-    target.artifact_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        target.artifact_dir.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(target.artifact_dir)
 
 
