@@ -20,11 +20,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 from wsgiref.simple_server import WSGIServer
 from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
+import sqlalchemy
 from study_fixtures import StudyShape, make_study
 
 from data import MNISTOptions
@@ -222,20 +224,36 @@ def one_thread() -> Iterator[None]:
     flush_denormals(False)
 
 
+def _password_in_the_query(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A storage URL whose password is libpq's ``password=`` option. SQLite ignores a query
+    option it does not know (with a warning), so a run needs no database server there."""
+    if where == "sqlite":
+        return f"sqlite:///{tmp_path / 'hpo.db'}?password={SECRET}"
+    server = sqlalchemy.engine.make_url(request.getfixturevalue("postgres_url"))
+    assert server.password  # the CI server's, moved from the user-info into the query
+    moved = server.set(password=None).update_query_dict({"password": server.password})
+    return moved.render_as_string(hide_password=False)
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Query string argument")  # pysqlite: password= is ignored
+@pytest.mark.parametrize(
+    "where", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def test_a_study_run_with_a_password_in_the_url_never_shows_it(
+    where: str,
     data_env: Path,  # noqa: ARG001
     one_thread: None,  # noqa: ARG001
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """SQLite ignores a query option it does not know (with a warning), so a password in the
-    query string goes through every output of a real run without a database server."""
     caplog.set_level(logging.DEBUG)
-    url = f"sqlite:///{tmp_path / 'hpo.db'}?password={SECRET}"
+    monkeypatch.chdir(tmp_path)  # a server's artifacts go to ./hpo-artifacts
+    url = _password_in_the_query(where, tmp_path, request)
+    secret = parse_qs(urlsplit(url).query)["password"][0]
     argv = ["--study", TINY.name, "--n-trials", "1", "--storage", url, "--device", "cpu"]
     registry = StudyRegistry([*default_registry(), TINY])
     assert run_main([*argv, "--no-progress", "--pruner", "none"], registry=registry) == 0
@@ -248,13 +266,13 @@ def test_a_study_run_with_a_password_in_the_url_never_shows_it(
     assert dashboard_main(["--storage", url, "--port", "0"]) == 0
     out, err = capsys.readouterr()
     everything = out + err + caplog.text
-    assert SECRET not in everything
+    assert secret not in everything
     assert "python -m hpo.export" in out and "password=***" in out  # the hint, masked
     assert any("password=***" in r.getMessage() for r in caplog.records)  # the log line
     markdown = (out_dir / "report.md").read_text()
-    assert SECRET not in markdown
+    assert secret not in markdown
     assert [line for line in markdown.splitlines() if "password=***" in line]  # Storage, ...
-    assert SECRET.encode() not in best.read_bytes()  # the checkpoint's source
+    assert secret.encode() not in best.read_bytes()  # the checkpoint's source
 
 
 def _interrupt(self: WSGIServer, *_args: object) -> None:
@@ -324,6 +342,21 @@ def test_an_empty_sqlite_file_still_becomes_a_storage(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="holds no Optuna storage"):
         (tmp_path / "empty.db").touch()
         open_existing_storage(f"sqlite:///{tmp_path / 'empty.db'}")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["report", "export", "dashboard"])
+def test_readers_create_no_table_on_a_database_server(
+    command: str, postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE contacts (name TEXT)")
+    assert COMMANDS[command](postgres_url, tmp_path) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not an Optuna storage" in err, err
+    assert sqlalchemy.inspect(engine).get_table_names() == ["contacts"]
+    engine.dispose()
 
 
 # --- 2. Readers leave a storage as they found it --------------------------------------------

@@ -19,7 +19,13 @@ import sqlalchemy
 from ..errors import one_line
 from .storage_url import StorageError
 
-__all__ = ["OPTUNA_TABLES", "ReadOnlySQLiteStorage", "check_optuna_file", "sqlite_tables"]
+__all__ = [
+    "OPTUNA_TABLES",
+    "ReadOnlySQLiteStorage",
+    "check_optuna_file",
+    "check_optuna_tables",
+    "sqlite_tables",
+]
 
 # Tables every Optuna RDB storage has: a file holding none of them is not one.
 OPTUNA_TABLES: Final = frozenset({"studies", "version_info", "alembic_version"})
@@ -56,18 +62,25 @@ def check_optuna_file(path: Path, *, reading: bool) -> None:
             f"{path} is not a SQLite database ({one_line(e)}): name an Optuna storage, or a "
             "new file for hpo.run to create"
         ) from e
+    check_optuna_tables(tables, str(path), reading=reading)
+
+
+def check_optuna_tables(tables: set[str], where: str, *, reading: bool) -> None:
+    """``StorageError`` unless ``tables`` (of the database ``where``) hold Optuna's, or are
+    none at all and a writer may create them."""
     if OPTUNA_TABLES <= tables or (not tables and not reading):
         return
     if not tables:
         raise StorageError(
-            f"{path} holds no Optuna storage (no tables): pass --storage with the storage "
+            f"{where} holds no Optuna storage (no tables): pass --storage with the storage "
             "your study ran on"
         )
     shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+    count = f"{len(tables)} table{'s' if len(tables) > 1 else ''}"
     raise StorageError(
-        f"{path} is not an Optuna storage: it holds {len(tables)} tables of another "
-        f"application ({shown}) and none of Optuna's; it was left unchanged: name the "
-        "storage your study ran on, or a new file"
+        f"{where} is not an Optuna storage: it holds {count} of another application "
+        f"({shown}) and none of Optuna's; it was left unchanged: name the storage your study "
+        "ran on, or a new file"
     )
 
 

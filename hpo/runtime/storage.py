@@ -19,7 +19,7 @@ import sqlalchemy
 
 from ..errors import one_line
 from .locks import exclusive
-from .sqlite_files import ReadOnlySQLiteStorage, check_optuna_file
+from .sqlite_files import ReadOnlySQLiteStorage, check_optuna_file, check_optuna_tables
 from .sqlite_transactions import SQLiteStorage, install_transaction_hooks
 from .storage_url import STORAGE_ENV, StorageError, StorageTarget
 
@@ -118,6 +118,9 @@ def open_storage(
                     "application_name": "sparse-cnn-hpo",
                 },
             }
+            if not worker:
+                tables = _server_tables(target, options.connect_timeout)
+                check_optuna_tables(tables, f"storage {target.masked}", reading=True)
             with exclusive(target, "schema", connect_timeout=options.connect_timeout):
                 cls = optuna.storages.RDBStorage
                 storage = _rdb_storage(cls, target, engine_kwargs, options, create=worker)
@@ -177,9 +180,25 @@ def _storage_errors(target: StorageTarget) -> Iterator[None]:
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
         why = target.hide(one_line(e))
         raise StorageError(f"cannot open storage {target.masked}: {why}") from e
+    except optuna.exceptions.StorageInternalError as e:  # Optuna's wrapper: the cause says why
+        why = target.hide(one_line(e.__cause__ or e))
+        raise StorageError(f"cannot open storage {target.masked}: {why}") from e
     except ImportError as e:
         why = target.hide(str(e))
         raise StorageError(f"cannot open storage {target.masked}: driver missing ({why})") from e
+
+
+def _server_tables(target: StorageTarget, connect_timeout: int) -> set[str]:
+    """The tables a reader would find on a database server (the search path's first schema)."""
+    engine = sqlalchemy.create_engine(
+        target.url,
+        poolclass=sqlalchemy.pool.NullPool,
+        connect_args={"connect_timeout": connect_timeout},
+    )
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def remove_if_unused(path: Path) -> bool:
