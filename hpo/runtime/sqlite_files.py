@@ -27,9 +27,8 @@ __all__ = [
     "sqlite_tables",
 ]
 
-# Tables every Optuna RDB storage has: a file holding none of them is not one.
+# Tables every Optuna RDB storage has: a file lacking one of them is not one.
 OPTUNA_TABLES: Final = frozenset({"studies", "version_info", "alembic_version"})
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _WAL_FORMAT: Final = 2  # header bytes 18-19 (write/read format): 1 rollback journal, 2 WAL
 
 
