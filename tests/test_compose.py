@@ -187,6 +187,34 @@ def test_dashboard_is_published_on_localhost_only(services: dict) -> None:
         assert spec.startswith("127.0.0.1:"), f"published beyond localhost: {spec}"
 
 
+@pytest.mark.parametrize(
+    ("host", "answered"),
+    [("127.0.0.1:8080", True), ("localhost:8080", True), ("attacker.example:8080", False)],
+)
+def test_dashboard_answers_the_host_through_the_published_port_only(
+    services: dict, host: str, answered: bool
+) -> None:
+    """Bound to 0.0.0.0 in its container, it still answers only the names the host's browser
+    uses for the published 127.0.0.1 port, and edits nothing (issue 31)."""
+    from hpo.reporting.dashboard import build_parser
+    from hpo.reporting.dashboard_guard import DashboardGuard
+
+    command = services["dashboard"]["command"]
+    args = build_parser().parse_args(command[command.index("hpo.dashboard") + 1 :])
+    guard = DashboardGuard(_ok, args.host, args.allow_host, read_only=not args.edit)
+    assert args.host == "0.0.0.0" and not args.edit
+    for method, expected in (("GET", 200 if answered else 403), ("DELETE", 403)):
+        status: list[str] = []
+        environ = {"REQUEST_METHOD": method, "HTTP_HOST": host}
+        b"".join(guard(environ, lambda s, _h, _e=None, seen=status: seen.append(s)))
+        assert int(status[0].split()[0]) == expected
+
+
+def _ok(_environ: dict, start_response) -> list[bytes]:
+    start_response("200 OK", [])
+    return [b""]
+
+
 def test_dockerfile_copies_every_package_pip_installs() -> None:
     """A package missing from the image would import locally but fail in the container."""
     dockerfile = (ROOT / "Dockerfile").read_text()

@@ -67,8 +67,9 @@ def run_experiment(
     print(f"{definition.name}: {counts.complete} runs done, {counts.waiting} queued", flush=True)
     if counts.waiting:
         data = load_trial_data(definition, data_dir, download)
+        store = open_artifact_store(target, create=True)
         with StopSignals().installed() as signals:  # SIGTERM stops a run as Ctrl-C does
-            objective = RunObjective(definition, data, device, open_artifact_store(target), signals)
+            objective = RunObjective(definition, data, device, store, signals)
             optimize(study, objective, n_trials=len(queue), queue_only=True, signals=signals)
     return study_rows(definition, study)
 

@@ -4,13 +4,14 @@ report of a study, as the storage holds it now. Exit status: 0 written, 2 bad in
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 
 from ..errors import UsageError, print_usage_error
-from ..runtime.storage import load_existing_study, open_existing_storage
+from ..runtime.storage import close_storage, load_existing_study, open_existing_storage
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
     StorageError,
@@ -21,7 +22,13 @@ from .charts import comparison_figure, study_charts, write_figures
 from .markdown import render_comparison, render_study
 from .tables import compare_entry, read_study_tables, write_csv
 
-__all__ = ["build_parser", "main", "write_comparison", "write_study_report"]
+__all__ = [
+    "build_parser",
+    "default_out_dir",
+    "main",
+    "write_comparison",
+    "write_study_report",
+]
 
 DEFAULT_OUT_ROOT = Path("reports")
 
@@ -59,19 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         target = StorageTarget.parse(resolve_storage_url(args.storage))
         storage = open_existing_storage(target)
-        label, png = target.masked, not args.no_png
-        if args.study is not None:
-            out = args.out or DEFAULT_OUT_ROOT / args.study
-            study = load_existing_study(storage, args.study, label)
-            written, notices = write_study_report(
-                study, out, top=args.top, png=png, storage_label=label
-            )
-        else:
-            if len(args.compare) < 2:
-                raise UsageError("--compare needs at least two study names")
-            out = args.out or DEFAULT_OUT_ROOT / ("compare_" + "_vs_".join(args.compare))
-            studies = [load_existing_study(storage, n, label) for n in args.compare]
-            written, notices = write_comparison(studies, out, png=png, storage_label=label)
+        try:
+            out, written, notices = _write(args, storage, target.masked)
+        finally:
+            close_storage(storage)
     except (UsageError, StorageError) as e:
         return print_usage_error(e, prog="hpo.report")
     for notice in notices:
@@ -80,6 +78,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in written:
         print(f"  {path}")
     return 0
+
+
+def default_out_dir(names: Sequence[str]) -> Path:
+    """``reports/<study>`` or ``reports/compare_<a>_vs_<b>``, each name made a safe file name:
+    a study name is any string, and ``../x`` must not lead out of ``reports/``."""
+    safe = [re.sub(r"[^\w.-]+", "_", name).lstrip(".") or "_" for name in names]
+    return DEFAULT_OUT_ROOT / (safe[0] if len(safe) == 1 else "compare_" + "_vs_".join(safe))
+
+
+def _write(
+    args: argparse.Namespace, storage: optuna.storages.BaseStorage, label: str
+) -> tuple[Path, list[Path], list[str]]:
+    """The report or comparison ``args`` ask for: (folder, files written, notices)."""
+    png = not args.no_png
+    if args.study is not None:
+        out = args.out or default_out_dir([args.study])
+        study = load_existing_study(storage, args.study, label)
+        return out, *write_study_report(study, out, top=args.top, png=png, storage_label=label)
+    if len(args.compare) < 2:
+        raise UsageError("--compare needs at least two study names")
+    out = args.out or default_out_dir(args.compare)
+    studies = [load_existing_study(storage, n, label) for n in args.compare]
+    return out, *write_comparison(studies, out, png=png, storage_label=label)
 
 
 def write_study_report(

@@ -1,6 +1,6 @@
 """Opening the study storage that many worker processes share (``docs/decisions.md``): SQLite
 or PostgreSQL, with Optuna's heartbeats, the schema created under a lock (Optuna's table
-creation races) and refused in one line if another Optuna wrote it.
+creation races) and refused in one line if another Optuna wrote it; readers create nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import contextlib
 import os
 import sqlite3
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -18,11 +19,13 @@ import sqlalchemy
 
 from ..errors import one_line
 from .locks import exclusive
+from .sqlite_files import ReadOnlySQLiteStorage, check_optuna_file, check_optuna_tables
 from .sqlite_transactions import SQLiteStorage, install_transaction_hooks
 from .storage_url import STORAGE_ENV, StorageError, StorageTarget
 
 __all__ = [
     "StorageOptions",
+    "close_storage",
     "load_existing_study",
     "open_existing_storage",
     "open_storage",
@@ -81,21 +84,26 @@ class StorageOptions:
 def open_storage(
     target: StorageTarget | str, options: StorageOptions | None = None, *, worker: bool = True
 ) -> optuna.storages.RDBStorage:
-    """Open (creating tables if needed) the storage ``target`` for this process; ``worker``:
-    SQLite transactions begin ``IMMEDIATE`` (``False`` for a reader, whose reads take no lock).
-    Raises ``StorageError``, one line naming the (masked) URL and what went wrong."""
+    """Open (a worker: creating tables if needed) the storage ``target`` for this process;
+    ``worker``: SQLite transactions begin ``IMMEDIATE`` (``False`` for a reader, whose reads
+    take no lock and which creates no table). An existing SQLite file that is another
+    application's is refused before anything writes to it. Raises ``StorageError``, one line
+    naming the (masked) URL and what went wrong."""
     target = StorageTarget.parse(target) if isinstance(target, str) else target
     options = options or StorageOptions.from_env()
-    try:
+    with _storage_errors(target):
         if target.is_sqlite:
             engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": options.sqlite_timeout}}
             if target.in_memory:
                 return _rdb_storage(optuna.storages.RDBStorage, target, engine_kwargs, options)
-            _check_folder(target.sqlite_path)
+            path = target.sqlite_path
+            _check_folder(path)
             with exclusive(target, "schema"):
-                _enable_wal(target.sqlite_path, options.sqlite_timeout)
+                if path.exists():
+                    check_optuna_file(path, reading=not worker)
+                _enable_wal(path, options.sqlite_timeout)
                 cls = SQLiteStorage if worker else optuna.storages.RDBStorage
-                storage = _rdb_storage(cls, target, engine_kwargs, options)
+                storage = _rdb_storage(cls, target, engine_kwargs, options, create=worker)
             if worker:
                 install_transaction_hooks(storage.engine)
         else:
@@ -110,33 +118,87 @@ def open_storage(
                     "application_name": "sparse-cnn-hpo",
                 },
             }
+            if not worker:
+                tables = _server_tables(target, options.connect_timeout)
+                check_optuna_tables(tables, f"storage {target.masked}", reading=True)
             with exclusive(target, "schema", connect_timeout=options.connect_timeout):
-                storage = _rdb_storage(optuna.storages.RDBStorage, target, engine_kwargs, options)
+                cls = optuna.storages.RDBStorage
+                storage = _rdb_storage(cls, target, engine_kwargs, options, create=worker)
         _check_schema(storage, target.masked)
         return storage
-    except StorageError:
-        raise
-    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
-        raise StorageError(f"cannot open storage {target.masked}: {one_line(e)}") from e
-    except ImportError as e:
-        raise StorageError(f"cannot open storage {target.masked}: driver missing ({e})") from e
 
 
-def open_existing_storage(target: StorageTarget | str) -> optuna.storages.RDBStorage:
-    """Open the storage ``target`` for reading results; never create a database (a typo must
-    not give an empty storage with "no studies")."""
+def open_existing_storage(
+    target: StorageTarget | str, *, edit: bool = False
+) -> optuna.storages.RDBStorage:
+    """Open the storage ``target`` for reading results; never create a database or a table (a
+    typo must not give an empty storage with "no studies"). A SQLite file must be an Optuna
+    storage and is read through read-only connections that leave no side files (close the
+    storage with :func:`close_storage`, else that happens when the process ends); ``edit``:
+    opened as a reader that may write (the dashboard's ``--edit``)."""
     target = StorageTarget.parse(target) if isinstance(target, str) else target
     if target.in_memory:
         raise StorageError(
             "an in-memory SQLite storage holds no study another process can read; "
             "pass --storage sqlite:///path/to/hpo.db"
         )
-    if target.sqlite_path is not None and not target.sqlite_path.exists():
+    path = target.sqlite_path
+    if path is not None and not path.exists():
         raise StorageError(
-            f"no study storage at {target.sqlite_path} (from {target.masked}); pass --storage "
+            f"no study storage at {path} (from {target.masked}); pass --storage "
             f"URL or set {STORAGE_ENV} to the storage your study ran on"
         )
-    return open_storage(target, worker=False)
+    if path is None or edit:
+        return open_storage(target, worker=False)
+    with _storage_errors(target):
+        check_optuna_file(path, reading=True)
+        storage = ReadOnlySQLiteStorage(target.url, path, StorageOptions.from_env().sqlite_timeout)
+        try:
+            _check_schema(storage, target.masked)
+        except BaseException:
+            storage.close()
+            raise
+        return storage
+
+
+def close_storage(storage: optuna.storages.BaseStorage) -> None:
+    """Close the connections of a storage this module opened; a reader's SQLite side files go
+    with them (:class:`ReadOnlySQLiteStorage`)."""
+    if isinstance(storage, ReadOnlySQLiteStorage):
+        storage.close()
+    elif isinstance(storage, optuna.storages.RDBStorage):
+        storage.engine.dispose()
+
+
+@contextlib.contextmanager
+def _storage_errors(target: StorageTarget) -> Iterator[None]:
+    """Database and driver errors as one ``StorageError`` line, the URL's secrets hidden."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
+        why = target.hide(one_line(e))
+        raise StorageError(f"cannot open storage {target.masked}: {why}") from e
+    except optuna.exceptions.StorageInternalError as e:  # Optuna's wrapper: the cause says why
+        why = target.hide(one_line(e.__cause__ or e))
+        raise StorageError(f"cannot open storage {target.masked}: {why}") from e
+    except ImportError as e:
+        why = target.hide(str(e))
+        raise StorageError(f"cannot open storage {target.masked}: driver missing ({why})") from e
+
+
+def _server_tables(target: StorageTarget, connect_timeout: int) -> set[str]:
+    """The tables a reader would find on a database server (the search path's first schema)."""
+    engine = sqlalchemy.create_engine(
+        target.url,
+        poolclass=sqlalchemy.pool.NullPool,
+        connect_args={"connect_timeout": connect_timeout},
+    )
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def remove_if_unused(path: Path) -> bool:
@@ -210,6 +272,8 @@ def _rdb_storage(
     target: StorageTarget,
     engine_kwargs: dict[str, Any],
     options: StorageOptions,
+    *,
+    create: bool = True,
 ) -> optuna.storages.RDBStorage:
     heartbeat: dict[str, Any] = {}
     with warnings.catch_warnings():  # heartbeats: "experimental" since Optuna 2.8, knowingly
@@ -225,6 +289,7 @@ def _rdb_storage(
             target.url,
             engine_kwargs=engine_kwargs,
             skip_compatibility_check=True,  # _check_schema says it in one line instead
+            skip_table_creation=not create,
             **heartbeat,
         )
 

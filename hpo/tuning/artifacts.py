@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 
 from data import SparseDataset
 
@@ -17,16 +18,20 @@ from .. import records
 from ..checkpoints.format import Checkpoint, LoadedModel, read_checkpoint, rebuild, write_checkpoint
 from ..errors import CheckpointError
 from ..records import CheckpointConfig
-from ..runtime.storage_url import StorageTarget
+from ..runtime.storage_url import ARTIFACT_DIR_ENV, StorageTarget
 from ..training import TrainingRun
 
 __all__ = ["load_trial_model", "open_artifact_store", "save_checkpoint", "trial_checkpoint"]
 
 
-def open_artifact_store(target: StorageTarget | str) -> FileSystemArtifactStore:
-    """The artifact store of the storage ``target`` (its folder is created if missing)."""
+def open_artifact_store(
+    target: StorageTarget | str, *, create: bool = False
+) -> FileSystemArtifactStore:
+    """The artifact store of the storage ``target``; ``create``: make its folder if missing
+    (a writer's; a reader leaves the folders as it found them)."""
     target = StorageTarget.parse(target) if isinstance(target, str) else target
-    target.artifact_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        target.artifact_dir.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(target.artifact_dir)
 
 
@@ -94,6 +99,11 @@ def trial_checkpoint(
         path = Path(tmp) / "checkpoint.pt"
         try:
             download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        except ArtifactNotFound as e:
+            raise CheckpointError(
+                f"model artifact {artifact_id} of trial {trial_number} is not in the artifact "
+                f"folder: set {ARTIFACT_DIR_ENV} to the folder the run saved it in"
+            ) from e
         except OSError as e:
             raise CheckpointError(f"cannot read model artifact {artifact_id}: {e}") from e
         return read_checkpoint(path, what=f"model artifact {artifact_id}")

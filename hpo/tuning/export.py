@@ -48,15 +48,19 @@ def export_checkpoint(target: StorageTarget, study_name: str, trial: int | None,
     import dataclasses
 
     from ..checkpoints.format import write_checkpoint
-    from ..runtime.storage import load_existing_study, open_existing_storage
+    from ..runtime.storage import close_storage, load_existing_study, open_existing_storage
     from .artifacts import open_artifact_store, trial_checkpoint
 
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist; create it first")
-    study = load_existing_study(open_existing_storage(target), study_name, target.masked)
-    checkpoint = trial_checkpoint(study, trial, open_artifact_store(target))
-    number = checkpoint.config.trial_number
-    value = next(t.value for t in study.get_trials(deepcopy=False) if t.number == number)
+    storage = open_existing_storage(target)
+    try:
+        study = load_existing_study(storage, study_name, target.masked)
+        checkpoint = trial_checkpoint(study, trial, open_artifact_store(target))
+        number = checkpoint.config.trial_number
+        value = next(t.value for t in study.get_trials(deepcopy=False) if t.number == number)
+    finally:
+        close_storage(storage)
     source = {"study": study.study_name, "trial": number, "value": value, "storage": target.masked}
     # An experiment's run keeps its own source (experiment, run, seed) beside the study's.
     config = dataclasses.replace(

@@ -28,7 +28,7 @@ def finalize_study(settings: RunSettings) -> None:
     takes a lock, the others say so; figures of an unchanged best trial are reused."""
     storage = open_storage(settings.storage)
     study = optuna.load_study(study_name=settings.optuna_study_name, storage=storage)
-    open_artifact_store(settings.storage)  # creates the folder a SQLite storage's lock is on
+    open_artifact_store(settings.storage, create=True)  # the folder the final step's lock is on
     folder, name = settings.storage.artifact_dir, f"final step {study.study_name}"
     with exclusive(settings.storage, name, wait=False, folder=folder) as mine:
         if not mine:

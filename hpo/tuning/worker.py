@@ -93,10 +93,10 @@ def _run_on(device: torch.device, settings: RunSettings, signals: StopSignals) -
     progress = RunProgress(
         study.study_name, settings.n_trials, counts.finished, settings.show_progress
     )
+    store = open_artifact_store(settings.storage, create=True)
     objective = Objective(
-        definition, data, device, settings.seed, open_artifact_store(settings.storage),
-        progress, worker, execution, queue_only=settings.retrain_from is not None,
-        signals=signals,
+        definition, data, device, settings.seed, store, progress, worker, execution,
+        queue_only=settings.retrain_from is not None, signals=signals,
     )  # fmt: skip
     with progress.logging():
         try:
