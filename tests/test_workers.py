@@ -384,7 +384,15 @@ def test_sigkilled_worker_trial_is_failed_retried_and_the_budget_still_met(
     url = f"sqlite:///{tmp_path / 'study.db'}"
     n_trials = 4
     env = _runner_env(tmp_path, synthetic_data_root)
-    args = ["--n-trials", str(n_trials), "--storage", url, *TINY, "--epochs", "2"]
+    args = [
+        "--n-trials",
+        str(n_trials),
+        "--storage",
+        url,
+        *TINY,
+        "--epochs",
+        "10",
+    ]  # long enough to be caught running
     victim = _hpo_run(args, env, tmp_path)
     survivor = _hpo_run([*args, "--seed", "1"], env, tmp_path)
 
@@ -471,7 +479,7 @@ def test_a_stopped_workers_run_stops_everything_and_records_the_trials(
     send, status, reason = STOPS[stop]
     url = f"sqlite:///{tmp_path / 'study.db'}"
     env = _runner_env(tmp_path, synthetic_data_root)
-    args = ["--n-trials", "20", "--storage", url, "--workers", "2", *TINY, "--epochs", "3"]
+    args = ["--n-trials", "20", "--storage", url, "--workers", "2", *TINY, "--epochs", "10"]
     run = subprocess.Popen(
         [sys.executable, str(tmp_path / "launcher.py"), "--study", STUDY, *args],
         cwd=tmp_path,
@@ -510,7 +518,15 @@ def test_sigterm_to_a_single_worker_records_the_trial_and_the_same_command_resum
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     env = _runner_env(tmp_path, synthetic_data_root)
-    args = ["--n-trials", str(GRID_SIZE), "--storage", url, *TINY, "--epochs", "3"]
+    args = [
+        "--n-trials",
+        str(GRID_SIZE),
+        "--storage",
+        url,
+        *TINY,
+        "--epochs",
+        "10",
+    ]  # long enough to be caught running
     run = _hpo_run(args, env, tmp_path)
     _wait_for_a_running_trial(run, url)
     run.send_signal(signal.SIGTERM)

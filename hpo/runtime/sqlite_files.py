@@ -29,25 +29,28 @@ __all__ = [
 
 # Tables every Optuna RDB storage has: a file lacking one of them is not one.
 OPTUNA_TABLES: Final = frozenset({"studies", "version_info", "alembic_version"})
-_WAL_FORMAT: Final = 2  # header bytes 18-19 (write/read format): 1 rollback journal, 2 WAL
 
 
 def sqlite_tables(path: Path) -> set[str]:
-    """The tables of the SQLite file ``path``, read without writing or creating a file.
+    """The tables of the SQLite file ``path``, read without writing to it.
 
-    A WAL database with no ``-wal`` file beside it is complete in its main file, so it is read
-    as ``immutable`` (a plain read-only connection would create ``-wal`` and ``-shm`` files).
+    Read through a plain read-only connection. Not ``immutable``, although that would leave no
+    ``-wal``/``-shm`` files: SQLite keeps per-file state for the whole process, and after an
+    immutable connection the process's later connections to the file (a worker's) kept their
+    WAL index in private memory, so no other process saw their writes until they closed. A
+    read-only connection that had to create the side files is followed, as in
+    :class:`ReadOnlySQLiteStorage`, by one ordinary connection that lets SQLite remove them.
 
     Raises:
         sqlite3.DatabaseError: ``path`` is not a SQLite database.
     """
-    with path.open("rb") as f:
-        header = f.read(20)
-    whole = header[18:19] == bytes([_WAL_FORMAT]) and not Path(f"{path}-wal").exists()
-    uri = f"{_file_uri(path)}?mode=ro" + ("&immutable=1" if whole else "")
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+    tidy = not any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
+    with contextlib.closing(_connect_read_only(path, timeout=5.0)) as connection:
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return {name for (name,) in rows}
+        tables = {name for (name,) in rows}
+    if tidy:
+        _remove_side_files(path)
+    return tables
 
 
 def check_optuna_file(path: Path, *, reading: bool) -> None:
@@ -128,7 +131,14 @@ def _connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
 
 def _release(engine: sqlalchemy.engine.Engine, path: Path | None) -> None:
     engine.dispose()
-    if path is None or not any(Path(f"{path}{s}").exists() for s in ("-wal", "-shm")):
+    if path is not None:
+        _remove_side_files(path)
+
+
+def _remove_side_files(path: Path) -> None:
+    """Let SQLite remove the ``-wal``/``-shm`` files a read-only connection made (it does on
+    the last connection's close, if no other process uses the database)."""
+    if not any(Path(f"{path}{s}").exists() for s in ("-wal", "-shm")):
         return
     with contextlib.suppress(sqlite3.Error, OSError):  # best effort: the reads are done
         with contextlib.closing(sqlite3.connect(path, timeout=1.0)) as connection:
