@@ -102,8 +102,8 @@ class SparseConv2d(nn.Module):
           full pass and, on a GPU, a device sync in every layer of every step. A ``bool`` mask
           is binary by construction, and every ``new_mask`` this layer returns is binary.
         - returns ``y``: ``(N, out_channels, H_out, W_out)`` and ``new_mask``:
-          ``(N, 1, H_out, W_out)`` in ``x``'s dtype, with ``H_out``/``W_out`` as for
-          ``nn.Conv2d``.
+          ``(N, 1, H_out, W_out)`` in ``x``'s dtype (float32 under autocast, where ``y`` is
+          in autocast's dtype), with ``H_out``/``W_out`` as for ``nn.Conv2d``.
 
     Example:
         >>> conv = SparseConv2d(1, 16, kernel_size=3, padding=1)
@@ -191,29 +191,34 @@ class SparseConv2d(nn.Module):
         Returns:
             ``(y, new_mask)``: ``(N, out_channels, H_out, W_out)`` features (the bias alone
             where no pixel of the window was observed) and the ``(N, 1, H_out, W_out)`` mask in
-            ``x``'s dtype.
+            ``x``'s dtype (float32 under autocast).
         """
         self._check_inputs(x, mask)
         weight, bias = self.weight, self.bias
-        m = mask.to(x.dtype)
+        device_type = x.device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        # Under autocast the count, new mask and scale stay float32 whatever x's dtype (a later
+        # layer's x is already bfloat16): area / n is not exact in bfloat16 (121 / 3 = 40.33
+        # becomes 40.25), and only the fused function below runs in the low precision.
+        m = mask.to(torch.float32 if autocast else x.dtype)
         with torch.no_grad():
             # One conv on CUDA and other accelerators, shifted adds on the CPU (see window_count).
-            ones = None if m.device.type == "cpu" else self.ones
+            ones = None if device_type == "cpu" else self.ones
             n = window_count(m, self.kernel_size, self.stride, self.padding, self.dilation, ones)
             new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
             # area / n, and 0 where n == 0: there the window of x * m is all zeros, but a
             # Winograd or FFT convolution may still return rounding noise from its neighbours.
             scale = torch.div(new_mask, n.clamp_(min=1.0)).mul_(self.window_area)
-        if not torch.is_autocast_enabled(x.device.type):
+        if not autocast:
             y = _SparseConvFunction.apply(
                 x, m, scale, weight, bias, self.stride, self.padding, self.dilation
             )
             return y, new_mask
         # The fused function runs outside autocast; cast here so autograd carries the gradients
         # back to the float32 parameters, as autocast does for nn.Conv2d.
-        dtype = torch.get_autocast_dtype(x.device.type)
+        dtype = torch.get_autocast_dtype(device_type)
         args = (x.to(dtype), m.to(dtype), scale.to(dtype), weight.to(dtype))
-        with torch.autocast(x.device.type, enabled=False):
+        with torch.autocast(device_type, enabled=False):
             y = _SparseConvFunction.apply(
                 *args,
                 None if bias is None else bias.to(dtype),
@@ -240,7 +245,9 @@ def window_count(
     ``kh + kw - 2`` shifted adds: on the CPU, oneDNN's single-channel convolution and
     ``avg_pool2d`` cost 0.4-1.8 ms for a ``64 x 1 x 28 x 28`` mask, a third of a 16-channel
     convolution, while the shifted adds cost 0.1-0.3 ms. Both give exact integer counts
-    (float32 is exact below 2**24).
+    (float32 is exact below 2**24) when they run in ``m``'s dtype, so the count runs with
+    autocast disabled: autocast would run the convolution in bfloat16 or float16, where 257 is
+    already inexact.
 
     Args:
         m: ``(N, 1, H, W)`` floating-point mask with values in {0, 1}.
@@ -254,6 +261,9 @@ def window_count(
     Returns:
         ``(N, 1, H_out, W_out)`` counts in ``m``'s dtype.
     """
+    if torch.is_autocast_enabled(m.device.type):
+        with torch.autocast(m.device.type, enabled=False):
+            return window_count(m, kernel_size, stride, padding, dilation, ones)
     if ones is not None:
         return F.conv2d(m, ones.to(m.dtype), None, stride, padding, dilation)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation

@@ -285,6 +285,40 @@ def test_autocast_runs_in_low_precision_with_float32_parameter_gradients():
     torch.testing.assert_close(layer.weight.grad, reference, rtol=0.05, atol=0.05)
 
 
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_autocast_counts_in_float32_and_matches_the_float32_output(x_dtype):
+    # A later layer of a network under autocast gets bfloat16 features; the count, new mask and
+    # scale must still be float32 (area / n is inexact in bfloat16), only the convolution is
+    # low precision.
+    layer = _layer(5, 1, 2, 1)
+    x = torch.randn(2, 3, 12, 12, generator=_gen(1))
+    mask = _random_mask((2, 1, 12, 12), 0.3, seed=2)
+    y_ref, new_mask_ref = layer(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, new_mask = layer(x.to(x_dtype), mask)
+    assert y.dtype == torch.bfloat16
+    assert new_mask.dtype == torch.float32
+    assert torch.equal(new_mask, new_mask_ref)
+    assert torch.equal(new_mask, F.max_pool2d(mask.float(), 5, 1, 2))
+    torch.testing.assert_close(y.float(), y_ref, rtol=0.02, atol=0.05)
+
+
+@pytest.mark.parametrize("use_ones", [True, False])
+def test_window_count_under_autocast_is_exact_float32(use_ones):
+    # A 17x17 window counts up to 289: bfloat16 holds integers exactly only up to 256, so a
+    # count convolution (the ones-kernel path, used on CUDA) or matrix product that autocast
+    # ran in bfloat16 would round the largest counts.
+    layer = _layer(17, 1, 8, 1, c_in=1, c_out=1)
+    mask = _random_mask((2, 1, 24, 24), 0.95, seed=3).float()
+    args = (layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    expected = F.conv2d(mask.double(), layer.ones.double(), None, *args[1:])
+    assert expected.max() > 256
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        counts = window_count(mask, *args, ones=layer.ones if use_ones else None)
+    assert counts.dtype == torch.float32
+    assert torch.equal(counts.double(), expected)
+
+
 def test_standard_init_keeps_the_activation_scale_where_literal_one_over_n_vanishes():
     # The docstring's claim: with 1/n instead of area/n, each layer shrinks the signal by about
     # the window area, so a paper-sized stack under standard init outputs almost nothing.
