@@ -202,7 +202,8 @@ class SparseConv2d(nn.Module):
         # becomes 40.25), and only the fused function below runs in the low precision.
         m = mask.to(torch.float32 if autocast else x.dtype)
         with torch.no_grad():
-            # One conv on CUDA and other accelerators, shifted adds on the CPU (see window_count).
+            # One conv on CUDA and other accelerators, two small matrix products or shifted
+            # adds on the CPU (see window_count).
             ones = None if device_type == "cpu" else self.ones
             n = window_count(m, self.kernel_size, self.stride, self.padding, self.dilation, ones)
             new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
@@ -241,13 +242,20 @@ def window_count(
 
     One single-channel computation, shared by all output channels. With ``ones`` (what
     :class:`SparseConv2d` passes on CUDA and other accelerators) it is one convolution with that
-    ``(1, 1, kh, kw)`` ones kernel. Without (the CPU path) the same sum is taken separably as
-    ``kh + kw - 2`` shifted adds: on the CPU, oneDNN's single-channel convolution and
-    ``avg_pool2d`` cost 0.4-1.8 ms for a ``64 x 1 x 28 x 28`` mask, a third of a 16-channel
-    convolution, while the shifted adds cost 0.1-0.3 ms. Both give exact integer counts
-    (float32 is exact below 2**24) when they run in ``m``'s dtype, so the count runs with
-    autocast disabled: autocast would run the convolution in bfloat16 or float16, where 257 is
-    already inexact.
+    ``(1, 1, kh, kw)`` ones kernel. Without (the CPU path) the same sum is taken separably: on
+    the CPU, oneDNN's single-channel convolution and ``avg_pool2d`` cost 0.3-1.8 ms for a
+    ``64 x 1 x 28 x 28`` mask, a sixth of a 16-channel 3x3 convolution. For stride 1 and no
+    dilation (every layer of the networks) the separable sum is two small matrix products with
+    0/1 band matrices, ``band_h^T @ m @ band_w`` (padding is where the band runs off the
+    image), 0.06 ms whatever the kernel size; otherwise ``kh + kw - 2`` shifted adds over the
+    zero-padded mask (0.07 ms for 3x3 but 0.28 ms for 11x11, hence the products).
+
+    The counts are exact integers in any of these ways: the products and sums are of 0/1
+    values and integers up to ``kh * kw`` (float32 is exact below 2**24; a reduced float32
+    matmul precision rounds the factors to bfloat16, which holds 0, 1 and the row sums up to
+    ``kw`` exactly, and still accumulates in float32). That needs the computation in ``m``'s
+    own dtype, so it runs with autocast disabled: autocast would run the convolution and matrix
+    products in bfloat16 or float16, where 257 is already inexact.
 
     Args:
         m: ``(N, 1, H, W)`` floating-point mask with values in {0, 1}.
@@ -255,11 +263,11 @@ def window_count(
         stride: ``(sh, sw)``.
         padding: ``(ph, pw)``; padded pixels count as unobserved.
         dilation: ``(dh, dw)``.
-        ones: The ``(1, 1, kh, kw)`` ones kernel: count by one convolution instead of by
-            shifted adds.
+        ones: The ``(1, 1, kh, kw)`` ones kernel: count by one convolution instead.
 
     Returns:
-        ``(N, 1, H_out, W_out)`` counts in ``m``'s dtype.
+        ``(N, 1, H_out, W_out)`` counts in ``m``'s dtype, a new tensor (never a view of ``m``:
+        the caller edits it in place).
     """
     if torch.is_autocast_enabled(m.device.type):
         with torch.autocast(m.device.type, enabled=False):
@@ -267,15 +275,25 @@ def window_count(
     if ones is not None:
         return F.conv2d(m, ones.to(m.dtype), None, stride, padding, dilation)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    padded = F.pad(m, (pw, pw, ph, ph)) if ph or pw else m
-    h_pad, w_pad = padded.shape[2], padded.shape[3]
-    h_out = (h_pad - dh * (kh - 1) - 1) // sh + 1
-    w_out = (w_pad - dw * (kw - 1) - 1) // sw + 1
+    h, w = m.shape[2], m.shape[3]
+    h_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    w_out = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if h_out < 1 or w_out < 1:
         raise ModelInputError(
-            f"SparseConv2d: input {m.shape[2]}x{m.shape[3]} is smaller than the (dilated) "
+            f"SparseConv2d: input {h}x{w} is smaller than the (dilated) "
             f"kernel {kh}x{kw} with padding {ph}x{pw}"
         )
+    if sh == sw == dh == dw == 1 and kh * kw > 1:
+        # band_w[j, o] = 1 where input column j lies in output column o's window, i.e.
+        # o - pw <= j <= o - pw + kw - 1 (padded columns have no row: they add nothing).
+        band_w = m.new_ones(w, w_out).tril_(pw).triu_(pw - kw + 1)
+        if (h, h_out, ph, kh) == (w, w_out, pw, kw):
+            band_h = band_w
+        else:
+            band_h = m.new_ones(h, h_out).tril_(ph).triu_(ph - kh + 1)
+        rows = torch.matmul(m, band_w)  # (N, 1, H, W_out): one (N*H, W) @ (W, W_out) product
+        return torch.matmul(band_h.t(), rows).contiguous()  # (N, 1, H_out, W_out)
+    padded = F.pad(m, (pw, pw, ph, ph)) if ph or pw else m
     # Row sums over the kw taps, already at the output column stride: (N, 1, H_pad, W_out).
     w_span = (w_out - 1) * sw + 1
     rows = padded[:, :, :, 0:w_span:sw]
