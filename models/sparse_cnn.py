@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import CNNConfig
 from .conv_stack import ConvStack
@@ -38,7 +38,16 @@ def masked_global_avg_pool(x: Tensor, mask: Tensor) -> Tensor:
         ``(N, C)``.
     """
     m = mask.to(x.dtype)
-    total = (x * m).sum(dim=(2, 3))  # (N, C)
+    n, c, h, w = x.shape
+    # sum_hw x * m as one batched matrix-vector product: it reads x once, where (x * m).sum()
+    # writes and reads a full-size product (0.4 ms vs 0.14-0.26 ms for a 64 x 16 x 28 x 28 x).
+    if x.is_contiguous():  # (N, C, HW) @ (N, HW, 1)
+        total = torch.bmm(x.view(n, c, h * w), m.reshape(n, h * w, 1)).view(n, c)
+    elif x.is_contiguous(memory_format=torch.channels_last):  # (N, 1, HW) @ (N, HW, C)
+        rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view
+        total = torch.bmm(m.reshape(n, 1, h * w), rows).view(n, c)
+    else:
+        total = (x * m).sum(dim=(2, 3))  # (N, C)
     return total / m.sum(dim=(2, 3)).clamp(min=1.0)  # (N, C) / (N, 1)
 
 
@@ -68,6 +77,12 @@ class SparseCNN(ConvStack):
             conv=SparseConv2d,
             pool=lambda: SparseMaxPool2d(2),
         )
+        # Every activation here follows a SparseConv2d, whose output is a fresh tensor that its
+        # backward does not read: overwriting it saves writing a second full-size buffer per
+        # layer. ReLU's and LeakyReLU's in-place backward reads the sign of the result, which
+        # is the input's, so the gradients are bit for bit the same; ELU's would recompute
+        # exp(x) as result + 1 and lose it below about -17 in float32, so ELU stays as it was.
+        self.activation.inplace = not isinstance(self.activation, nn.ELU)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Logits ``(N, num_classes)`` for sparse images ``x`` observed where ``mask`` is 1."""
