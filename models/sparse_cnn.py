@@ -60,7 +60,11 @@ class SparseCNN(ConvStack):
     averages the last feature map over its observed positions only and maps the ``width``
     features to ``num_classes`` logits with one linear layer (no activation on the logits).
     The layers are laid out by :class:`ConvStack`; this class picks the sparse ones and owns
-    the forward pass.
+    the forward pass. For speed the forward works in place where autograd allows it: the
+    activation overwrites each convolution's output, and features entering a convolution are
+    already zero where its mask is 0 (zeroed in place, or by the pooling), so every layer after
+    the first skips its own ``x * mask`` (``premasked``); the logits and gradients are those of
+    the plain composition.
 
     Args:
         config: The topology; see :class:`CNNConfig`.
@@ -90,11 +94,22 @@ class SparseCNN(ConvStack):
             mask = torch.ones_like(x[:, :1])
         elif mask.dim() != 4 or mask.shape[1] != 1:
             raise ModelInputError(f"SparseCNN: mask must be (N, 1, H, W), got {tuple(mask.shape)}")
-        for conv, pool in self.layers():
-            x, mask = conv(x, mask)  # (N, width, H_i, W_i), (N, 1, H_i, W_i)
+        layers = list(self.layers())
+        premasked = False  # the input image's unobserved pixels may hold anything
+        for i, (conv, pool) in enumerate(layers):
+            x, mask = conv(x, mask, premasked=premasked)  # (N, width, H_i, W_i), (N, 1, H_i, W_i)
+            if pool is None and i + 1 < len(layers):
+                # The next convolution reads only x * mask. Zeroing the unobserved positions
+                # here, in place and unrecorded, lets it skip that out-of-place pass (premasked).
+                # Autograd then takes this product for the identity, which is exact: the next
+                # layer's input gradient is zero wherever the mask is 0 (it masks it), so the
+                # factor mask would change nothing. act(0) = 0 keeps x zero there.
+                with torch.no_grad():
+                    x.mul_(mask)
             x = self.activation(x)
             if pool is not None:
-                x, mask = pool(x, mask)
+                x, mask = pool(x, mask)  # 0 where the pooled mask is 0
+            premasked = True
         if self.config.head_grid == 1:
             features = masked_global_avg_pool(x, mask)  # (N, width)
         else:  # (N, width * head_grid**2)

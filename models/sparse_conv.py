@@ -181,12 +181,19 @@ class SparseConv2d(nn.Module):
                 f"SparseConv2d: mask must be bool or floating point, got {mask.dtype}"
             )
 
-    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, mask: Tensor, *, premasked: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Convolve the observed pixels of ``x`` and propagate the mask.
 
         Args:
             x: ``(N, in_channels, H, W)`` features.
             mask: ``(N, 1, H, W)`` observation mask, bool or float in {0, 1}.
+            premasked: The caller guarantees that ``x`` is already 0 wherever ``mask`` is 0
+                (not checked: that would cost the very pass it saves), so the layer skips
+                computing ``x * mask``, one full-size pass and buffer. The input gradient is
+                masked either way. The networks pass it for every layer after the first, whose
+                input they zero in place (see :class:`~models.SparseCNN`).
 
         Returns:
             ``(y, new_mask)``: ``(N, out_channels, H_out, W_out)`` features (the bias alone
@@ -212,7 +219,7 @@ class SparseConv2d(nn.Module):
             scale = torch.div(new_mask, n.clamp_(min=1.0)).mul_(self.window_area)
         if not autocast:
             y = _SparseConvFunction.apply(
-                x, m, scale, weight, bias, self.stride, self.padding, self.dilation
+                x, m, scale, weight, bias, self.stride, self.padding, self.dilation, premasked
             )
             return y, new_mask
         # The fused function runs outside autocast; cast here so autograd carries the gradients
@@ -226,6 +233,7 @@ class SparseConv2d(nn.Module):
                 self.stride,
                 self.padding,
                 self.dilation,
+                premasked,
             )
         return y, new_mask
 
@@ -313,7 +321,8 @@ def window_count(
 
 
 class _SparseConvFunction(torch.autograd.Function):
-    """``conv(x * m, W) * scale + b`` with a hand-written backward.
+    """``conv(x * m, W) * scale + b`` with a hand-written backward (``x`` for ``x * m`` when the
+    caller guarantees it is premasked).
 
     Plain autograd would allocate and fill a fresh full-size tensor for every elementwise step
     in both passes; on 16-channel feature maps these dominate the cost of the convolution
@@ -333,8 +342,10 @@ class _SparseConvFunction(torch.autograd.Function):
         stride: tuple[int, int],
         padding: tuple[int, int],
         dilation: tuple[int, int],
+        premasked: bool,
     ) -> Tensor:
-        xm = x * m  # unobserved pixels become 0: they reach neither y nor any gradient
+        # Unobserved pixels become 0: they reach neither y nor any gradient.
+        xm = x if premasked else x * m
         y = F.conv2d(xm, weight, None, stride, padding, dilation)  # (N, C_out, H_out, W_out)
         if bias is not None:
             torch.addcmul(bias.view(1, -1, 1, 1), y, scale, out=y)
@@ -371,4 +382,4 @@ class _SparseConvFunction(torch.autograd.Function):
                 grad_x = grad_xm.mul_(m)
         if need_b:
             grad_b = grad_y.sum(dim=(0, 2, 3))
-        return grad_x, None, None, grad_w, grad_b, None, None, None
+        return grad_x, None, None, grad_w, grad_b, None, None, None, None

@@ -145,6 +145,40 @@ def test_loss_falls_when_trained_a_few_dozen_steps(family):
     assert last < 0.6 * first, (first, last)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu"])
+def test_sparse_cnn_equals_the_plain_composition_of_its_layers(activation):
+    # SparseCNN works in place (activations, zeroing features before the next layer, which
+    # then skips its own x * mask); logits and gradients must be those of the plain chain.
+    torch.manual_seed(0)
+    config = CNNConfig(1, 5, depth=5, activation=activation, kernel_schedule=(3, 3, 3, 3, 1),
+                       pool_after=(1,))  # fmt: skip
+    model = build_model(ModelFamily.SPARSE, config).double()
+    x, mask = _batch(n=3, hw=18, density=0.03)
+    x = x.double().requires_grad_(True)
+    labels = torch.tensor([0, 3, 4])
+
+    def plain(x):
+        h, m = x, mask
+        for conv, pool in model.layers():
+            assert (m == 0).any()  # every layer has unobserved input positions
+            h, m = conv(h, m)
+            h = {"relu": torch.relu, "leaky_relu": nn.functional.leaky_relu,
+                 "elu": nn.functional.elu}[activation](h)  # fmt: skip
+            if pool is not None:
+                h, m = pool(h, m)
+        return model.classifier(masked_global_avg_pool(h, m))
+
+    grads = []
+    for forward in (model, plain):
+        logits = forward(x, mask) if forward is model else forward(x)
+        nn.functional.cross_entropy(logits, labels).backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in model.parameters()])
+        x.grad = None
+        model.zero_grad(set_to_none=True)
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+
+
 def test_sparse_max_pool_ignores_unobserved_values():
     x = torch.tensor([[[[-1.0, 50.0], [-3.0, -2.0]], [[7.0, 7.0], [9.0, 9.0]]]])  # (1, 2, 2, 2)
     mask = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])

@@ -215,6 +215,26 @@ def test_gradcheck_float64(k, s, p, d, bias):
     assert torch.autograd.gradcheck(f, tuple(inputs))
 
 
+@pytest.mark.parametrize("k,s,p,d", CONFIGS)
+def test_premasked_input_gives_the_same_output_and_gradients(k, s, p, d):
+    layer = _layer(k, s, p, d)
+    mask = _random_mask((2, 1, 19, 17), 0.3, seed=2)
+    x = torch.randn(2, 3, 19, 17, generator=_gen(1)) * mask  # 0 wherever unobserved
+    grad_y = None
+    results = []
+    for premasked in (False, True):
+        x_in = x.clone().requires_grad_(True)
+        y, new_mask = layer(x_in, mask, premasked=premasked)
+        if grad_y is None:
+            grad_y = torch.randn(y.shape, generator=_gen(4))
+        y.backward(grad_y)
+        results.append((y, new_mask, x_in.grad, layer.weight.grad, layer.bias.grad))
+        layer.zero_grad(set_to_none=True)
+    for plain, premasked in zip(*results, strict=True):
+        assert torch.equal(plain, premasked)
+    assert torch.all(results[1][2][~mask.expand_as(x)] == 0)  # the gradient is still masked
+
+
 def test_gradients_reach_only_what_requires_them():
     layer = _layer(3, 1, 1, 1)
     mask = _random_mask((2, 1, 9, 9), 0.5, seed=1)
