@@ -432,3 +432,20 @@ def test_channels_last_input_gives_the_same_result_and_keeps_its_layout():
     assert torch.equal(new_mask_cl, new_mask)
     y_cl.sum().backward()
     assert torch.all(x_cl.grad[~mask.expand_as(x)] == 0)
+
+
+def test_channels_last_gradients_equal_the_nchw_ones():
+    # A channels_last output gradient takes other code paths (the bias gradient is a
+    # matrix-vector product there); float64 so the comparison is tight.
+    layer = _layer(3, 1, 1, 1, c_out=5).double()
+    mask = _random_mask((3, 1, 9, 8), 0.4, seed=2)
+    x = torch.randn(3, 3, 9, 8, generator=_gen(1), dtype=torch.float64)
+    grad_y = torch.randn(3, 5, 9, 8, generator=_gen(3), dtype=torch.float64)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x_in = x.clone(memory_format=fmt).requires_grad_(True)
+        layer(x_in, mask)[0].backward(grad_y.clone(memory_format=fmt))
+        grads.append((x_in.grad, layer.weight.grad, layer.bias.grad))
+        layer.zero_grad(set_to_none=True)
+    for nchw, nhwc in zip(*grads, strict=True):
+        torch.testing.assert_close(nhwc, nchw, rtol=1e-12, atol=1e-14)
