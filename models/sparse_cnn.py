@@ -103,9 +103,12 @@ class SparseCNN(ConvStack):
                 # here, in place and unrecorded, lets it skip that out-of-place pass (premasked).
                 # Autograd then takes this product for the identity, which is exact: the next
                 # layer's input gradient is zero wherever the mask is 0 (it masks it), so the
-                # factor mask would change nothing. act(0) = 0 keeps x zero there.
-                with torch.no_grad():
-                    x.mul_(mask)
+                # factor mask would change nothing. act(0) = 0 keeps x zero there. A fully
+                # observed mask (checked on the CPU only, where that needs no device sync) has
+                # nothing to zero.
+                if x.device.type != "cpu" or mask.min().item() != 1.0:
+                    with torch.no_grad():
+                        x.mul_(mask)
             x = self.activation(x)
             if pool is not None:
                 x, mask = pool(x, mask)  # 0 where the pooled mask is 0

@@ -208,15 +208,28 @@ class SparseConv2d(nn.Module):
         # layer's x is already bfloat16): area / n is not exact in bfloat16 (121 / 3 = 40.33
         # becomes 40.25), and only the fused function below runs in the low precision.
         m = mask.to(torch.float32 if autocast else x.dtype)
+        # A fully observed batch is common: in a network the mask dilates with every layer
+        # until it covers the image (after two layers of the paper's stack at 10 % density).
+        # Then x * m and the masking of the input gradient are the identity, and every image has
+        # the same counts (only the zero padding is unobserved), so one image is counted and
+        # its scale broadcast: three fewer full-size passes, results bit for bit the same. The
+        # check reads the mask once; only on the CPU, where it needs no device sync.
+        full = device_type == "cpu" and m.numel() > 0 and m.min().item() == 1.0
         with torch.no_grad():
             # One conv on CUDA and other accelerators, two small matrix products or shifted
             # adds on the CPU (see window_count).
             ones = None if device_type == "cpu" else self.ones
-            n = window_count(m, self.kernel_size, self.stride, self.padding, self.dilation, ones)
+            n = window_count(
+                m[:1] if full else m, self.kernel_size, self.stride, self.padding, self.dilation,
+                ones,
+            )  # fmt: skip
             new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
             # area / n, and 0 where n == 0: there the window of x * m is all zeros, but a
             # Winograd or FFT convolution may still return rounding noise from its neighbours.
             scale = torch.div(new_mask, n.clamp_(min=1.0)).mul_(self.window_area)
+            if full:  # (1, 1, H_out, W_out): the scale broadcasts, the new mask is returned
+                new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
+                m = None  # tells the fused function that nothing needs masking
         if not autocast:
             y = _SparseConvFunction.apply(
                 x, m, scale, weight, bias, self.stride, self.padding, self.dilation, premasked
@@ -225,7 +238,8 @@ class SparseConv2d(nn.Module):
         # The fused function runs outside autocast; cast here so autograd carries the gradients
         # back to the float32 parameters, as autocast does for nn.Conv2d.
         dtype = torch.get_autocast_dtype(device_type)
-        args = (x.to(dtype), m.to(dtype), scale.to(dtype), weight.to(dtype))
+        m = None if m is None else m.to(dtype)
+        args = (x.to(dtype), m, scale.to(dtype), weight.to(dtype))
         with torch.autocast(device_type, enabled=False):
             y = _SparseConvFunction.apply(
                 *args,
@@ -252,11 +266,12 @@ def window_count(
     :class:`SparseConv2d` passes on CUDA and other accelerators) it is one convolution with that
     ``(1, 1, kh, kw)`` ones kernel. Without (the CPU path) the same sum is taken separably: on
     the CPU, oneDNN's single-channel convolution and ``avg_pool2d`` cost 0.3-1.8 ms for a
-    ``64 x 1 x 28 x 28`` mask, a sixth of a 16-channel 3x3 convolution. For stride 1 and no
-    dilation (every layer of the networks) the separable sum is two small matrix products with
-    0/1 band matrices, ``band_h^T @ m @ band_w`` (padding is where the band runs off the
-    image), 0.06 ms whatever the kernel size; otherwise ``kh + kw - 2`` shifted adds over the
-    zero-padded mask (0.07 ms for 3x3 but 0.28 ms for 11x11, hence the products).
+    ``64 x 1 x 28 x 28`` mask, a sixth of a 16-channel 3x3 convolution. The separable sum is
+    ``kh + kw - 2`` shifted adds over the zero-padded mask: 0.07 ms for 3x3, but 0.11 ms for
+    5x5 and 0.28 ms for 11x11. So windows larger than 3x3 with stride 1 and no dilation (every
+    layer of the networks) are summed as two small matrix products with 0/1 band matrices
+    instead, ``band_h^T @ m @ band_w`` (padding is where the band runs off the image): 0.06 ms
+    whatever the kernel size, but no faster than the adds for 3x3 inside a training step.
 
     The counts are exact integers in any of these ways: the products and sums are of 0/1
     values and integers up to ``kh * kw`` (float32 is exact below 2**24; a reduced float32
@@ -291,7 +306,7 @@ def window_count(
             f"SparseConv2d: input {h}x{w} is smaller than the (dilated) "
             f"kernel {kh}x{kw} with padding {ph}x{pw}"
         )
-    if sh == sw == dh == dw == 1 and kh * kw > 1:
+    if sh == sw == dh == dw == 1 and kh + kw > 6:
         # band_w[j, o] = 1 where input column j lies in output column o's window, i.e.
         # o - pw <= j <= o - pw + kw - 1 (padded columns have no row: they add nothing).
         band_w = m.new_ones(w, w_out).tril_(pw).triu_(pw - kw + 1)
@@ -335,7 +350,7 @@ class _SparseConvFunction(torch.autograd.Function):
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: Tensor,
-        m: Tensor,
+        m: Tensor | None,
         scale: Tensor,
         weight: Tensor,
         bias: Tensor | None,
@@ -344,8 +359,9 @@ class _SparseConvFunction(torch.autograd.Function):
         dilation: tuple[int, int],
         premasked: bool,
     ) -> Tensor:
-        # Unobserved pixels become 0: they reach neither y nor any gradient.
-        xm = x if premasked else x * m
+        # Unobserved pixels become 0: they reach neither y nor any gradient. m is None when
+        # every pixel is observed.
+        xm = x if premasked or m is None else x * m
         y = F.conv2d(xm, weight, None, stride, padding, dilation)  # (N, C_out, H_out, W_out)
         if bias is not None:
             torch.addcmul(bias.view(1, -1, 1, 1), y, scale, out=y)
@@ -379,7 +395,7 @@ class _SparseConvFunction(torch.autograd.Function):
                 False, (0, 0), 1, (need_x, need_w, False),
             )  # fmt: skip
             if need_x:
-                grad_x = grad_xm.mul_(m)
+                grad_x = grad_xm if m is None else grad_xm.mul_(m)
         if need_b:
             grad_b = _sum_over_positions(grad_y)
         return grad_x, None, None, grad_w, grad_b, None, None, None, None

@@ -146,21 +146,25 @@ def test_loss_falls_when_trained_a_few_dozen_steps(family):
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu"])
-def test_sparse_cnn_equals_the_plain_composition_of_its_layers(activation):
+@pytest.mark.parametrize("density", [0.03, 0.5])
+def test_sparse_cnn_equals_the_plain_composition_of_its_layers(activation, density):
     # SparseCNN works in place (activations, zeroing features before the next layer, which
     # then skips its own x * mask); logits and gradients must be those of the plain chain.
+    # At density 0.03 every layer has unobserved inputs; at 0.5 the mask soon covers the
+    # image, and the later layers take the fully observed shortcut.
     torch.manual_seed(0)
     config = CNNConfig(1, 5, depth=5, activation=activation, kernel_schedule=(3, 3, 3, 3, 1),
                        pool_after=(1,))  # fmt: skip
     model = build_model(ModelFamily.SPARSE, config).double()
-    x, mask = _batch(n=3, hw=18, density=0.03)
+    x, mask = _batch(n=3, hw=18, density=density)
+    observed = []
     x = x.double().requires_grad_(True)
     labels = torch.tensor([0, 3, 4])
 
     def plain(x):
         h, m = x, mask
         for conv, pool in model.layers():
-            assert (m == 0).any()  # every layer has unobserved input positions
+            observed.append(bool(m.all()))
             h, m = conv(h, m)
             h = {"relu": torch.relu, "leaky_relu": nn.functional.leaky_relu,
                  "elu": nn.functional.elu}[activation](h)  # fmt: skip
@@ -177,6 +181,10 @@ def test_sparse_cnn_equals_the_plain_composition_of_its_layers(activation):
         model.zero_grad(set_to_none=True)
     for got, want in zip(*grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    if density < 0.1:
+        assert not any(observed)
+    else:
+        assert not observed[0] and observed[-1]
 
 
 def test_sparse_max_pool_ignores_unobserved_values():

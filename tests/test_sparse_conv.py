@@ -97,6 +97,37 @@ def test_all_ones_mask_equals_conv2d_inside_the_image(k, s, p, d):
     assert torch.all(new_mask == 1)
 
 
+def _reference(layer, x, mask):
+    """The layer's definition in plain autograd: conv(x * m) * area / n + b, the bias alone
+    where n == 0, and the count by a ones-kernel convolution."""
+    m = mask.to(x.dtype)
+    args = (layer.stride, layer.padding, layer.dilation)
+    n = F.conv2d(m, layer.ones.to(x.dtype), None, *args)
+    scale = layer.window_area / n.clamp(min=1) * (n > 0)
+    y = F.conv2d(x * m, layer.weight, None, *args) * scale + layer.bias.view(1, -1, 1, 1)
+    return y, n.clamp(max=1)
+
+
+@pytest.mark.parametrize("k,s,p,d", CONFIGS)
+@pytest.mark.parametrize("density", [0.4, 1.0])
+def test_float64_output_and_gradients_equal_the_plain_definition(k, s, p, d, density):
+    # density 1.0: a fully observed batch takes a shortcut on the CPU (one image's counts,
+    # no masking passes); it must give the same numbers as the general path.
+    layer = _layer(k, s, p, d).double()
+    mask = _random_mask((2, 1, 19, 17), density, seed=2)
+    x = torch.randn(2, 3, 19, 17, generator=_gen(1), dtype=torch.float64, requires_grad=True)
+    results = []
+    for forward in (layer, lambda x, mask: _reference(layer, x, mask)):
+        y, new_mask = forward(x, mask)
+        y.backward(torch.randn(y.shape, generator=_gen(3), dtype=torch.float64))
+        results.append((y, new_mask, x.grad, layer.weight.grad, layer.bias.grad))
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert results[0][1].shape == (2, 1, *results[0][0].shape[2:])
+
+
 def test_initialization_matches_conv2d():
     torch.manual_seed(7)
     layer = SparseConv2d(5, 6, 3)
