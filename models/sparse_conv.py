@@ -80,8 +80,11 @@ class SparseConv2d(nn.Module):
     **Cost.** The count ``n`` is one single-channel pass over the mask (see :func:`window_count`),
     done once per call under ``no_grad`` and shared by all output channels; the renormalization
     and bias are one fused in-place ``addcmul`` and the backward is written by hand, so the
-    layer adds four full-size elementwise passes to ``nn.Conv2d``'s work (measured by
-    ``bench/layer_overhead.py``). The layer keeps no state between calls.
+    layer adds four full-size elementwise passes and the bias gradient's read to
+    ``nn.Conv2d``'s work (measured by ``bench/layer_overhead.py``): the mask and the rescale
+    forward, the rescale and the mask of the input gradient backward. ``premasked`` input
+    drops the forward mask; a fully observed batch on the CPU drops both masks. The layer keeps
+    no state between calls.
 
     Args:
         in_channels: Channels of ``x``.
@@ -388,6 +391,9 @@ class _SparseConvFunction(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         need_b = ctx.has_bias and ctx.needs_input_grad[4]
         grad_x = grad_w = grad_b = None
+        if need_b:
+            # First, so that the rescale below reads grad_y again while it is still in cache.
+            grad_b = _sum_over_positions(grad_y)
         if need_x or need_w:
             grad_raw = grad_y * scale
             grad_xm, grad_w, _ = torch.ops.aten.convolution_backward.default(
@@ -396,8 +402,6 @@ class _SparseConvFunction(torch.autograd.Function):
             )  # fmt: skip
             if need_x:
                 grad_x = grad_xm if m is None else grad_xm.mul_(m)
-        if need_b:
-            grad_b = _sum_over_positions(grad_y)
         return grad_x, None, None, grad_w, grad_b, None, None, None, None
 
 
