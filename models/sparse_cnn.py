@@ -104,9 +104,13 @@ class SparseCNN(ConvStack):
                 # Autograd then takes this product for the identity, which is exact: the next
                 # layer's input gradient is zero wherever the mask is 0 (it masks it), so the
                 # factor mask would change nothing. act(0) = 0 keeps x zero there. A fully
-                # observed mask (checked on the CPU only, where that needs no device sync) has
-                # nothing to zero.
-                if x.device.type != "cpu" or mask.min().item() != 1.0:
+                # observed mask has nothing to zero (checked as in SparseConv2d: on the CPU,
+                # outside torch.compile).
+                if (
+                    x.device.type != "cpu"
+                    or torch.compiler.is_compiling()
+                    or mask.min().item() != 1.0
+                ):
                     with torch.no_grad():
                         x.mul_(mask)
             x = self.activation(x)

@@ -216,8 +216,15 @@ class SparseConv2d(nn.Module):
         # Then x * m and the masking of the input gradient are the identity, and every image has
         # the same counts (only the zero padding is unobserved), so one image is counted and
         # its scale broadcast: three fewer full-size passes, results bit for bit the same. The
-        # check reads the mask once; only on the CPU, where it needs no device sync.
-        full = device_type == "cpu" and m.numel() > 0 and m.min().item() == 1.0
+        # check reads the mask once; only on the CPU, where it needs no device sync, and not
+        # under torch.compile, where reading a value would split the graph (and the compiler
+        # fuses the masking passes anyway).
+        full = (
+            device_type == "cpu"
+            and not torch.compiler.is_compiling()
+            and m.numel() > 0
+            and m.min().item() == 1.0
+        )
         with torch.no_grad():
             # One conv on CUDA and other accelerators, two small matrix products or shifted
             # adds on the CPU (see window_count).
