@@ -207,6 +207,24 @@ def test_sparse_max_pool_keeps_odd_borders_and_routes_gradient_to_observed_pixel
     assert torch.all(x.grad[~mask.expand_as(x)] == 0)
 
 
+def test_sparse_max_pool_of_a_fully_observed_batch_is_max_pool():
+    # A fully observed mask takes a shortcut on the CPU; same values and gradients as the
+    # general path (which a single unobserved pixel in another image forces).
+    x = torch.randn(2, 3, 9, 9, generator=_gen(1), dtype=torch.float64)
+    mask = torch.ones(3, 1, 9, 9)
+    mask[2, 0, 0, 0] = 0  # image 2 only forces the general path for the whole batch
+    results = []
+    for batch_mask in (mask[:2], mask):
+        x_in = torch.cat([x, x[:1]]) if batch_mask.shape[0] == 3 else x
+        x_in = x_in.clone().requires_grad_(True)
+        y, new_mask = SparseMaxPool2d(2)(x_in, batch_mask)
+        y[:2].sum().backward()
+        results.append((y[:2], new_mask[:2], x_in.grad[:2]))
+    for shortcut, general in zip(*results, strict=True):
+        assert torch.equal(shortcut, general)
+    assert torch.equal(results[0][0], nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
+
+
 def test_masked_global_average_pool_averages_observed_positions_only():
     x = torch.tensor([[[[1.0, 2.0], [3.0, 100.0]]]])
     mask = torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]])
