@@ -83,8 +83,8 @@ class SparseConv2d(nn.Module):
     layer adds four full-size elementwise passes and the bias gradient's read to
     ``nn.Conv2d``'s work (measured by ``bench/layer_overhead.py``): the mask and the rescale
     forward, the rescale and the mask of the input gradient backward. ``premasked`` input
-    drops the forward mask; a fully observed batch on the CPU drops both masks. The layer keeps
-    no state between calls.
+    drops the forward mask; a fully observed batch on the CPU drops both masks, and without
+    padding both rescales too. The layer keeps no state between calls.
 
     Args:
         in_channels: Channels of ``x``.
@@ -240,6 +240,12 @@ class SparseConv2d(nn.Module):
             if full:  # (1, 1, H_out, W_out): the scale broadcasts, the new mask is returned
                 new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
                 m = None  # tells the fused function that nothing needs masking
+                if self.padding == (0, 0):
+                    # Every window lies inside the image, n == area: the layer is nn.Conv2d
+                    # (the paper stack's last, 1x1 layer); None skips both rescaling passes and
+                    # lets the convolution add the bias and sum its gradient (in its own
+                    # order: equal up to float rounding, not bit for bit).
+                    scale = None
         if not autocast:
             y = _SparseConvFunction.apply(
                 x, m, scale, weight, bias, self.stride, self.padding, self.dilation, premasked
@@ -249,7 +255,8 @@ class SparseConv2d(nn.Module):
         # back to the float32 parameters, as autocast does for nn.Conv2d.
         dtype = torch.get_autocast_dtype(device_type)
         m = None if m is None else m.to(dtype)
-        args = (x.to(dtype), m, scale.to(dtype), weight.to(dtype))
+        scale = None if scale is None else scale.to(dtype)
+        args = (x.to(dtype), m, scale, weight.to(dtype))
         with torch.autocast(device_type, enabled=False):
             y = _SparseConvFunction.apply(
                 *args,
@@ -361,7 +368,7 @@ class _SparseConvFunction(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx,
         x: Tensor,
         m: Tensor | None,
-        scale: Tensor,
+        scale: Tensor | None,
         weight: Tensor,
         bias: Tensor | None,
         stride: tuple[int, int],
@@ -372,11 +379,14 @@ class _SparseConvFunction(torch.autograd.Function):
         # Unobserved pixels become 0: they reach neither y nor any gradient. m is None when
         # every pixel is observed.
         xm = x if premasked or m is None else x * m
-        y = F.conv2d(xm, weight, None, stride, padding, dilation)  # (N, C_out, H_out, W_out)
-        if bias is not None:
-            torch.addcmul(bias.view(1, -1, 1, 1), y, scale, out=y)
+        if scale is None:  # n == area everywhere: a plain convolution
+            y = F.conv2d(xm, weight, bias, stride, padding, dilation)
         else:
-            y.mul_(scale)
+            y = F.conv2d(xm, weight, None, stride, padding, dilation)  # (N, C_out, H_out, W_out)
+            if bias is not None:
+                torch.addcmul(bias.view(1, -1, 1, 1), y, scale, out=y)
+            else:
+                y.mul_(scale)
         ctx.save_for_backward(xm, m, scale, weight)
         ctx.conv_args = (stride, padding, dilation)
         ctx.has_bias = bias is not None
@@ -398,6 +408,12 @@ class _SparseConvFunction(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         need_b = ctx.has_bias and ctx.needs_input_grad[4]
         grad_x = grad_w = grad_b = None
+        if scale is None:  # a plain convolution (see forward): one call for all three
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward.default(
+                grad_y, xm, weight, [weight.shape[0]] if need_b else None, stride, padding,
+                dilation, False, (0, 0), 1, (need_x, need_w, need_b),
+            )  # fmt: skip
+            return grad_x, None, None, grad_w, grad_b, None, None, None, None
         if need_b:
             # First, so that the rescale below reads grad_y again while it is still in cache.
             grad_b = _sum_over_positions(grad_y)

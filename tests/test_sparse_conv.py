@@ -108,11 +108,12 @@ def _reference(layer, x, mask):
     return y, n.clamp(max=1)
 
 
-@pytest.mark.parametrize("k,s,p,d", CONFIGS)
+@pytest.mark.parametrize("k,s,p,d", CONFIGS + [(3, 1, 0, 1), (1, 1, 0, 1), (3, 2, 0, 2)])
 @pytest.mark.parametrize("density", [0.4, 1.0])
 def test_float64_output_and_gradients_equal_the_plain_definition(k, s, p, d, density):
     # density 1.0: a fully observed batch takes a shortcut on the CPU (one image's counts,
-    # no masking passes); it must give the same numbers as the general path.
+    # no masking passes; without padding a plain convolution); it must give the same numbers
+    # as the general path.
     layer = _layer(k, s, p, d).double()
     mask = _random_mask((2, 1, 19, 17), density, seed=2)
     x = torch.randn(2, 3, 19, 17, generator=_gen(1), dtype=torch.float64, requires_grad=True)
