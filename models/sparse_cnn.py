@@ -109,6 +109,7 @@ class SparseCNN(ConvStack):
                 if (
                     x.device.type != "cpu"
                     or torch.compiler.is_compiling()
+                    or mask.numel() == 0
                     or mask.min().item() != 1.0
                 ):
                     with torch.no_grad():

@@ -184,9 +184,7 @@ class SparseConv2d(nn.Module):
                 f"SparseConv2d: mask must be bool or floating point, got {mask.dtype}"
             )
 
-    def forward(
-        self, x: Tensor, mask: Tensor, *, premasked: bool = False
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, mask: Tensor, *, premasked: bool = False) -> tuple[Tensor, Tensor]:
         """Convolve the observed pixels of ``x`` and propagate the mask.
 
         Args:
