@@ -80,8 +80,11 @@ class SparseConv2d(nn.Module):
     **Cost.** The count ``n`` is one single-channel pass over the mask (see :func:`window_count`),
     done once per call under ``no_grad`` and shared by all output channels; the renormalization
     and bias are one fused in-place ``addcmul`` and the backward is written by hand, so the
-    layer adds four full-size elementwise passes to ``nn.Conv2d``'s work (measured by
-    ``bench/layer_overhead.py``). The layer keeps no state between calls.
+    layer adds four full-size elementwise passes and the bias gradient's read to
+    ``nn.Conv2d``'s work (measured by ``bench/layer_overhead.py``): the mask and the rescale
+    forward, the rescale and the mask of the input gradient backward. ``premasked`` input
+    drops the forward mask; a fully observed batch on the CPU drops both masks, and without
+    padding both rescales too. The layer keeps no state between calls.
 
     Args:
         in_channels: Channels of ``x``.
@@ -102,8 +105,8 @@ class SparseConv2d(nn.Module):
           full pass and, on a GPU, a device sync in every layer of every step. A ``bool`` mask
           is binary by construction, and every ``new_mask`` this layer returns is binary.
         - returns ``y``: ``(N, out_channels, H_out, W_out)`` and ``new_mask``:
-          ``(N, 1, H_out, W_out)`` in ``x``'s dtype, with ``H_out``/``W_out`` as for
-          ``nn.Conv2d``.
+          ``(N, 1, H_out, W_out)`` in ``x``'s dtype (float32 under autocast, where ``y`` is
+          in autocast's dtype), with ``H_out``/``W_out`` as for ``nn.Conv2d``.
 
     Example:
         >>> conv = SparseConv2d(1, 16, kernel_size=3, padding=1)
@@ -181,45 +184,85 @@ class SparseConv2d(nn.Module):
                 f"SparseConv2d: mask must be bool or floating point, got {mask.dtype}"
             )
 
-    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, mask: Tensor, *, premasked: bool = False) -> tuple[Tensor, Tensor]:
         """Convolve the observed pixels of ``x`` and propagate the mask.
 
         Args:
             x: ``(N, in_channels, H, W)`` features.
             mask: ``(N, 1, H, W)`` observation mask, bool or float in {0, 1}.
+            premasked: The caller guarantees that ``x`` is already 0 wherever ``mask`` is 0
+                (not checked: that would cost the very pass it saves), so the layer skips
+                computing ``x * mask``, one full-size pass and buffer. The input gradient is
+                masked either way. The networks pass it for every layer after the first, whose
+                input they zero in place (see :class:`~models.SparseCNN`).
 
         Returns:
             ``(y, new_mask)``: ``(N, out_channels, H_out, W_out)`` features (the bias alone
             where no pixel of the window was observed) and the ``(N, 1, H_out, W_out)`` mask in
-            ``x``'s dtype.
+            ``x``'s dtype (float32 under autocast).
         """
         self._check_inputs(x, mask)
         weight, bias = self.weight, self.bias
-        m = mask.to(x.dtype)
+        device_type = x.device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        # Under autocast the count, new mask and scale stay float32 whatever x's dtype (a later
+        # layer's x is already bfloat16): area / n is not exact in bfloat16 (121 / 3 = 40.33
+        # becomes 40.25), and only the fused function below runs in the low precision.
+        m = mask.to(torch.float32 if autocast else x.dtype)
+        # A fully observed batch is common: in a network the mask dilates with every layer
+        # until it covers the image (after two layers of the paper's stack at 10 % density).
+        # Then x * m and the masking of the input gradient are the identity, and every image has
+        # the same counts (only the zero padding is unobserved), so one image is counted and
+        # its scale broadcast: three fewer full-size passes, results bit for bit the same. The
+        # check reads the mask once; only on the CPU, where it needs no device sync, and not
+        # under torch.compile, where reading a value would split the graph (and the compiler
+        # fuses the masking passes anyway).
+        full = (
+            device_type == "cpu"
+            and not torch.compiler.is_compiling()
+            and m.numel() > 0
+            and m.min().item() == 1.0
+        )
         with torch.no_grad():
-            # One conv on CUDA and other accelerators, shifted adds on the CPU (see window_count).
-            ones = None if m.device.type == "cpu" else self.ones
-            n = window_count(m, self.kernel_size, self.stride, self.padding, self.dilation, ones)
+            # One conv on CUDA and other accelerators, two small matrix products or shifted
+            # adds on the CPU (see window_count).
+            ones = None if device_type == "cpu" else self.ones
+            n = window_count(
+                m[:1] if full else m, self.kernel_size, self.stride, self.padding, self.dilation,
+                ones,
+            )  # fmt: skip
             new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
             # area / n, and 0 where n == 0: there the window of x * m is all zeros, but a
             # Winograd or FFT convolution may still return rounding noise from its neighbours.
             scale = torch.div(new_mask, n.clamp_(min=1.0)).mul_(self.window_area)
-        if not torch.is_autocast_enabled(x.device.type):
+            if full:  # (1, 1, H_out, W_out): the scale broadcasts, the new mask is returned
+                new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
+                m = None  # tells the fused function that nothing needs masking
+                if self.padding == (0, 0):
+                    # Every window lies inside the image, n == area: the layer is nn.Conv2d
+                    # (the paper stack's last, 1x1 layer); None skips both rescaling passes and
+                    # lets the convolution add the bias and sum its gradient (in its own
+                    # order: equal up to float rounding, not bit for bit).
+                    scale = None
+        if not autocast:
             y = _SparseConvFunction.apply(
-                x, m, scale, weight, bias, self.stride, self.padding, self.dilation
+                x, m, scale, weight, bias, self.stride, self.padding, self.dilation, premasked
             )
             return y, new_mask
         # The fused function runs outside autocast; cast here so autograd carries the gradients
         # back to the float32 parameters, as autocast does for nn.Conv2d.
-        dtype = torch.get_autocast_dtype(x.device.type)
-        args = (x.to(dtype), m.to(dtype), scale.to(dtype), weight.to(dtype))
-        with torch.autocast(x.device.type, enabled=False):
+        dtype = torch.get_autocast_dtype(device_type)
+        m = None if m is None else m.to(dtype)
+        scale = None if scale is None else scale.to(dtype)
+        args = (x.to(dtype), m, scale, weight.to(dtype))
+        with torch.autocast(device_type, enabled=False):
             y = _SparseConvFunction.apply(
                 *args,
                 None if bias is None else bias.to(dtype),
                 self.stride,
                 self.padding,
                 self.dilation,
+                premasked,
             )
         return y, new_mask
 
@@ -236,11 +279,21 @@ def window_count(
 
     One single-channel computation, shared by all output channels. With ``ones`` (what
     :class:`SparseConv2d` passes on CUDA and other accelerators) it is one convolution with that
-    ``(1, 1, kh, kw)`` ones kernel. Without (the CPU path) the same sum is taken separably as
-    ``kh + kw - 2`` shifted adds: on the CPU, oneDNN's single-channel convolution and
-    ``avg_pool2d`` cost 0.4-1.8 ms for a ``64 x 1 x 28 x 28`` mask, a third of a 16-channel
-    convolution, while the shifted adds cost 0.1-0.3 ms. Both give exact integer counts
-    (float32 is exact below 2**24).
+    ``(1, 1, kh, kw)`` ones kernel. Without (the CPU path) the same sum is taken separably: on
+    the CPU, oneDNN's single-channel convolution and ``avg_pool2d`` cost 0.3-1.8 ms for a
+    ``64 x 1 x 28 x 28`` mask, a sixth of a 16-channel 3x3 convolution. The separable sum is
+    ``kh + kw - 2`` shifted adds over the zero-padded mask: 0.07 ms for 3x3, but 0.11 ms for
+    5x5 and 0.28 ms for 11x11. So windows larger than 3x3 with stride 1 and no dilation (every
+    layer of the networks) are summed as two small matrix products with 0/1 band matrices
+    instead, ``band_h^T @ m @ band_w`` (padding is where the band runs off the image): 0.06 ms
+    whatever the kernel size, but no faster than the adds for 3x3 inside a training step.
+
+    The counts are exact integers in any of these ways: the products and sums are of 0/1
+    values and integers up to ``kh * kw`` (float32 is exact below 2**24; a reduced float32
+    matmul precision rounds the factors to bfloat16, which holds 0, 1 and the row sums up to
+    ``kw`` exactly, and still accumulates in float32). That needs the computation in ``m``'s
+    own dtype, so it runs with autocast disabled: autocast would run the convolution and matrix
+    products in bfloat16 or float16, where 257 is already inexact.
 
     Args:
         m: ``(N, 1, H, W)`` floating-point mask with values in {0, 1}.
@@ -248,24 +301,37 @@ def window_count(
         stride: ``(sh, sw)``.
         padding: ``(ph, pw)``; padded pixels count as unobserved.
         dilation: ``(dh, dw)``.
-        ones: The ``(1, 1, kh, kw)`` ones kernel: count by one convolution instead of by
-            shifted adds.
+        ones: The ``(1, 1, kh, kw)`` ones kernel: count by one convolution instead.
 
     Returns:
-        ``(N, 1, H_out, W_out)`` counts in ``m``'s dtype.
+        ``(N, 1, H_out, W_out)`` counts in ``m``'s dtype, a new tensor (never a view of ``m``:
+        the caller edits it in place).
     """
+    if torch.is_autocast_enabled(m.device.type):
+        with torch.autocast(m.device.type, enabled=False):
+            return window_count(m, kernel_size, stride, padding, dilation, ones)
     if ones is not None:
         return F.conv2d(m, ones.to(m.dtype), None, stride, padding, dilation)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    padded = F.pad(m, (pw, pw, ph, ph)) if ph or pw else m
-    h_pad, w_pad = padded.shape[2], padded.shape[3]
-    h_out = (h_pad - dh * (kh - 1) - 1) // sh + 1
-    w_out = (w_pad - dw * (kw - 1) - 1) // sw + 1
+    h, w = m.shape[2], m.shape[3]
+    h_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    w_out = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if h_out < 1 or w_out < 1:
         raise ModelInputError(
-            f"SparseConv2d: input {m.shape[2]}x{m.shape[3]} is smaller than the (dilated) "
+            f"SparseConv2d: input {h}x{w} is smaller than the (dilated) "
             f"kernel {kh}x{kw} with padding {ph}x{pw}"
         )
+    if sh == sw == dh == dw == 1 and kh + kw > 6:
+        # band_w[j, o] = 1 where input column j lies in output column o's window, i.e.
+        # o - pw <= j <= o - pw + kw - 1 (padded columns have no row: they add nothing).
+        band_w = m.new_ones(w, w_out).tril_(pw).triu_(pw - kw + 1)
+        if (h, h_out, ph, kh) == (w, w_out, pw, kw):
+            band_h = band_w
+        else:
+            band_h = m.new_ones(h, h_out).tril_(ph).triu_(ph - kh + 1)
+        rows = torch.matmul(m, band_w)  # (N, 1, H, W_out): one (N*H, W) @ (W, W_out) product
+        return torch.matmul(band_h.t(), rows).contiguous()  # (N, 1, H_out, W_out)
+    padded = F.pad(m, (pw, pw, ph, ph)) if ph or pw else m
     # Row sums over the kw taps, already at the output column stride: (N, 1, H_pad, W_out).
     w_span = (w_out - 1) * sw + 1
     rows = padded[:, :, :, 0:w_span:sw]
@@ -285,7 +351,8 @@ def window_count(
 
 
 class _SparseConvFunction(torch.autograd.Function):
-    """``conv(x * m, W) * scale + b`` with a hand-written backward.
+    """``conv(x * m, W) * scale + b`` with a hand-written backward (``x`` for ``x * m`` when the
+    caller guarantees it is premasked).
 
     Plain autograd would allocate and fill a fresh full-size tensor for every elementwise step
     in both passes; on 16-channel feature maps these dominate the cost of the convolution
@@ -298,20 +365,26 @@ class _SparseConvFunction(torch.autograd.Function):
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: Tensor,
-        m: Tensor,
-        scale: Tensor,
+        m: Tensor | None,
+        scale: Tensor | None,
         weight: Tensor,
         bias: Tensor | None,
         stride: tuple[int, int],
         padding: tuple[int, int],
         dilation: tuple[int, int],
+        premasked: bool,
     ) -> Tensor:
-        xm = x * m  # unobserved pixels become 0: they reach neither y nor any gradient
-        y = F.conv2d(xm, weight, None, stride, padding, dilation)  # (N, C_out, H_out, W_out)
-        if bias is not None:
-            torch.addcmul(bias.view(1, -1, 1, 1), y, scale, out=y)
+        # Unobserved pixels become 0: they reach neither y nor any gradient. m is None when
+        # every pixel is observed.
+        xm = x if premasked or m is None else x * m
+        if scale is None:  # n == area everywhere: a plain convolution
+            y = F.conv2d(xm, weight, bias, stride, padding, dilation)
         else:
-            y.mul_(scale)
+            y = F.conv2d(xm, weight, None, stride, padding, dilation)  # (N, C_out, H_out, W_out)
+            if bias is not None:
+                torch.addcmul(bias.view(1, -1, 1, 1), y, scale, out=y)
+            else:
+                y.mul_(scale)
         ctx.save_for_backward(xm, m, scale, weight)
         ctx.conv_args = (stride, padding, dilation)
         ctx.has_bias = bias is not None
@@ -333,6 +406,15 @@ class _SparseConvFunction(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         need_b = ctx.has_bias and ctx.needs_input_grad[4]
         grad_x = grad_w = grad_b = None
+        if scale is None:  # a plain convolution (see forward): one call for all three
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward.default(
+                grad_y, xm, weight, [weight.shape[0]] if need_b else None, stride, padding,
+                dilation, False, (0, 0), 1, (need_x, need_w, need_b),
+            )  # fmt: skip
+            return grad_x, None, None, grad_w, grad_b, None, None, None, None
+        if need_b:
+            # First, so that the rescale below reads grad_y again while it is still in cache.
+            grad_b = _sum_over_positions(grad_y)
         if need_x or need_w:
             grad_raw = grad_y * scale
             grad_xm, grad_w, _ = torch.ops.aten.convolution_backward.default(
@@ -340,7 +422,27 @@ class _SparseConvFunction(torch.autograd.Function):
                 False, (0, 0), 1, (need_x, need_w, False),
             )  # fmt: skip
             if need_x:
-                grad_x = grad_xm.mul_(m)
-        if need_b:
-            grad_b = grad_y.sum(dim=(0, 2, 3))
-        return grad_x, None, None, grad_w, grad_b, None, None, None
+                grad_x = grad_xm if m is None else grad_xm.mul_(m)
+        return grad_x, None, None, grad_w, grad_b, None, None, None, None
+
+
+def _sum_over_positions(t: Tensor) -> Tensor:
+    """``t.sum(dim=(0, 2, 3))`` of an ``(N, C, H, W)`` tensor: the bias gradient.
+
+    For a channels_last ``t`` TensorIterator reduces over the outer dimensions of the
+    ``(N*H*W, C)`` storage and, on two threads, takes 0.17 ms for a ``64 x 16 x 28 x 28``
+    gradient, four times a matrix-vector product with a ones vector, which reads it once at
+    full speed (0.04 ms; on one thread 0.2 vs 0.12 ms). Only for float32 and float64, where BLAS
+    accumulates in the tensor's own precision as the reduction does; any other layout or dtype
+    takes the plain reduction.
+    """
+    n, c, h, w = t.shape
+    if (
+        c > 1
+        and t.dtype in (torch.float32, torch.float64)
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    ):
+        rows = t.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view: (N*H*W, C), row-major
+        return torch.mv(rows.t(), t.new_ones(n * h * w))
+    return t.sum(dim=(0, 2, 3))

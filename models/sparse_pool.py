@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -39,6 +40,14 @@ class SparseMaxPool2d(nn.Module):
             ``(y, new_mask)``, with ``new_mask`` in ``x``'s dtype.
         """
         m = mask.to(x.dtype)
+        if x.device.type == "cpu" and not torch.compiler.is_compiling() and m.numel() > 0:
+            # Fully observed (common once the mask has dilated through a few convolutions):
+            # nothing to exclude, so skip the full-size masked copy of x; the result and the
+            # gradient routing are the same. Checked as in SparseConv2d: one read of the mask,
+            # on the CPU only (no device sync) and outside torch.compile (no graph split).
+            if m.min().item() == 1.0:
+                pooled = F.max_pool2d(x, self.kernel_size, self.stride, ceil_mode=True)
+                return pooled, F.max_pool2d(m, self.kernel_size, self.stride, ceil_mode=True)
         filled = x.masked_fill(m == 0, float("-inf"))
         pooled = F.max_pool2d(filled, self.kernel_size, self.stride, ceil_mode=True)
         new_mask = F.max_pool2d(m, self.kernel_size, self.stride, ceil_mode=True)

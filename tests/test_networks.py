@@ -145,6 +145,48 @@ def test_loss_falls_when_trained_a_few_dozen_steps(family):
     assert last < 0.6 * first, (first, last)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu"])
+@pytest.mark.parametrize("density", [0.03, 0.5])
+def test_sparse_cnn_equals_the_plain_composition_of_its_layers(activation, density):
+    # SparseCNN works in place (activations, zeroing features before the next layer, which
+    # then skips its own x * mask); logits and gradients must be those of the plain chain.
+    # At density 0.03 every layer has unobserved inputs; at 0.5 the mask soon covers the
+    # image, and the later layers take the fully observed shortcut.
+    torch.manual_seed(0)
+    config = CNNConfig(1, 5, depth=5, activation=activation, kernel_schedule=(3, 3, 3, 3, 1),
+                       pool_after=(1,))  # fmt: skip
+    model = build_model(ModelFamily.SPARSE, config).double()
+    x, mask = _batch(n=3, hw=18, density=density)
+    observed = []
+    x = x.double().requires_grad_(True)
+    labels = torch.tensor([0, 3, 4])
+
+    def plain(x):
+        h, m = x, mask
+        for conv, pool in model.layers():
+            observed.append(bool(m.all()))
+            h, m = conv(h, m)
+            h = {"relu": torch.relu, "leaky_relu": nn.functional.leaky_relu,
+                 "elu": nn.functional.elu}[activation](h)  # fmt: skip
+            if pool is not None:
+                h, m = pool(h, m)
+        return model.classifier(masked_global_avg_pool(h, m))
+
+    grads = []
+    for forward in (model, plain):
+        logits = forward(x, mask) if forward is model else forward(x)
+        nn.functional.cross_entropy(logits, labels).backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in model.parameters()])
+        x.grad = None
+        model.zero_grad(set_to_none=True)
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    if density < 0.1:
+        assert not any(observed)
+    else:
+        assert not observed[0] and observed[-1]
+
+
 def test_sparse_max_pool_ignores_unobserved_values():
     x = torch.tensor([[[[-1.0, 50.0], [-3.0, -2.0]], [[7.0, 7.0], [9.0, 9.0]]]])  # (1, 2, 2, 2)
     mask = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
@@ -163,6 +205,24 @@ def test_sparse_max_pool_keeps_odd_borders_and_routes_gradient_to_observed_pixel
     assert y.shape == (2, 3, 38, 38) and new_mask.shape == (2, 1, 38, 38)
     y.sum().backward()
     assert torch.all(x.grad[~mask.expand_as(x)] == 0)
+
+
+def test_sparse_max_pool_of_a_fully_observed_batch_is_max_pool():
+    # A fully observed mask takes a shortcut on the CPU; same values and gradients as the
+    # general path (which a single unobserved pixel in another image forces).
+    x = torch.randn(2, 3, 9, 9, generator=_gen(1), dtype=torch.float64)
+    mask = torch.ones(3, 1, 9, 9)
+    mask[2, 0, 0, 0] = 0  # image 2 only forces the general path for the whole batch
+    results = []
+    for batch_mask in (mask[:2], mask):
+        x_in = torch.cat([x, x[:1]]) if batch_mask.shape[0] == 3 else x
+        x_in = x_in.clone().requires_grad_(True)
+        y, new_mask = SparseMaxPool2d(2)(x_in, batch_mask)
+        y[:2].sum().backward()
+        results.append((y[:2], new_mask[:2], x_in.grad[:2]))
+    for shortcut, general in zip(*results, strict=True):
+        assert torch.equal(shortcut, general)
+    assert torch.equal(results[0][0], nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
 
 
 def test_masked_global_average_pool_averages_observed_positions_only():

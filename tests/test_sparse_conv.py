@@ -97,6 +97,38 @@ def test_all_ones_mask_equals_conv2d_inside_the_image(k, s, p, d):
     assert torch.all(new_mask == 1)
 
 
+def _reference(layer, x, mask):
+    """The layer's definition in plain autograd: conv(x * m) * area / n + b, the bias alone
+    where n == 0, and the count by a ones-kernel convolution."""
+    m = mask.to(x.dtype)
+    args = (layer.stride, layer.padding, layer.dilation)
+    n = F.conv2d(m, layer.ones.to(x.dtype), None, *args)
+    scale = layer.window_area / n.clamp(min=1) * (n > 0)
+    y = F.conv2d(x * m, layer.weight, None, *args) * scale + layer.bias.view(1, -1, 1, 1)
+    return y, n.clamp(max=1)
+
+
+@pytest.mark.parametrize("k,s,p,d", CONFIGS + [(3, 1, 0, 1), (1, 1, 0, 1), (3, 2, 0, 2)])
+@pytest.mark.parametrize("density", [0.4, 1.0])
+def test_float64_output_and_gradients_equal_the_plain_definition(k, s, p, d, density):
+    # density 1.0: a fully observed batch takes a shortcut on the CPU (one image's counts,
+    # no masking passes; without padding a plain convolution); it must give the same numbers
+    # as the general path.
+    layer = _layer(k, s, p, d).double()
+    mask = _random_mask((2, 1, 19, 17), density, seed=2)
+    x = torch.randn(2, 3, 19, 17, generator=_gen(1), dtype=torch.float64, requires_grad=True)
+    results = []
+    for forward in (layer, lambda x, mask: _reference(layer, x, mask)):
+        y, new_mask = forward(x, mask)
+        y.backward(torch.randn(y.shape, generator=_gen(3), dtype=torch.float64))
+        results.append((y, new_mask, x.grad, layer.weight.grad, layer.bias.grad))
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert results[0][1].shape == (2, 1, *results[0][0].shape[2:])
+
+
 def test_initialization_matches_conv2d():
     torch.manual_seed(7)
     layer = SparseConv2d(5, 6, 3)
@@ -181,13 +213,13 @@ def test_new_mask_is_max_pool_of_mask(k, s, p, d):
 
 
 @pytest.mark.parametrize("k,s,p,d", CONFIGS)
-def test_count_by_shifted_adds_equals_count_by_ones_convolution(k, s, p, d):
+def test_cpu_count_equals_count_by_ones_convolution(k, s, p, d):
     layer = _layer(k, s, p, d)
     mask = _random_mask((2, 1, 21, 16), 0.4, seed=9).float()
     args = (layer.kernel_size, layer.stride, layer.padding, layer.dilation)
     by_conv = window_count(mask, *args, ones=layer.ones)
-    by_shifts = window_count(mask, *args)
-    assert torch.equal(by_shifts, by_conv)
+    by_cpu_path = window_count(mask, *args)  # band matrix products or shifted adds
+    assert torch.equal(by_cpu_path, by_conv)
     assert torch.equal(by_conv, F.conv2d(mask, torch.ones(1, 1, *layer.kernel_size), None,
                                          *args[1:]))  # fmt: skip
 
@@ -213,6 +245,26 @@ def test_gradcheck_float64(k, s, p, d, bias):
         return functional_call(layer, values, (x, mask))[0]
 
     assert torch.autograd.gradcheck(f, tuple(inputs))
+
+
+@pytest.mark.parametrize("k,s,p,d", CONFIGS)
+def test_premasked_input_gives_the_same_output_and_gradients(k, s, p, d):
+    layer = _layer(k, s, p, d)
+    mask = _random_mask((2, 1, 19, 17), 0.3, seed=2)
+    x = torch.randn(2, 3, 19, 17, generator=_gen(1)) * mask  # 0 wherever unobserved
+    grad_y = None
+    results = []
+    for premasked in (False, True):
+        x_in = x.clone().requires_grad_(True)
+        y, new_mask = layer(x_in, mask, premasked=premasked)
+        if grad_y is None:
+            grad_y = torch.randn(y.shape, generator=_gen(4))
+        y.backward(grad_y)
+        results.append((y, new_mask, x_in.grad, layer.weight.grad, layer.bias.grad))
+        layer.zero_grad(set_to_none=True)
+    for plain, premasked in zip(*results, strict=True):
+        assert torch.equal(plain, premasked)
+    assert torch.all(results[1][2][~mask.expand_as(x)] == 0)  # the gradient is still masked
 
 
 def test_gradients_reach_only_what_requires_them():
@@ -283,6 +335,40 @@ def test_autocast_runs_in_low_precision_with_float32_parameter_gradients():
     y.float().sum().backward()
     assert layer.weight.grad.dtype == torch.float32
     torch.testing.assert_close(layer.weight.grad, reference, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_autocast_counts_in_float32_and_matches_the_float32_output(x_dtype):
+    # A later layer of a network under autocast gets bfloat16 features; the count, new mask and
+    # scale must still be float32 (area / n is inexact in bfloat16), only the convolution is
+    # low precision.
+    layer = _layer(5, 1, 2, 1)
+    x = torch.randn(2, 3, 12, 12, generator=_gen(1))
+    mask = _random_mask((2, 1, 12, 12), 0.3, seed=2)
+    y_ref, new_mask_ref = layer(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, new_mask = layer(x.to(x_dtype), mask)
+    assert y.dtype == torch.bfloat16
+    assert new_mask.dtype == torch.float32
+    assert torch.equal(new_mask, new_mask_ref)
+    assert torch.equal(new_mask, F.max_pool2d(mask.float(), 5, 1, 2))
+    torch.testing.assert_close(y.float(), y_ref, rtol=0.02, atol=0.05)
+
+
+@pytest.mark.parametrize("use_ones", [True, False])
+def test_window_count_under_autocast_is_exact_float32(use_ones):
+    # A 17x17 window counts up to 289: bfloat16 holds integers exactly only up to 256, so a
+    # count convolution (the ones-kernel path, used on CUDA) or matrix product that autocast
+    # ran in bfloat16 would round the largest counts.
+    layer = _layer(17, 1, 8, 1, c_in=1, c_out=1)
+    mask = _random_mask((2, 1, 24, 24), 0.95, seed=3).float()
+    args = (layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    expected = F.conv2d(mask.double(), layer.ones.double(), None, *args[1:])
+    assert expected.max() > 256
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        counts = window_count(mask, *args, ones=layer.ones if use_ones else None)
+    assert counts.dtype == torch.float32
+    assert torch.equal(counts.double(), expected)
 
 
 def test_standard_init_keeps_the_activation_scale_where_literal_one_over_n_vanishes():
@@ -378,3 +464,20 @@ def test_channels_last_input_gives_the_same_result_and_keeps_its_layout():
     assert torch.equal(new_mask_cl, new_mask)
     y_cl.sum().backward()
     assert torch.all(x_cl.grad[~mask.expand_as(x)] == 0)
+
+
+def test_channels_last_gradients_equal_the_nchw_ones():
+    # A channels_last output gradient takes other code paths (the bias gradient is a
+    # matrix-vector product there); float64 so the comparison is tight.
+    layer = _layer(3, 1, 1, 1, c_out=5).double()
+    mask = _random_mask((3, 1, 9, 8), 0.4, seed=2)
+    x = torch.randn(3, 3, 9, 8, generator=_gen(1), dtype=torch.float64)
+    grad_y = torch.randn(3, 5, 9, 8, generator=_gen(3), dtype=torch.float64)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x_in = x.clone(memory_format=fmt).requires_grad_(True)
+        layer(x_in, mask)[0].backward(grad_y.clone(memory_format=fmt))
+        grads.append((x_in.grad, layer.weight.grad, layer.bias.grad))
+        layer.zero_grad(set_to_none=True)
+    for nchw, nhwc in zip(*grads, strict=True):
+        torch.testing.assert_close(nhwc, nchw, rtol=1e-12, atol=1e-14)
