@@ -51,3 +51,22 @@ def test_the_previous_handlers_come_back() -> None:
     with StopSignals().installed():
         assert signal.getsignal(signal.SIGTERM) != before
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_stop_swallowed_where_it_cannot_propagate_is_raised_at_the_next_check(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A signal can arrive while a weakref callback runs: Python swallows what it raises there
+    (and would print a traceback); the trial's next check raises it."""
+    import weakref
+
+    class Anything:
+        pass
+
+    with StopSignals().installed() as signals, pytest.raises(Stopped):
+        with signals.between_trials(), signals.in_trial():
+            thing = Anything()
+            weakref.finalize(thing, os.kill, os.getpid(), signal.SIGTERM)
+            del thing  # the signal is handled inside the finalizer, and swallowed there
+            signals.check()
+    assert "Traceback" not in capsys.readouterr().err

@@ -12,11 +12,14 @@ it would leave the new trial RUNNING with nobody to record it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 __all__ = ["REASONS", "Stopped", "StopSignals", "signals_ignored", "stop_with_parent"]
 
@@ -54,9 +57,12 @@ class StopSignals:
             yield self
             return
         previous = {s: signal.signal(s, self._handle) for s in REASONS}
+        unraisable = sys.unraisablehook
+        sys.unraisablehook = functools.partial(_quiet_if_stopped, unraisable)
         try:
             yield self
         finally:
+            sys.unraisablehook = unraisable
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -80,6 +86,11 @@ class StopSignals:
         finally:
             self._holding = holding
 
+    def check(self) -> None:
+        """Raise a signal that arrived and was not raised yet: one that came while a garbage
+        collector's callback ran is swallowed there, so the trial checks after each epoch."""
+        self._raise_held()
+
     def _raise_held(self) -> None:
         if self._held is not None:
             signum, self._held = self._held, None
@@ -93,6 +104,7 @@ class StopSignals:
         if self._holding:
             self._held = signum
             return
+        self._held = signum  # kept in case the raise below is swallowed (see check)
         raise Stopped(signum)
 
 
@@ -105,6 +117,13 @@ def signals_ignored() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _quiet_if_stopped(default: Callable[[Any], object], unraisable: Any) -> None:
+    """Python prints an exception raised where it cannot propagate (a weakref callback); a
+    stop raised there is not lost (:meth:`StopSignals.check` raises it again): say nothing."""
+    if not isinstance(unraisable.exc_value, Stopped):
+        default(unraisable)
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:

@@ -115,6 +115,8 @@ class Objective:
         last = self.definition.epochs
 
         def on_epoch(step: int, metrics: EvalMetrics) -> bool:
+            if self.signals is not None:
+                self.signals.check()  # a stop swallowed by a garbage collector's callback
             trial.report(metrics.accuracy, step)
             shown(step, metrics.accuracy)
             # Never prune a finished trial: nothing is left to save (Hyperband would).
