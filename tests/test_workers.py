@@ -207,6 +207,7 @@ def _is_spawn(pid: int) -> bool:
 
 STUDY = "tiny_mnist"
 GRID_SIZE = 4  # the launcher's grid: 2 depths x 2 activations (the real one has 12 points)
+CAUGHT_RUNNING = ["--epochs", "10"]  # trials long enough for a test to catch one running
 TINY = [
     "--epochs",
     "1",
@@ -384,15 +385,7 @@ def test_sigkilled_worker_trial_is_failed_retried_and_the_budget_still_met(
     url = f"sqlite:///{tmp_path / 'study.db'}"
     n_trials = 4
     env = _runner_env(tmp_path, synthetic_data_root)
-    args = [
-        "--n-trials",
-        str(n_trials),
-        "--storage",
-        url,
-        *TINY,
-        "--epochs",
-        "10",
-    ]  # long enough to be caught running
+    args = ["--n-trials", str(n_trials), "--storage", url, *TINY, *CAUGHT_RUNNING]
     victim = _hpo_run(args, env, tmp_path)
     survivor = _hpo_run([*args, "--seed", "1"], env, tmp_path)
 
@@ -518,15 +511,7 @@ def test_sigterm_to_a_single_worker_records_the_trial_and_the_same_command_resum
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     env = _runner_env(tmp_path, synthetic_data_root)
-    args = [
-        "--n-trials",
-        str(GRID_SIZE),
-        "--storage",
-        url,
-        *TINY,
-        "--epochs",
-        "10",
-    ]  # long enough to be caught running
+    args = ["--n-trials", str(GRID_SIZE), "--storage", url, *TINY, *CAUGHT_RUNNING]
     run = _hpo_run(args, env, tmp_path)
     _wait_for_a_running_trial(run, url)
     run.send_signal(signal.SIGTERM)
