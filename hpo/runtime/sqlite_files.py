@@ -27,8 +27,10 @@ __all__ = [
     "sqlite_tables",
 ]
 
-# Tables every Optuna RDB storage has: a file lacking one of them is not one.
-OPTUNA_TABLES: Final = frozenset({"studies", "version_info", "alembic_version"})
+# Tables every Optuna RDB storage has had since Optuna 0.9 (older schemas lack alembic_version):
+# a file lacking one of them is not one; an old one is then refused by the schema check, which
+# says to run `optuna storage upgrade`.
+OPTUNA_TABLES: Final = frozenset({"studies", "trials", "version_info"})
 
 
 def sqlite_tables(path: Path) -> set[str]:
