@@ -850,3 +850,14 @@ def test_the_summary_explains_waiting_grid_points_and_announces_the_test_scoring
     assert "2 waiting" in out and "a larger --n-trials runs them first" in out
     assert "final step: scoring trial" in out
     assert out.index("final step: scoring trial") < out.index("test acc")
+
+
+def test_the_study_bar_shows_the_estimates_eta_before_the_first_trial_ends(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[str] = []
+    monkeypatch.setattr(RunProgress, "set_eta", lambda self, eta: shown.append(eta))
+    run_worker(_settings(env, 3))
+    assert shown[0].startswith("~") and shown[0].endswith("(estimate)")
+    assert len(shown) == 3  # then after each trial but the last, from the finished trials
+    assert "estimate" not in shown[1]

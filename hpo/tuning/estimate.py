@@ -36,7 +36,8 @@ __all__ = [
     "CostEstimate",
     "asha_share",
     "estimate_line",
-    "eta_line",
+    "Eta",
+    "study_eta",
     "measure_cost",
     "shared_estimate",
 ]
@@ -225,8 +226,28 @@ def asha_share(epochs: int) -> float:
     return spent / epochs
 
 
-def eta_line(trials: Sequence[FrozenTrial], n_trials: int) -> str | None:
-    """``ETA ...`` for the study's remaining trials, from the trials finished so far."""
+@dataclass(frozen=True)
+class Eta:
+    """When the study's remaining trials should be done, from the trials finished so far."""
+
+    finished: int
+    n_trials: int
+    seconds: float  # for the remaining trials
+    mean: float  # seconds per trial over the last ``window``
+    window: int
+    workers: int  # running now
+
+    def line(self) -> str:
+        remaining = self.n_trials - self.finished
+        return (
+            f"{self.finished}/{self.n_trials} finished; ETA {format_duration(self.seconds)} for "
+            f"the other {remaining} (mean {format_duration(self.mean)} per trial over the last "
+            f"{self.window}, {self.workers} running)"
+        )
+
+
+def study_eta(trials: Sequence[FrozenTrial], n_trials: int) -> Eta | None:
+    """The :class:`Eta` of the study's remaining trials (``None`` before the first ends)."""
     done = [
         t
         for t in trials
@@ -240,11 +261,7 @@ def eta_line(trials: Sequence[FrozenTrial], n_trials: int) -> str | None:
     recent = sorted(done, key=lambda t: t.datetime_complete)[-_ETA_WINDOW:]
     mean = sum(_seconds(t) for t in recent) / len(recent)
     workers = max(1, sum(t.state == TrialState.RUNNING for t in trials))
-    return (
-        f"{len(done)}/{n_trials} finished; ETA {format_duration(remaining * mean / workers)} "
-        f"for the other {remaining} (mean {format_duration(mean)} per trial over the last "
-        f"{len(recent)}, {workers} running)"
-    )
+    return Eta(len(done), n_trials, remaining * mean / workers, mean, len(recent), workers)
 
 
 def format_duration(seconds: float) -> str:

@@ -47,6 +47,11 @@ class RunProgress:
             dynamic_ncols=True,
         )
 
+    def set_eta(self, eta: str) -> None:
+        """Show an ETA on the study's bar: the estimate's before the first trial ends (hours
+        on a CPU), then the finished trials'."""
+        self._trials.set_postfix_str(f"ETA {eta}")
+
     def set_finished(self, finished: int) -> None:
         """Show the study-wide count (other workers finish trials too)."""
         self._trials.n = min(finished, self._trials.total)

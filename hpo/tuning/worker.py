@@ -26,7 +26,7 @@ from ..runtime.device import take_device
 from ..runtime.interrupts import StopSignals
 from ..runtime.storage import StorageOptions, open_storage
 from .artifacts import open_artifact_store
-from .estimate import estimate_line, eta_line, shared_estimate
+from .estimate import estimate_line, format_duration, shared_estimate, study_eta
 from .objective import Objective
 from .progress import RunProgress, format_trial_line
 from .pruning import make_pruner
@@ -93,6 +93,8 @@ def _run_on(device: torch.device, settings: RunSettings, signals: StopSignals) -
     progress = RunProgress(
         study.study_name, settings.n_trials, counts.finished, settings.show_progress
     )
+    remaining = max(0, settings.n_trials - counts.finished)
+    progress.set_eta(f"~{format_duration(remaining * estimate.trial_seconds)} (estimate)")
     store = open_artifact_store(settings.storage, create=True)
     objective = Objective(
         definition, data, device, settings.seed, store, progress, worker, execution,
@@ -153,9 +155,11 @@ class _TrialLog:
         trials = study.get_trials(deepcopy=False)
         if self._progress is not None:
             self._progress.set_finished(TrialCounts.of(trials).finished)
-        eta = eta_line(trials, self._n_trials)
-        if eta:
-            _logger.info(eta)
+        eta = study_eta(trials, self._n_trials)
+        if eta is not None:
+            _logger.info(eta.line())
+            if self._progress is not None:
+                self._progress.set_eta(format_duration(eta.seconds))
 
 
 def settle(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int) -> None:
