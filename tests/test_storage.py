@@ -6,6 +6,7 @@ exercise the storage alone; tests/test_workers.py runs the study runner itself.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import signal
 import socket
@@ -537,3 +538,22 @@ def test_postgres_wrong_password_is_masked(postgres_url: str) -> None:
     with pytest.raises(StorageError) as info:
         open_storage(url.render_as_string(hide_password=False))
     assert "WrongPassw0rd" not in str(info.value) and "password" in str(info.value)
+
+
+def test_a_damaged_sqlite_file_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "study.db"
+    open_storage(f"sqlite:///{path}").engine.dispose()  # an Optuna storage...
+    with contextlib.closing(sqlite3.connect(path)) as db:  # ...with room to damage
+        db.execute("CREATE TABLE filler (x BLOB)")
+        for _ in range(20):
+            db.execute("INSERT INTO filler VALUES (zeroblob(4000))")
+        db.commit()
+    with path.open("r+b") as f:
+        f.seek(4096 * 3)
+        f.write(b"\xde\xad" * 2048)
+    with pytest.raises(StorageError) as error:
+        open_storage(f"sqlite:///{path}")
+    assert "damaged: restore it from a backup" in str(error.value)
+    assert "\n" not in str(error.value)

@@ -178,14 +178,24 @@ def _storage_errors(target: StorageTarget) -> Iterator[None]:
     except StorageError:
         raise
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
-        why = target.hide(one_line(e))
-        raise StorageError(f"cannot open storage {target.masked}: {why}") from e
+        raise StorageError(f"cannot open storage {target.masked}: {_why(target, e)}") from e
     except optuna.exceptions.StorageInternalError as e:  # Optuna's wrapper: the cause says why
-        why = target.hide(one_line(e.__cause__ or e))
+        why = _why(target, e.__cause__ or e)
         raise StorageError(f"cannot open storage {target.masked}: {why}") from e
     except ImportError as e:
         why = target.hide(str(e))
         raise StorageError(f"cannot open storage {target.masked}: driver missing ({why})") from e
+
+
+def _why(target: StorageTarget, error: BaseException) -> str:
+    """The error's one line, secrets hidden, with what to do about a damaged SQLite file."""
+    why = target.hide(one_line(error))
+    if "malformed" in why or "not a database" in why:
+        why += (
+            "; the file is damaged: restore it from a backup "
+            "(`sqlite3 FILE .recover` saves what is left)"
+        )
+    return why
 
 
 def _server_tables(target: StorageTarget, connect_timeout: int) -> set[str]:
