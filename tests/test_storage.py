@@ -557,3 +557,23 @@ def test_a_damaged_sqlite_file_is_one_line_saying_what_to_do(tmp_path: Path) -> 
         open_storage(f"sqlite:///{path}")
     assert "damaged: restore it from a backup" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_the_connection_pool_is_what_one_worker_uses_and_configurable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker uses two connections at once (its trial loop and its heartbeat thread): 2 per
+    worker by default, so 256 workers need a pooler in front of max_connections 100."""
+    for name in ("HPO_DB_POOL_SIZE", "HPO_DB_MAX_OVERFLOW", "HPO_HEARTBEAT_INTERVAL"):
+        monkeypatch.delenv(name, raising=False)
+    default = StorageOptions.from_env()
+    assert default.pool_size + default.max_overflow == 2
+    monkeypatch.setenv("HPO_DB_POOL_SIZE", "1")
+    monkeypatch.setenv("HPO_DB_MAX_OVERFLOW", "3")
+    assert (StorageOptions.from_env().pool_size, StorageOptions.from_env().max_overflow) == (1, 3)
+    monkeypatch.setenv("HPO_DB_POOL_SIZE", "two")
+    with pytest.raises(StorageError, match="HPO_DB_POOL_SIZE='two' must be a whole number"):
+        StorageOptions.from_env()
+    monkeypatch.setenv("HPO_DB_POOL_SIZE", "0")
+    with pytest.raises(StorageError, match="pool_size must be >= 1"):
+        StorageOptions.from_env()

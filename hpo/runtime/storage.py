@@ -34,6 +34,8 @@ __all__ = [
 
 HEARTBEAT_INTERVAL_ENV: Final = "HPO_HEARTBEAT_INTERVAL"
 GRACE_PERIOD_ENV: Final = "HPO_HEARTBEAT_GRACE"
+POOL_SIZE_ENV: Final = "HPO_DB_POOL_SIZE"
+MAX_OVERFLOW_ENV: Final = "HPO_DB_MAX_OVERFLOW"
 
 
 class StudyNotFoundError(StorageError):
@@ -48,8 +50,10 @@ class StorageOptions:
     grace_period: int | None = 30  # above the interval, as a busy database can delay a beat
     max_retry: int | None = 3  # bounded, so a configuration that kills its worker cannot loop
     sqlite_timeout: float = 120.0  # how long a SQLite connection waits for a lock
-    pool_size: int = 2  # PostgreSQL, per process: the trial loop and the heartbeat thread
-    max_overflow: int = 2
+    # PostgreSQL connections per worker process: what one worker uses at once, its trial loop
+    # and its heartbeat thread; 2 x workers must fit max_connections, or go through a pooler.
+    pool_size: int = 2
+    max_overflow: int = 0
     pool_timeout: float = 60.0
     pool_recycle: int = 1800
     connect_timeout: int = 10
@@ -57,12 +61,18 @@ class StorageOptions:
     @classmethod
     def from_env(cls) -> StorageOptions:
         """Heartbeat timing from ``HPO_HEARTBEAT_INTERVAL`` / ``HPO_HEARTBEAT_GRACE`` (whole
-        seconds; the grace defaults to 3 x the interval when only that is given)."""
+        seconds; the grace defaults to 3 x the interval when only that is given), and the
+        connection pool from ``HPO_DB_POOL_SIZE`` / ``HPO_DB_MAX_OVERFLOW``."""
+        pool = {
+            "pool_size": _env_int(POOL_SIZE_ENV, "connections"),
+            "max_overflow": _env_int(MAX_OVERFLOW_ENV, "connections"),
+        }
+        pool = {k: v for k, v in pool.items() if v is not None}
         interval, grace = _env_seconds(HEARTBEAT_INTERVAL_ENV), _env_seconds(GRACE_PERIOD_ENV)
         if interval is None and grace is None:
-            return cls()
+            return cls(**pool)
         interval = interval if interval is not None else cls.heartbeat_interval
-        return cls(heartbeat_interval=interval, grace_period=grace or 3 * interval)
+        return cls(heartbeat_interval=interval, grace_period=grace or 3 * interval, **pool)
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval is not None and self.heartbeat_interval < 1:
@@ -305,10 +315,14 @@ def _rdb_storage(
 
 
 def _env_seconds(name: str) -> int | None:
+    return _env_int(name, "seconds")
+
+
+def _env_int(name: str, unit: str) -> int | None:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
         return int(raw)
     except ValueError:
-        raise StorageError(f"{name}={raw!r} must be a whole number of seconds") from None
+        raise StorageError(f"{name}={raw!r} must be a whole number of {unit}") from None
