@@ -345,8 +345,8 @@ def test_an_empty_sqlite_file_still_becomes_a_storage(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("command", ["report", "export", "dashboard"])
-def test_readers_create_no_table_on_a_database_server(
+@pytest.mark.parametrize("command", ["run", "report", "export", "dashboard"])
+def test_no_command_adds_tables_to_another_applications_database(
     command: str, postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)

@@ -128,9 +128,9 @@ def open_storage(
                     "application_name": "sparse-cnn-hpo",
                 },
             }
-            if not worker:
-                tables = _server_tables(target, options.connect_timeout)
-                check_optuna_tables(tables, f"storage {target.masked}", reading=True)
+            # Another application's schema is refused before Optuna adds its tables to it.
+            tables = _server_tables(target, options.connect_timeout)
+            check_optuna_tables(tables, f"storage {target.masked}", reading=not worker)
             with exclusive(target, "schema", connect_timeout=options.connect_timeout):
                 cls = optuna.storages.RDBStorage
                 storage = _rdb_storage(cls, target, engine_kwargs, options, create=worker)
