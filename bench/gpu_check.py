@@ -41,7 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "sparse_mnist"
-SMOKE_SIZES = ["--epochs", "1", "--train-size", "256", "--val-size", "100"]
+SMOKE_SIZES = {"--epochs": "1", "--train-size": "256", "--val-size": "100"}
 # Seconds per part on a GPU (together under 8 minutes), and in --smoke on a CPU.
 CAPS = {"cuda_tests": 60, "layer": 45, "trials": 150, "sweep": 130, "study": 75}
 SMOKE_CAPS = {"cuda_tests": 120, "layer": 60, "trials": 180, "sweep": 180, "study": 120}
@@ -322,10 +322,10 @@ def _run_command(
     command += ["--pruner", pruner] if pruner else []
     command += ["--timeout", str(timeout)] if timeout else []
     command += ["--data-dir", args.data_dir] if args.data_dir else []
-    sizes = list(SMOKE_SIZES) if args.smoke else []
+    sizes = dict(SMOKE_SIZES) if args.smoke else {}
     if epochs is not None:
-        sizes = [*sizes[2:], "--epochs", str(epochs)] if sizes else ["--epochs", str(epochs)]
-    return command + sizes
+        sizes["--epochs"] = str(epochs)
+    return command + [word for flag_value in sizes.items() for word in flag_value]
 
 
 def _trials(storage: str, study_name: str) -> list[Any]:

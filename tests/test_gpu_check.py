@@ -44,7 +44,7 @@ def test_gpu_check_smoke_runs_every_part_and_prints_the_summary_last(tmp_path: P
     assert summary["layer_ratio"]["kernel_3"] > 0
     timed = summary["trial_seconds"]
     assert {"fp32", "bf16"} < set(timed) and len(timed) == 3  # and the fastest "+both"
-    assert all(seconds > 0 for seconds in summary["trial_seconds"].values())
+    assert all(isinstance(seconds, float) for seconds in summary["trial_seconds"].values())
     assert all(0 <= a <= 1 for a in summary["trial_accuracy"].values())
     assert all(mib > 0 for mib in summary["peak_memory_mib"].values())
     assert {"1", "2"} <= set(summary["workers_sweep"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import re
 import signal
 import socket
 import sqlite3
@@ -209,11 +210,33 @@ def test_heartbeat_timing_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         2,
         5,
     )
-    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "soon")
-    with pytest.raises(StorageError, match="HPO_HEARTBEAT_GRACE='soon' must be a whole number"):
-        StorageOptions.from_env()
-    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "1")
-    with pytest.raises(StorageError, match="longer than the heartbeat"):
+
+
+_STORAGE_ENV = (
+    "HPO_HEARTBEAT_INTERVAL",
+    "HPO_HEARTBEAT_GRACE",
+    "HPO_DB_POOL_SIZE",
+    "HPO_DB_MAX_OVERFLOW",
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"HPO_HEARTBEAT_GRACE": "soon"}, "HPO_HEARTBEAT_GRACE='soon' must be a whole number"),
+        ({"HPO_HEARTBEAT_INTERVAL": "2", "HPO_HEARTBEAT_GRACE": "1"}, "longer than the heartbeat"),
+        ({"HPO_DB_POOL_SIZE": "two"}, "HPO_DB_POOL_SIZE='two' must be a whole number"),
+        ({"HPO_DB_POOL_SIZE": "0"}, "pool_size must be >= 1"),
+    ],
+)
+def test_a_bad_storage_setting_in_the_environment_is_one_error(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], fragment: str
+) -> None:
+    for name in _STORAGE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StorageError, match=re.escape(fragment)):
         StorageOptions.from_env()
 
 
@@ -564,16 +587,11 @@ def test_the_connection_pool_is_what_one_worker_uses_and_configurable(
 ) -> None:
     """A worker uses two connections at once (its trial loop and its heartbeat thread): 2 per
     worker by default, so 256 workers need a pooler in front of max_connections 100."""
-    for name in ("HPO_DB_POOL_SIZE", "HPO_DB_MAX_OVERFLOW", "HPO_HEARTBEAT_INTERVAL"):
+    for name in _STORAGE_ENV:
         monkeypatch.delenv(name, raising=False)
     default = StorageOptions.from_env()
     assert default.pool_size + default.max_overflow == 2
     monkeypatch.setenv("HPO_DB_POOL_SIZE", "1")
     monkeypatch.setenv("HPO_DB_MAX_OVERFLOW", "3")
-    assert (StorageOptions.from_env().pool_size, StorageOptions.from_env().max_overflow) == (1, 3)
-    monkeypatch.setenv("HPO_DB_POOL_SIZE", "two")
-    with pytest.raises(StorageError, match="HPO_DB_POOL_SIZE='two' must be a whole number"):
-        StorageOptions.from_env()
-    monkeypatch.setenv("HPO_DB_POOL_SIZE", "0")
-    with pytest.raises(StorageError, match="pool_size must be >= 1"):
-        StorageOptions.from_env()
+    options = StorageOptions.from_env()
+    assert (options.pool_size, options.max_overflow) == (1, 3)

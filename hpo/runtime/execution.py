@@ -6,6 +6,7 @@ torch is imported only when a setting is applied. Why each default: ``docs/decis
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,4 +101,4 @@ class Execution:
 
     def eager(self) -> Execution:
         """The same without compilation (what a worker falls back to when compiling fails)."""
-        return Execution(self.precision, False, self.layout, self.cudnn_benchmark)
+        return dataclasses.replace(self, compile=False)

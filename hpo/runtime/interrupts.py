@@ -101,11 +101,9 @@ class StopSignals:
             # A no-op, not SIG_IGN: a signal already pending when its handler becomes SIG_IGN
             # makes Python print "OSError: Signal 15 ignored due to race condition".
             signal.signal(other, _ignore)
-        if self._holding:
-            self._held = signum
-            return
-        self._held = signum  # kept in case the raise below is swallowed (see check)
-        raise Stopped(signum)
+        self._held = signum  # raised later, and kept if a raise now is swallowed (see check)
+        if not self._holding:
+            raise Stopped(signum)
 
 
 @contextlib.contextmanager
