@@ -9,6 +9,7 @@ from typing import Final
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "EXIT_NO_SPACE",
     "EXIT_OK",
     "EXIT_USAGE",
     "CheckpointError",
@@ -27,6 +28,9 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2  # bad input, as argparse itself exits
 EXIT_INTERRUPTED: Final = 128 + signal.SIGINT  # 130: stopped by Ctrl-C, as shells report it
+# A fault of the environment, not of the input: the disk is full (sysexits' EX_IOERR). Free
+# space and run the same command again.
+EXIT_NO_SPACE: Final = 74
 
 
 class UsageError(Exception):

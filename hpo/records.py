@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -40,6 +41,7 @@ EXECUTION: Final = "execution"  # {"precision", "compile", "layout", "cudnn_benc
 FAIL_REASON: Final = "fail_reason"  # one line: why the trial failed or was pruned
 INTERRUPTED: Final = "interrupted"  # the fail reason of a trial stopped by Ctrl-C
 TERMINATED: Final = "terminated"  # by SIGTERM (docker stop, scancel, Kubernetes)
+NO_SPACE: Final = "no space left on device"  # its reason's start when the disk was full
 SEED: Final = "seed"  # the trial's training seed
 WORKER_SEED: Final = "worker_seed"
 WORKER: Final = "worker"  # "<host>:<pid>"
@@ -211,6 +213,10 @@ class CheckpointConfig:
             record = cls(**config)
             if len(record.mean) != len(record.std) or not record.mean:
                 raise TypeError("mean and std must have one value per channel")
+            if not all(math.isfinite(m) for m in record.mean) or not all(
+                math.isfinite(s) and s > 0 for s in record.std
+            ):
+                raise TypeError("mean must be finite and std finite and positive")
             for part in ("cnn_config", "definition"):
                 _mapping(getattr(record, part), part, TypeError)
             for key in ("dataset", "dataset_options", "data_seed", "test_sparsities"):

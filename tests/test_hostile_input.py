@@ -27,15 +27,17 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 import sqlalchemy
+import torch
 from study_fixtures import StudyShape, make_study
 
 from data import MNISTOptions
-from hpo.errors import EXIT_USAGE
+from hpo.errors import EXIT_NO_SPACE, EXIT_USAGE, CheckpointError
 from hpo.reporting.dashboard import main as dashboard_main
 from hpo.reporting.dashboard import make_dashboard_server
 from hpo.reporting.dashboard_guard import DashboardGuard
 from hpo.reporting.report import default_out_dir
 from hpo.reporting.report import main as report_main
+from hpo.runtime.disk_space import is_disk_full, no_space_error
 from hpo.runtime.storage import (
     StorageOptions,
     close_storage,
@@ -44,7 +46,7 @@ from hpo.runtime.storage import (
     open_storage,
 )
 from hpo.runtime.storage_url import StorageError, StorageTarget, hide_secrets, mask_url
-from hpo.tuning.artifacts import open_artifact_store
+from hpo.tuning.artifacts import load_trial_model, open_artifact_store
 from hpo.tuning.cli import main as run_main
 from hpo.tuning.export import main as export_main
 from studies import Grid, StudyRegistry, default_registry, get_study
@@ -650,3 +652,184 @@ def test_a_report_of_a_study_named_dot_dot_stays_in_reports(
     assert new and all(p.startswith("work/deeper/reports") for p in new), sorted(new)
     assert len(list((work / "reports").iterdir())) == 2
     assert "report.md" in capsys.readouterr().out
+
+
+# --- 5. Hostile checkpoint files: safe to load, wrong inside --------------------------------
+
+PUBLISHED = ROOT / "docs" / "results" / "models" / "dense_mnist.pt"
+FIRST_WEIGHT = "convs.0.weight"
+
+
+def _config(**changes: object) -> Callable[[dict], None]:
+    return lambda payload: payload["config"].update(changes)
+
+
+def _weight(value: torch.Tensor) -> Callable[[dict], None]:
+    return lambda payload: payload["state_dict"].update({FIRST_WEIGHT: value})
+
+
+# (what is wrong, how the file is spoiled, what the one line names)
+HOSTILE_CHECKPOINTS = [
+    ("no config", lambda p: p.update(config=None), "config is not a mapping"),
+    ("no weights", lambda p: p.update(state_dict=[1, 2]), "holds no weights"),
+    ("mean a string", _config(mean="abc"), "malformed config"),
+    ("no channels", _config(mean=[], std=[]), "one value per channel"),
+    ("std zero", _config(std=[0.0]), "std finite and positive"),
+    ("mean NaN", _config(mean=[float("nan")]), "mean must be finite"),
+    ("unknown network key", _config(cnn_config={"x": 1}), "unknown key(s) x"),
+    ("network not a mapping", _config(cnn_config=5), "cnn_config is not a mapping"),
+    ("definition a string", _config(definition="x"), "definition is not a mapping"),
+    ("unknown family", _config(model_family=7), "not a valid ModelFamily"),
+    ("unknown config key", _config(extra=1), "has unknown ['extra']"),
+    ("wrong weight shape", _weight(torch.zeros(1)), "size mismatch"),
+    ("integer weights", _weight(torch.zeros(32, 2, 11, 11, dtype=torch.int64)), "torch.int64"),
+    ("other format", lambda p: p.update(format=2), "has format 2, expected 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "fragment"),
+    [case[1:] for case in HOSTILE_CHECKPOINTS],
+    ids=[case[0] for case in HOSTILE_CHECKPOINTS],
+)
+def test_a_malformed_checkpoint_is_refused_in_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    spoil: Callable[[dict], None],
+    fragment: str,
+) -> None:
+    """Files that ``torch.load(weights_only=True)`` reads safely but that are wrong inside:
+    refused before any data is read, never scored as if they were a network."""
+    from hpo.checkpoints.evaluate import main as evaluate_main
+
+    payload = torch.load(PUBLISHED, weights_only=True)
+    spoil(payload)
+    path = tmp_path / "spoiled.pt"
+    torch.save(payload, path)
+    assert evaluate_main([str(path), "--data-dir", str(tmp_path / "no-data")]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err, err
+
+
+# --- 6. A full disk: one line naming what was written, whatever shape the error takes -------
+
+
+def _wrapped(inner: BaseException, *outer: type[BaseException]) -> BaseException:
+    """``inner`` raised, then each of ``outer`` raised from it (as SQLAlchemy and Optuna do)."""
+    error = inner
+    for kind in outer:
+        try:
+            raise kind("wrapper") from error
+        except kind as e:
+            error = e
+    return error
+
+
+class _DiskFull(Exception):
+    """psycopg's ``errors.DiskFull`` as the server reports it (SQLSTATE 53100)."""
+
+    sqlstate = "53100"
+
+
+def _sqlalchemy_error(orig: BaseException) -> BaseException:
+    return sqlalchemy.exc.OperationalError("COMMIT", {}, orig)
+
+
+# (what happened, the error as the product meets it, what the line names; None: not disk full)
+FULL_DISK_ERRORS = [
+    ("file write", OSError(28, "No space left on device"), "a file"),
+    ("quota", OSError(122, "Disk quota exceeded", "/q/x.pt"), "/q/x.pt"),
+    (
+        "SQLite through SQLAlchemy and Optuna",
+        _wrapped(
+            _sqlalchemy_error(sqlite3.OperationalError("database or disk is full")),
+            optuna.exceptions.StorageInternalError,
+            AssertionError,
+        ),
+        "the study storage sqlite:///s.db",
+    ),
+    (
+        "PostgreSQL's disk_full",
+        _sqlalchemy_error(_DiskFull("could not extend file: No space left on device")),
+        "the study storage sqlite:///s.db",
+    ),
+    ("another OSError", OSError(13, "Permission denied"), None),
+    ("another SQLite error", _sqlalchemy_error(sqlite3.OperationalError("locked")), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "named"),
+    [case[1:] for case in FULL_DISK_ERRORS],
+    ids=[case[0] for case in FULL_DISK_ERRORS],
+)
+def test_a_full_disk_is_recognised_in_any_error_chain(
+    error: BaseException, named: str | None
+) -> None:
+    assert is_disk_full(error) is (named is not None)
+    found = no_space_error(error, "sqlite:///s.db")
+    assert (found and found.what) == named
+
+
+def test_export_and_report_onto_a_full_disk_say_so_and_leave_no_partial_file(
+    small_disk: Path, study_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{study_file}"
+    artifacts = StorageTarget.parse(url).artifact_dir
+    artifacts.mkdir()
+    trial = load_existing_study(open_existing_storage(url), "sparse_mnist", url).best_trial
+    checkpoint = torch.load(PUBLISHED, weights_only=True)
+    checkpoint["config"]["trial_number"] = trial.number
+    torch.save(checkpoint, artifacts / trial.user_attrs["model_artifact_id"])
+    (small_disk / "filler").write_bytes(b"\0" * (os.statvfs(small_disk).f_bavail * 4096 - 8192))
+    before = set(_snapshot(small_disk))
+    assert export_main(["--study", "sparse_mnist", "--storage", url, "--out",
+                        str(small_disk / "best.pt")]) == EXIT_NO_SPACE  # fmt: skip
+    assert report_main(["--study", "sparse_mnist", "--storage", url, "--no-png", "--out",
+                        str(small_disk / "report")]) == EXIT_NO_SPACE  # fmt: skip
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": error: ")[0] for line in lines] == ["hpo.export", "hpo.report"]
+    assert all("no space left on device writing " + str(small_disk) in line for line in lines)
+    assert all(line.endswith("free space and run the same command again") for line in lines)
+    after = _snapshot(small_disk)
+    files = [p for p, (digest, _) in after.items() if p not in before and digest != "dir"]
+    assert all((small_disk / p).stat().st_size > 0 for p in files), files  # whole files only
+    assert not any(Path(p).name.startswith(".") for p in files)  # no temporary left
+
+
+def test_an_artifact_folder_of_another_study_is_refused_in_one_line(
+    study_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trial's artifact id names a checkpoint another trial saved (a folder mixed up, or
+    planted): refused, not exported under this trial's name."""
+    url = f"sqlite:///{study_file}"
+    artifacts = StorageTarget.parse(url).artifact_dir
+    artifacts.mkdir()
+    trial = load_existing_study(open_existing_storage(url), "sparse_mnist", url).best_trial
+    checkpoint = torch.load(PUBLISHED, weights_only=True)
+    checkpoint["config"]["trial_number"] = trial.number + 1
+    torch.save(checkpoint, artifacts / trial.user_attrs["model_artifact_id"])
+    out = tmp_path / "best.pt"
+    assert export_main(["--study", "sparse_mnist", "--storage", url, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"holds trial {trial.number + 1}'s checkpoint" in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_study_with_no_completed_trial_yet_exports_nothing_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where every CPU user stands after the first command: export and the README's reload
+    helper say in one line that no trial has completed yet (was 30 lines of traceback)."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    storage = open_storage(url, NO_HEARTBEAT)
+    make_study(storage, "sparse_mnist", shape=StudyShape(0, 1, 1, 1, test_metrics=False))
+    close_storage(storage)
+    out = tmp_path / "best.pt"
+    assert export_main(["--study", "sparse_mnist", "--storage", url, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no completed trial yet" in err and "\n" not in err and not out.exists()
+    study = load_existing_study(open_existing_storage(url), "sparse_mnist", url)
+    with pytest.raises(CheckpointError, match="no completed trial yet") as raised:
+        load_trial_model(study, store=open_artifact_store(url))
+    assert "\n" not in str(raised.value)

@@ -9,16 +9,22 @@ every run goes through the real command line, storage, objective and artifact co
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import json
 import logging
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 import pytest
 import torch
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 import hpo.runtime.cpu
@@ -27,7 +33,7 @@ import hpo.tuning.estimate
 import hpo.tuning.finalize
 from data import MNISTOptions
 from hpo import records as keys
-from hpo.errors import EXIT_INTERRUPTED, NonFiniteLossError
+from hpo.errors import EXIT_INTERRUPTED, EXIT_NO_SPACE, NonFiniteLossError
 from hpo.records import StudyRecord, TrialCounts
 from hpo.runtime.cpu import denormals_flushed, flush_denormals
 from hpo.runtime.storage import StorageOptions, open_storage
@@ -649,6 +655,83 @@ def test_export_and_evaluate_refuse_bad_input_in_one_line(
     assert run(args) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and "\n" not in err and "Traceback" not in err
+
+
+# --- a full disk: one line, the trial FAIL with its reason, nothing partial, the study resumes
+
+
+def _artifact_files(env: dict[str, str]) -> set[str]:
+    folder = StorageTarget.parse(env["storage"]).artifact_dir
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+def _referenced_artifacts(study: optuna.Study) -> set[str]:
+    return {
+        t.user_attrs[keys.MODEL_ARTIFACT]
+        for t in study.get_trials(deepcopy=False)
+        if keys.MODEL_ARTIFACT in t.user_attrs
+    }
+
+
+def test_a_full_disk_under_the_checkpoints_fails_the_trial_in_one_line_and_the_run_resumes(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint's write fills the disk half-way: the trial FAILs with the reason, the
+    half-written file is gone, the run stops (every next trial would fail alike) with one
+    line and EXIT_NO_SPACE, and the same command, once space is free, runs that grid point
+    again (queued after the grid's other points: Optuna runs queued trials in order)."""
+    write = FileSystemArtifactStore.write
+
+    def half_then_full(store: FileSystemArtifactStore, artifact_id: str, body: BinaryIO) -> None:
+        write(store, artifact_id, io.BytesIO(body.read(4096)))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileSystemArtifactStore, "write", half_then_full)
+    assert main(_argv(env, 2)) == EXIT_NO_SPACE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no space left on device writing trial 0's checkpoint in ")
+    assert "\n" not in err and err.endswith("the study resumes")
+    failed = _load(env).get_trials(deepcopy=False)[0]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs[keys.FAIL_REASON].startswith(keys.NO_SPACE)
+    assert _artifact_files(env) == set()  # no half-written checkpoint left
+
+    monkeypatch.setattr(FileSystemArtifactStore, "write", write)
+    assert main(_argv(env, len(GRID.points()))) == 0  # the point re-queued after the others
+    study = _load(env)
+    again = [t for t in study.get_trials(deepcopy=False)[1:] if t.params == failed.params]
+    assert [t.state for t in again] == [TrialState.COMPLETE]  # its grid point ran after all
+    assert _artifact_files(env) == _referenced_artifacts(study)
+
+
+def test_a_really_full_disk_under_the_database_is_one_line_and_no_trial_stays_running(
+    data_env: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite, its WAL and the checkpoints on a real disk that fills up while the study runs:
+    one line naming the storage (no traceback, not Optuna's "exceeding max length"), exit
+    EXIT_NO_SPACE; once the disk is larger, the same command finishes the study and leaves no
+    trial RUNNING and no checkpoint file that no trial refers to."""
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
+    env = {"storage": f"sqlite:///{small_disk / 'study.db'}"}
+    command = [sys.executable, "-c", f"import sys, {__name__} as t; sys.exit(t.main(sys.argv[1:]))"]
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (os.statvfs(small_disk).f_bavail * 4096 - 160 * 1024))
+    ran = subprocess.run(
+        [*command, *_argv(env, 4)], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
+    lines = ran.stderr.strip().splitlines()
+    assert ran.returncode == EXIT_NO_SPACE, ran.stderr[-2000:]
+    assert lines[-1].startswith("error: no space left on device writing ")
+    assert "Traceback" not in ran.stderr and "max length" not in ran.stderr
+
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    time.sleep(3)  # the heartbeat grace: a trial whose FAIL could not be written goes stale
+    assert main(_argv(env, 4)) == 0
+    study = _load(env)
+    assert count_trials(study).finished == 4 and count_trials(study).running == 0
+    assert _artifact_files(env) == _referenced_artifacts(study)
 
 
 # --- what a run costs, and what it tells on the way ---------------------------------------

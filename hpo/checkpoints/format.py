@@ -5,7 +5,6 @@ types only, so ``torch.load(weights_only=True)`` reads it without executing code
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from models import CNNConfig, ModelConfigError, ModelFamily, build_model
 from ..errors import CheckpointError, one_line
 from ..records import CheckpointConfig
 from ..runtime.device import place
+from ..runtime.files import written_whole
 
 __all__ = [
     "Checkpoint",
@@ -63,13 +63,9 @@ def write_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "config": config.to_dict(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    # Through a Python file: torch.save to a path reports a full disk as an iostream error.
+    with written_whole(path, mode=0o600) as tmp, tmp.open("wb") as f:
+        torch.save(payload, f)
     return path
 
 
@@ -102,11 +98,21 @@ def rebuild(checkpoint: Checkpoint, device: str | torch.device = "cpu") -> Loade
         family = ModelFamily(config.model_family)
         cnn_config = CNNConfig.from_dict(config.cnn_config)
         model = build_model(family, cnn_config)
+        _check_dtypes(model.state_dict(), checkpoint.state_dict)
         model.load_state_dict(checkpoint.state_dict)
     except (ValueError, ModelConfigError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint does not rebuild its network: {one_line(e)}") from e
     place(model, device).eval()
     return LoadedModel(model, family, cnn_config, list(config.mean), list(config.std), config)
+
+
+def _check_dtypes(expected: dict[str, Tensor], found: dict[str, Tensor]) -> None:
+    """``load_state_dict`` casts silently: integer "weights" would load as zeros and score as
+    chance, so a tensor of another dtype than the network's is refused (``ValueError``)."""
+    wrong = [k for k, v in found.items() if k in expected and v.dtype != expected[k].dtype]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{k} is {found[k].dtype}, the network's is {expected[k].dtype}")
 
 
 def load_model_file(path: StrPath, device: str | torch.device = "cpu") -> LoadedModel:

@@ -17,6 +17,7 @@ from studies import UnknownStudyError
 from studies.experiments import EXPERIMENTS, ExperimentDefinition, get_experiment
 
 from ..errors import EXIT_OK, EXIT_USAGE, UsageError, print_usage_error
+from ..runtime.disk_space import NoSpaceError, no_space_named, print_no_space
 from ..runtime.interrupts import Stopped
 from ..runtime.storage_url import STORAGE_DEFAULT_HELP, StorageError
 
@@ -64,13 +65,15 @@ def main(
         if not args.summarize_only:
             rows = _run(definition, csv_path, args)
             write_rows(csv_path, rows)
+        summarize(definition, rows, args.out, png=not args.no_png)
+    except NoSpaceError as e:
+        return print_no_space(e, resumes=not args.summarize_only)
     except (UnknownStudyError, UsageError, DataError, StorageError) as e:
         return print_usage_error(e)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (hpo.runtime.interrupts)
         stopped = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
         print(f"{stopped.reason}: run the same command again to resume", file=sys.stderr)
         return stopped.exit_status
-    summarize(definition, rows, args.out, png=not args.no_png)
     return EXIT_OK
 
 
@@ -84,4 +87,5 @@ def _run(definition: ExperimentDefinition, csv_path: Path, args: Any) -> list[di
     target = StorageTarget.parse(resolve_storage_url(args.storage))
     device = torch.device(resolve_device(args.device))
     args.out.mkdir(parents=True, exist_ok=True)  # before hours of training, not after
-    return run_experiment(definition, target, csv_path, device, args.data_dir, args.download)
+    with no_space_named(target.masked):
+        return run_experiment(definition, target, csv_path, device, args.data_dir, args.download)

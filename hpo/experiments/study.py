@@ -12,7 +12,6 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 from data import SparseDataset
@@ -28,7 +27,7 @@ from ..runtime.interrupts import StopSignals
 from ..runtime.storage import open_storage, remove_if_unused
 from ..runtime.storage_url import StorageTarget
 from ..training import TrainingRun, train_network
-from ..tuning.artifacts import open_artifact_store, save_checkpoint
+from ..tuning.artifacts import ArtifactFolder, open_artifact_store, save_checkpoint
 from ..tuning.objective import record_failure
 from ..tuning.study_setup import QueuedTrial, join_study
 from ..tuning.trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
@@ -105,7 +104,7 @@ class RunObjective:
         d: ExperimentDefinition,
         data: SparseDataset,
         device: torch.device,
-        store: FileSystemArtifactStore,
+        store: ArtifactFolder,
         signals: StopSignals | None = None,
     ) -> None:
         self.definition, self.data, self.device, self.store = d, data, device, store

@@ -12,11 +12,14 @@ from pathlib import Path
 import optuna
 import optuna.visualization as vis
 import plotly.graph_objects as go
+import plotly.offline
 from optuna.trial import FrozenTrial
 
 from studies import SearchSpace
 
 from ..errors import one_line
+from ..runtime.disk_space import NoSpaceError, is_disk_full
+from ..runtime.files import written_whole
 from .tables import ComparisonEntry, StudyInfo, completed_trials, param_names, study_info
 
 _Drawn = tuple[go.Figure | None, str | None]  # a figure, or why the study cannot support it yet
@@ -78,8 +81,13 @@ def write_figures(
     if not figures:
         return [], None
     written = [out / f"{stem}.html" for stem in figures]
+    # Written whole here, so plotly (which copies it only where none exists) never leaves half
+    # of one that every later report would keep.
+    with written_whole(out / "plotly.min.js") as tmp:
+        tmp.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
     for figure, path in zip(figures.values(), written, strict=True):
-        figure.write_html(path, include_plotlyjs="directory")  # plotly.min.js beside: offline
+        with written_whole(path) as tmp:
+            figure.write_html(tmp, include_plotlyjs="directory")  # plotly.min.js beside
     written.append(out / "plotly.min.js")
     if not png:
         return written, None
@@ -96,6 +104,8 @@ def write_figures(
     try:
         pio.write_images(list(figures.values()), pngs, width=width, height=height)
     except (RuntimeError, OSError, ValueError) as e:
+        if is_disk_full(e):
+            raise NoSpaceError(f"the PNG charts in {out}") from e
         why = one_line(e)
         return written, f"static PNGs skipped: {why} (needs Chrome or Chromium; set BROWSER_PATH)"
     return written + pngs, None

@@ -11,6 +11,8 @@ from pathlib import Path
 import optuna
 
 from ..errors import UsageError, print_usage_error
+from ..runtime.disk_space import NoSpaceError, print_no_space
+from ..runtime.files import written_whole
 from ..runtime.storage import close_storage, load_existing_study, open_existing_storage
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
@@ -70,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out, written, notices = _write(args, storage, target.masked)
         finally:
             close_storage(storage)
+    except NoSpaceError as e:
+        return print_no_space(e, prog="hpo.report")
     except (UsageError, StorageError) as e:
         return print_usage_error(e, prog="hpo.report")
     for notice in notices:
@@ -126,7 +130,8 @@ def write_study_report(
         notices.append(png_notice)
     with_png = {p.stem for p in files if p.suffix == ".png"}
     markdown = render_study(tables, charts, with_png, storage_label)
-    (out / "report.md").write_text(markdown, encoding="utf-8")
+    with written_whole(out / "report.md") as tmp:
+        tmp.write_text(markdown, encoding="utf-8")
     return written + files, notices
 
 
@@ -139,7 +144,8 @@ def write_comparison(
     files, png_notice = write_figures({"comparison": comparison_figure(entries)}, out, png)
     has_png = any(p.suffix == ".png" for p in files)
     markdown = render_comparison(entries, has_png, storage_label)
-    (out / "comparison.md").write_text(markdown, encoding="utf-8")
+    with written_whole(out / "comparison.md") as tmp:
+        tmp.write_text(markdown, encoding="utf-8")
     return [out / "comparison.md", *files], [png_notice] if png_notice else []
 
 

@@ -23,6 +23,7 @@ from studies import SearchSpace
 from .. import records
 from ..errors import UsageError
 from ..records import StudyRecord, TrialCounts, metrics_of, sparsity_key
+from ..runtime.files import written_whole
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -189,7 +190,7 @@ def sorted_sparsity_keys(found: Iterable[str]) -> tuple[str, ...]:
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write ``rows`` under the header ``columns``; floats as ``repr``: the exact stored value."""
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with written_whole(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in rows:

@@ -3,9 +3,11 @@ optuna-dashboard lists them too; the id is stored on the trial (``records.MODEL_
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 import torch
@@ -18,26 +20,40 @@ from .. import records
 from ..checkpoints.format import Checkpoint, LoadedModel, read_checkpoint, rebuild, write_checkpoint
 from ..errors import CheckpointError
 from ..records import CheckpointConfig
+from ..runtime.disk_space import writing
 from ..runtime.storage_url import ARTIFACT_DIR_ENV, StorageTarget
 from ..training import TrainingRun
 
-__all__ = ["load_trial_model", "open_artifact_store", "save_checkpoint", "trial_checkpoint"]
+__all__ = [
+    "ArtifactFolder",
+    "load_trial_model",
+    "open_artifact_store",
+    "save_checkpoint",
+    "trial_checkpoint",
+]
 
 
-def open_artifact_store(
-    target: StorageTarget | str, *, create: bool = False
-) -> FileSystemArtifactStore:
+def open_artifact_store(target: StorageTarget | str, *, create: bool = False) -> ArtifactFolder:
     """The artifact store of the storage ``target``; ``create``: make its folder if missing
     (a writer's; a reader leaves the folders as it found them)."""
     target = StorageTarget.parse(target) if isinstance(target, str) else target
     if create:
         target.artifact_dir.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(target.artifact_dir)
+    return ArtifactFolder(target.artifact_dir)
+
+
+class ArtifactFolder(FileSystemArtifactStore):
+    """Optuna's file-system store, which keeps its folder private: ours says where it is
+    (a full disk is named by it)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.folder = folder
 
 
 def save_checkpoint(
     trial: optuna.Trial,
-    store: FileSystemArtifactStore,
+    store: ArtifactFolder,
     state_dict: dict[str, torch.Tensor],
     run: TrainingRun,
     data: SparseDataset,
@@ -56,14 +72,47 @@ def save_checkpoint(
         trial_number=trial.number,
         **optional,
     )
-    with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+    written = _WrittenArtifacts(store)
+    with (
+        writing(f"trial {trial.number}'s checkpoint in {store.folder}"),
+        tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp,
+    ):
         path = write_checkpoint(Path(tmp) / f"trial-{trial.number}.pt", state_dict, config)
-        return upload_artifact(
-            artifact_store=store,
-            file_path=str(path),
-            study_or_trial=trial,
-            mimetype="application/x-pytorch",
-        )
+        try:
+            return upload_artifact(
+                artifact_store=written,
+                file_path=str(path),
+                study_or_trial=trial,
+                mimetype="application/x-pytorch",
+            )
+        except BaseException:
+            written.remove_all()  # a partial file, or a whole one no trial refers to
+            raise
+
+
+class _WrittenArtifacts:
+    """An artifact store that remembers what it wrote, so a failed upload (a full disk while
+    writing the file, or after it, while the trial's reference is stored) leaves nothing
+    behind: Optuna's upload writes in place and does not clean up."""
+
+    def __init__(self, store: ArtifactFolder) -> None:
+        self._store = store
+        self._written: list[str] = []
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self._store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self._written.append(artifact_id)
+        self._store.write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self._store.remove(artifact_id)
+
+    def remove_all(self) -> None:
+        for artifact_id in self._written:
+            with contextlib.suppress(OSError, ArtifactNotFound):
+                self._store.remove(artifact_id)
 
 
 def trial_checkpoint(
@@ -106,7 +155,15 @@ def trial_checkpoint(
             ) from e
         except OSError as e:
             raise CheckpointError(f"cannot read model artifact {artifact_id}: {e}") from e
-        return read_checkpoint(path, what=f"model artifact {artifact_id}")
+        checkpoint = read_checkpoint(path, what=f"model artifact {artifact_id}")
+    saved_by = checkpoint.config.trial_number
+    if saved_by not in (None, trial_number):
+        raise CheckpointError(
+            f"model artifact {artifact_id} of trial {trial_number} holds trial {saved_by}'s "
+            f"checkpoint: the artifact folder is not this study's ({ARTIFACT_DIR_ENV})"
+        )
+    config = dataclasses.replace(checkpoint.config, trial_number=trial_number)
+    return dataclasses.replace(checkpoint, config=config)
 
 
 def load_trial_model(

@@ -21,11 +21,13 @@ from data import DATA_DIR_ENV, DataError
 from studies import DefinitionError, StudyRegistry, UnknownStudyError, default_registry
 
 from ..errors import (
+    EXIT_NO_SPACE,
     CheckpointError,
     InvalidSettingError,
     UsageError,
     print_usage_error,
 )
+from ..runtime.disk_space import NoSpaceError, no_space_named, print_no_space
 from ..runtime.execution import LAYOUTS, PRECISIONS
 from ..runtime.interrupts import REASONS, Stopped
 from ..runtime.processes import available_cpu_count, plan_workers, run_workers
@@ -235,6 +237,8 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
         with tempfile.TemporaryDirectory(prefix="hpo-dry-run-") as tmp:
             storage = StorageTarget.parse(f"sqlite:///{os.path.join(tmp, 'dry-run.db')}")
             return _run(settings.for_dry_run(storage))
+    except NoSpaceError as e:
+        return print_no_space(e, resumes=True)
     except USAGE_ERRORS as e:
         return print_usage_error(e)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (docker stop, scancel, Kubernetes)
@@ -251,10 +255,11 @@ def _run(settings: RunSettings) -> int:
     from .finalize import finalize_study
 
     status = 1  # until the workers return: an exception leaves it non-zero
-    with _no_empty_database_left(settings.storage, lambda: status):
-        status = run_workers_here(settings)
-    if status == 0:
-        finalize_study(settings)
+    with no_space_named(settings.storage.masked):
+        with _no_empty_database_left(settings.storage, lambda: status):
+            status = run_workers_here(settings)
+        if status == 0:
+            finalize_study(settings)
     return status
 
 
@@ -300,7 +305,7 @@ def run_workers_here(settings: RunSettings) -> int:
     status = run_workers(_worker_process, per_worker, plan)
     if status - 128 in REASONS:
         raise Stopped(status - 128)
-    if status != 0:
+    if status not in (0, EXIT_NO_SPACE):  # a worker out of space has said so in one line
         print(
             f"error: a worker failed (exit status {status}); run the same command again to "
             "resume the study",
@@ -314,6 +319,9 @@ def _worker_process(settings: RunSettings) -> None:
     from .worker import run_worker
 
     try:
-        run_worker(settings)
+        with no_space_named(settings.storage.masked):
+            run_worker(settings)
+    except NoSpaceError as e:
+        raise SystemExit(print_no_space(e, resumes=True)) from None
     except USAGE_ERRORS as e:
         raise SystemExit(print_usage_error(e)) from None

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import EXIT_OK, CheckpointError, UsageError, print_usage_error
+from ..runtime.disk_space import NoSpaceError, print_no_space
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
     StorageError,
@@ -76,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         target = StorageTarget.parse(resolve_storage_url(args.storage))
         what = export_checkpoint(target, args.study, args.trial, args.out)
+    except NoSpaceError as e:
+        return print_no_space(e, prog="hpo.export")
     except (StorageError, CheckpointError, UsageError) as e:
         return print_usage_error(e, prog="hpo.export")
     print(f"wrote {args.out}: {what}; score it with python -m hpo.evaluate {args.out}")

@@ -15,7 +15,6 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore
 
 from data import SparseDataset
 from models import ModelConfigError
@@ -23,11 +22,12 @@ from studies import VAL_MASK_SEED, StudyDefinition
 
 from .. import records
 from ..errors import NonFiniteLossError, TrialError, UnsupportedConfigError, one_line
+from ..runtime.disk_space import NoSpaceError
 from ..runtime.execution import Execution
 from ..runtime.interrupts import Stopped, StopSignals
 from ..runtime.memory import run_releasing_memory, start_trial_memory, trial_memory
 from ..training import EvalMetrics, FitResult, TrainingRun, train_network
-from .artifacts import save_checkpoint
+from .artifacts import ArtifactFolder, save_checkpoint
 from .progress import RunProgress
 from .search import label_phase
 from .trial_data import eval_batches, evaluate_at_sparsities, validation_split
@@ -45,7 +45,7 @@ class Objective:
         data: SparseDataset,
         device: torch.device,
         seed: int,
-        store: FileSystemArtifactStore,
+        store: ArtifactFolder,
         progress: RunProgress,
         worker: str,
         execution: Execution | None = None,
@@ -164,7 +164,7 @@ def record_failure(trial: optuna.Trial) -> Iterator[None]:
         reason = e.reason if isinstance(e, Stopped) else records.INTERRUPTED
         trial.set_user_attr(records.FAIL_REASON, reason)
         raise
-    except TrialError as e:
+    except (TrialError, NoSpaceError) as e:
         trial.set_user_attr(records.FAIL_REASON, one_line(e))
         raise
     except Exception as e:  # a bug: recorded, then it stops the worker

@@ -108,12 +108,13 @@ def enqueue_missing(study: optuna.Study, queue: Sequence[QueuedTrial]) -> int:
 
 
 def _holds_its_point(trial: FrozenTrial) -> bool:
+    """A trial stopped by the user or a full disk leaves its point to run again; a point
+    that failed by itself (a bug, out of memory) would only fail again."""
     if trial.state != TrialState.FAIL:
         return True
-    return trial.user_attrs.get(records.FAIL_REASON) not in (
-        records.INTERRUPTED,
-        records.TERMINATED,
-    )
+    reason = str(trial.user_attrs.get(records.FAIL_REASON, ""))
+    stopped = reason in (records.INTERRUPTED, records.TERMINATED)
+    return not (stopped or reason.startswith(records.NO_SPACE))
 
 
 def planned_queue(
