@@ -174,3 +174,18 @@ def test_default_device_is_cuda_only_when_available(
         resolve_device("cuda:9")
     if gpus:
         assert resolve_device("cuda:1") == "cuda:1"
+
+
+def test_the_commands_run_from_a_folder_with_its_own_data_and_models_folders(
+    tmp_path: Path,
+) -> None:
+    """Most ML projects have data/ and models/ folders; run from one, ``python -m hpo.run``
+    must still import ours (an editable install's finder came after the working directory,
+    whose folders then hid our packages)."""
+    for name in ("data", "models", "studies"):
+        (tmp_path / name).mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo.run", "--list"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert "sparse_mnist" in result.stdout
