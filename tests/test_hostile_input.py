@@ -29,6 +29,7 @@ import pytest
 import sqlalchemy
 import torch
 from study_fixtures import StudyShape, make_study
+from synthetic import write_mnist
 
 from data import MNISTOptions
 from hpo.errors import EXIT_NO_SPACE, EXIT_USAGE, CheckpointError
@@ -37,7 +38,7 @@ from hpo.reporting.dashboard import make_dashboard_server
 from hpo.reporting.dashboard_guard import DashboardGuard
 from hpo.reporting.report import default_out_dir
 from hpo.reporting.report import main as report_main
-from hpo.runtime.disk_space import is_disk_full, no_space_error
+from hpo.runtime.faults import is_disk_full, no_space_error
 from hpo.runtime.storage import (
     StorageOptions,
     close_storage,
@@ -833,3 +834,36 @@ def test_a_study_with_no_completed_trial_yet_exports_nothing_and_says_why(
     with pytest.raises(CheckpointError, match="no completed trial yet") as raised:
         load_trial_model(study, store=open_artifact_store(url))
     assert "\n" not in str(raised.value)
+
+
+def test_a_database_damaged_where_the_trials_are_is_one_line_for_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file opens (its first pages are whole) and fails at the first query of the trials:
+    one line with what to do, exit 2, from a run, a report and an export alike (was 97-113
+    lines of traceback; only a file that failed as it was opened said so)."""
+    write_mnist(tmp_path / "data", n_train=5100)  # sparse_mnist keeps 5,000 for validation
+    monkeypatch.setenv("HPO_DATA_DIR", str(tmp_path / "data"))
+    db = tmp_path / "hpo.db"
+    storage = open_storage(f"sqlite:///{db}", NO_HEARTBEAT)
+    budget = {"epochs": 1, "train_size": 64, "val_size": 100}
+    make_study(storage, "sparse_mnist", shape=StudyShape(40, 5, 5, 0), overrides=budget)
+    close_storage(storage)
+    pages = db.stat().st_size // 4096
+    with db.open("r+b") as f:  # the last pages: the trials, written last
+        f.seek((pages - 3) * 4096)
+        f.write(b"\xde\xad" * 2048 * 3)
+    url = f"sqlite:///{db}"
+    out = tmp_path / "out"
+    out.mkdir()
+    statuses = [
+        run_main(["--study", "sparse_mnist", "--storage", url, "--n-trials", "60", "--epochs",
+                  "1", "--train-size", "64", "--val-size", "100", "--pruner", "hyperband",
+                  "--device", "cpu", "--no-progress"]),
+        report_main(["--study", "sparse_mnist", "--storage", url, "--out", str(out / "r")]),
+        export_main(["--study", "sparse_mnist", "--storage", url, "--out", str(out / "b.pt")]),
+    ]  # fmt: skip
+    assert statuses == [EXIT_USAGE] * 3
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 3, lines
+    assert all("the file is damaged: restore it from a backup" in line for line in lines), lines

@@ -17,7 +17,7 @@ from studies import UnknownStudyError
 from studies.experiments import EXPERIMENTS, ExperimentDefinition, get_experiment
 
 from ..errors import EXIT_OK, EXIT_USAGE, UsageError, print_usage_error
-from ..runtime.disk_space import NoSpaceError, no_space_named, print_no_space
+from ..runtime.faults import NoSpaceError, faults_named, print_no_space
 from ..runtime.interrupts import Stopped
 from ..runtime.storage_url import STORAGE_DEFAULT_HELP, StorageError
 
@@ -87,5 +87,5 @@ def _run(definition: ExperimentDefinition, csv_path: Path, args: Any) -> list[di
     target = StorageTarget.parse(resolve_storage_url(args.storage))
     device = torch.device(resolve_device(args.device))
     args.out.mkdir(parents=True, exist_ok=True)  # before hours of training, not after
-    with no_space_named(target.masked):
+    with faults_named(target.masked):
         return run_experiment(definition, target, csv_path, device, args.data_dir, args.download)

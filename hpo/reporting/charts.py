@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial
 from studies import SearchSpace
 
 from ..errors import one_line
-from ..runtime.disk_space import NoSpaceError, is_disk_full
+from ..runtime.faults import NoSpaceError, is_disk_full
 from ..runtime.files import written_whole
 from .tables import ComparisonEntry, StudyInfo, completed_trials, param_names, study_info
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 
 from ..errors import UsageError, print_usage_error
-from ..runtime.disk_space import NoSpaceError, print_no_space
+from ..runtime.faults import NoSpaceError, faults_named, print_no_space
 from ..runtime.files import written_whole
 from ..runtime.storage import close_storage, load_existing_study, open_existing_storage
 from ..runtime.storage_url import (
@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = StorageTarget.parse(resolve_storage_url(args.storage))
         storage = open_existing_storage(target)
         try:
-            out, written, notices = _write(args, storage, target.masked)
+            with faults_named(target.masked):
+                out, written, notices = _write(args, storage, target.masked)
         finally:
             close_storage(storage)
     except NoSpaceError as e:

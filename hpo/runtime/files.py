@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .disk_space import writing
+from .faults import writing
 
 __all__ = ["written_whole"]
 

@@ -18,6 +18,7 @@ import optuna
 import sqlalchemy
 
 from ..errors import one_line
+from .faults import NoSpaceError, damaged_why, faults_named
 from .locks import exclusive
 from .sqlite_files import ReadOnlySQLiteStorage, check_optuna_file, check_optuna_tables
 from .sqlite_transactions import SQLiteStorage, install_transaction_hooks
@@ -184,8 +185,9 @@ def close_storage(storage: optuna.storages.BaseStorage) -> None:
 def _storage_errors(target: StorageTarget) -> Iterator[None]:
     """Database and driver errors as one ``StorageError`` line, the URL's secrets hidden."""
     try:
-        yield
-    except StorageError:
+        with faults_named(target.masked):  # a full disk: the environment, not the URL
+            yield
+    except (StorageError, NoSpaceError):
         raise
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
         raise StorageError(f"cannot open storage {target.masked}: {_why(target, e)}") from e
@@ -199,13 +201,7 @@ def _storage_errors(target: StorageTarget) -> Iterator[None]:
 
 def _why(target: StorageTarget, error: BaseException) -> str:
     """The error's one line, secrets hidden, with what to do about a damaged SQLite file."""
-    why = target.hide(one_line(error))
-    if "malformed" in why or "not a database" in why:
-        why += (
-            "; the file is damaged: restore it from a backup "
-            "(`sqlite3 FILE .recover` saves what is left)"
-        )
-    return why
+    return damaged_why(target.hide(one_line(error)))
 
 
 def _server_tables(target: StorageTarget, connect_timeout: int) -> set[str]:

@@ -20,7 +20,7 @@ from .. import records
 from ..checkpoints.format import Checkpoint, LoadedModel, read_checkpoint, rebuild, write_checkpoint
 from ..errors import CheckpointError
 from ..records import CheckpointConfig
-from ..runtime.disk_space import writing
+from ..runtime.faults import writing
 from ..runtime.storage_url import ARTIFACT_DIR_ENV, StorageTarget
 from ..training import TrainingRun
 

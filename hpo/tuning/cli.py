@@ -27,8 +27,8 @@ from ..errors import (
     UsageError,
     print_usage_error,
 )
-from ..runtime.disk_space import NoSpaceError, no_space_named, print_no_space
 from ..runtime.execution import LAYOUTS, PRECISIONS
+from ..runtime.faults import NoSpaceError, faults_named, print_no_space
 from ..runtime.interrupts import REASONS, Stopped
 from ..runtime.processes import available_cpu_count, plan_workers, run_workers
 from ..runtime.storage_url import (
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (docker stop, scancel, Kubernetes)
         stopped = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
         print(
-            f"{stopped.reason}: the running trial was recorded as FAIL; run the same command "
+            f"{stopped.reason}: a running trial was recorded as FAIL; run the same command "
             "again to resume the study",
             file=sys.stderr,
         )
@@ -255,7 +255,7 @@ def _run(settings: RunSettings) -> int:
     from .finalize import finalize_study
 
     status = 1  # until the workers return: an exception leaves it non-zero
-    with no_space_named(settings.storage.masked):
+    with faults_named(settings.storage.masked):
         with _no_empty_database_left(settings.storage, lambda: status):
             status = run_workers_here(settings)
         if status == 0:
@@ -319,7 +319,7 @@ def _worker_process(settings: RunSettings) -> None:
     from .worker import run_worker
 
     try:
-        with no_space_named(settings.storage.masked):
+        with faults_named(settings.storage.masked):
             run_worker(settings)
     except NoSpaceError as e:
         raise SystemExit(print_no_space(e, resumes=True)) from None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import EXIT_OK, CheckpointError, UsageError, print_usage_error
-from ..runtime.disk_space import NoSpaceError, print_no_space
+from ..runtime.faults import NoSpaceError, faults_named, print_no_space
 from ..runtime.storage_url import (
     STORAGE_DEFAULT_HELP,
     StorageError,
@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         target = StorageTarget.parse(resolve_storage_url(args.storage))
-        what = export_checkpoint(target, args.study, args.trial, args.out)
+        with faults_named(target.masked):
+            what = export_checkpoint(target, args.study, args.trial, args.out)
     except NoSpaceError as e:
         return print_no_space(e, prog="hpo.export")
     except (StorageError, CheckpointError, UsageError) as e:

@@ -22,8 +22,8 @@ from studies import VAL_MASK_SEED, StudyDefinition
 
 from .. import records
 from ..errors import NonFiniteLossError, TrialError, UnsupportedConfigError, one_line
-from ..runtime.disk_space import NoSpaceError
 from ..runtime.execution import Execution
+from ..runtime.faults import NoSpaceError
 from ..runtime.interrupts import Stopped, StopSignals
 from ..runtime.memory import run_releasing_memory, start_trial_memory, trial_memory
 from ..training import EvalMetrics, FitResult, TrainingRun, train_network

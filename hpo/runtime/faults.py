@@ -1,4 +1,11 @@
-"""A full disk, wherever a write meets it: one line naming what was being written.
+"""Faults of the environment met anywhere in a run: a full disk, a damaged database file.
+
+Each becomes one line (no traceback) at the entry points, which wrap their work in
+:func:`faults_named`: a full disk names what was being written and exits
+:data:`hpo.errors.EXIT_NO_SPACE`; a damaged SQLite file (a page that no longer reads, met at
+any query, not only when the file is opened) is a :class:`~hpo.runtime.storage_url.
+StorageError` that says how to recover it.
+
 
 Lack of space surfaces in three shapes: an ``OSError`` with ``ENOSPC``/``EDQUOT`` from a file
 write (a checkpoint, a report), SQLite's "database or disk is full" wrapped by SQLAlchemy and
@@ -18,13 +25,16 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 
-from ..errors import EXIT_NO_SPACE
+from ..errors import EXIT_NO_SPACE, one_line
+from .storage_url import StorageError
 
 __all__ = [
+    "DAMAGED_HINT",
     "NoSpaceError",
+    "damaged_why",
+    "faults_named",
     "is_disk_full",
     "no_space_error",
-    "no_space_named",
     "print_no_space",
     "writing",
 ]
@@ -32,6 +42,10 @@ __all__ = [
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
 SQLITE_FULL_MESSAGE = "database or disk is full"
+DAMAGED_MESSAGES = ("malformed", "not a database")  # SQLITE_CORRUPT, SQLITE_NOTADB
+DAMAGED_HINT = (
+    "the file is damaged: restore it from a backup (`sqlite3 FILE .recover` saves what is left)"
+)
 
 
 class NoSpaceError(OSError):
@@ -65,17 +79,28 @@ def no_space_error(error: BaseException, storage: str) -> NoSpaceError | None:
     return NoSpaceError(str(path) if path else "a file")
 
 
+def damaged_why(why: str) -> str:
+    """``why`` (a driver's one line) with what to do, when it says the file is damaged."""
+    return f"{why}; {DAMAGED_HINT}" if any(m in why for m in DAMAGED_MESSAGES) else why
+
+
 @contextlib.contextmanager
-def no_space_named(storage: str) -> Iterator[None]:
+def faults_named(storage: str) -> Iterator[None]:
     """Re-raise a full disk met in the block as the :class:`NoSpaceError` that names what was
-    being written (:func:`no_space_error`); other errors pass unchanged."""
+    being written (:func:`no_space_error`), and a damaged SQLite file as one ``StorageError``
+    line (``storage``: the masked URL); other errors pass unchanged."""
     try:
         yield
+    except StorageError:
+        raise
     except Exception as e:
         full = no_space_error(e, storage)
-        if full is None or full is e:
+        if full is not None and full is not e:
+            raise full from e
+        damaged = next((d for d in _chain(e) if _says_damaged(d)), None)
+        if damaged is None or full is not None:
             raise
-        raise full from e
+        raise StorageError(f"storage {storage}: {damaged_why(one_line(damaged))}") from e
 
 
 def print_no_space(error: NoSpaceError, prog: str | None = None, resumes: bool = False) -> int:
@@ -122,6 +147,10 @@ def _says_no_space(e: BaseException) -> bool:
             SQLITE_FULL_MESSAGE in str(e)
         )
     return getattr(e, "sqlstate", None) == POSTGRES_DISK_FULL
+
+
+def _says_damaged(e: BaseException) -> bool:
+    return isinstance(e, sqlite3.DatabaseError) and any(m in str(e) for m in DAMAGED_MESSAGES)
 
 
 def _from_database(e: BaseException) -> bool:
