@@ -373,8 +373,10 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(
     assert interrupted.state == TrialState.FAIL
     assert interrupted.user_attrs[keys.FAIL_REASON] == "interrupted"
     assert TrialState.RUNNING not in _states(study)
-    # The same command resumes: the interrupted grid point is queued again, so the whole
-    # grid still runs, before anything else.
+    # The stopped worker queued the interrupted grid point again on its way out, for the
+    # workers still running; the same command resumes, so the whole grid still runs first.
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert interrupted.user_attrs[keys.GRID_ID] in [t.user_attrs[keys.GRID_ID] for t in waiting]
     assert main(_argv(env, 4)) == 0
     trials = _load(env).get_trials(deepcopy=False)
     assert count_trials(_load(env)).finished == 4
