@@ -49,8 +49,8 @@ free_port() {
 
 # Wait until FILE exists and holds a PID; print it.
 pid_from() {
-  local file=$1 name=$2 i
-  for i in $(seq 100); do
+  local file=$1 name=$2
+  for _ in $(seq 100); do
     if [ -s "$file" ]; then cat "$file"; return 0; fi
     sleep 0.1
   done
@@ -135,8 +135,8 @@ CONF
   slurmd -f "$SLURM_CONF"
   echo "slurmd $(pid_from "$base/slurmd.pid" slurmd)" >>"$base/pids"
 
-  local i state=""
-  for i in $(seq 60); do
+  local state=""
+  for _ in $(seq 60); do
     state="$(sinfo -h -n "$host" -o %T 2>/dev/null || true)"
     [ "$state" = idle ] && break
     sleep 0.5
@@ -151,10 +151,10 @@ CONF
 
 # Send SIGTERM to PID if it still runs NAME, wait up to 10 s, then SIGKILL.
 stop_pid() {
-  local name=$1 pid=$2 i
+  local name=$1 pid=$2
   [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 0
     sleep 0.1
   done
@@ -164,7 +164,7 @@ stop_pid() {
 
 stop() {
   [ -f "$STATE_FILE" ] || { log "nothing to stop"; return 0; }
-  local base name pid i
+  local base name pid
   while read -r base; do
     [ -n "$base" ] && [ -d "$base" ] || continue
     if [ -f "$base/slurm.conf" ] && [ -f "$base/slurmctld.pid" ]; then
@@ -172,7 +172,7 @@ stop() {
       export SLURM_CONF="$base/slurm.conf"
       if [ -n "$(squeue -h -o %A 2>/dev/null)" ]; then
         squeue -h -o %A | sort -u | xargs -r scancel 2>/dev/null || true
-        for i in $(seq 60); do
+        for _ in $(seq 60); do
           [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
           sleep 0.5
         done
