@@ -261,8 +261,9 @@ def test_a_create_job_that_fails_takes_the_workers_and_the_final_job_with_it(
 
 
 def _cancel_a_task_in_a_trial(array: str, storage, logs: Path) -> tuple[str, int]:
-    """Wait until a worker task has been training a trial for half a second, then ``scancel``
-    that task; returns (task, pid)."""
+    """Wait until a worker task has been in a trial for a moment, then ``scancel`` that task;
+    returns (task, pid). Should the trial end first, the signal is held and its next trial
+    records it (``hpo.runtime.interrupts``)."""
     import datetime
 
     from optuna.trial import TrialState
@@ -285,7 +286,7 @@ def _cancel_a_task_in_a_trial(array: str, storage, logs: Path) -> tuple[str, int
             worker = str(trial.user_attrs.get(records.WORKER, ""))
             pid = int(worker.rsplit(":", 1)[1]) if ":" in worker else None
             started = trial.datetime_start or datetime.datetime.now()
-            training = (datetime.datetime.now() - started).total_seconds() > 0.5
+            training = (datetime.datetime.now() - started).total_seconds() > 0.2
             if trial.state == TrialState.RUNNING and pid in pids and training:
                 subprocess.run(["scancel", f"{array}_{pids[pid]}"], check=True)
                 return pids[pid], pid
