@@ -379,13 +379,35 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(
     assert interrupted.state == TrialState.FAIL
     assert interrupted.user_attrs[keys.FAIL_REASON] == "interrupted"
     assert TrialState.RUNNING not in _states(study)
-    # The same command resumes: the interrupted grid point is queued again, so the whole
-    # grid still runs, before anything else.
+    # The stopped worker queued the interrupted grid point again on its way out, for the
+    # workers still running; the same command resumes, so the whole grid still runs first.
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert interrupted.user_attrs[keys.GRID_ID] in [t.user_attrs[keys.GRID_ID] for t in waiting]
     assert main(_argv(env, 4)) == 0
     trials = _load(env).get_trials(deepcopy=False)
     assert count_trials(_load(env)).finished == 4
     done = [t.user_attrs.get(keys.GRID_ID) for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(done) == [0, 1, 2, 3]
+
+
+def test_create_only_creates_the_study_and_its_queue_once_and_trains_nothing(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data_dir = os.environ["HPO_DATA_DIR"]
+    monkeypatch.setenv("HPO_DATA_DIR", str(tmp_path / "no-data"))  # it needs none
+    for _ in range(2):  # the second run finds the study and queues nothing more
+        assert main(_argv(env, 3, "--create-only")) == 0
+        assert "ready, 0/3 finished, 4 queued" in capsys.readouterr().out
+        assert _states(_load(env)) == [TrialState.WAITING] * len(GRID.points())
+    assert main(_argv(env, 3, "--create-only", "--epochs", "2")) == 2
+    assert "already exists with a different configuration" in capsys.readouterr().err
+    assert main(_argv(env, 3, "--create-only", "--dry-run")) == 2
+    monkeypatch.setenv("HPO_DATA_DIR", data_dir)  # the workers' command runs the trials
+    assert main(_argv(env, 3)) == 0
+    assert count_trials(_load(env)).finished == 3
 
 
 def test_resume_with_different_overrides_is_refused(

@@ -3,6 +3,7 @@
 Resolves the definition, storage, device and seed once, validates every input (bad input:
 one line, exit 2), runs the workers here or in K processes, then the final step. Exit status:
 0 done, 2 bad input, 130 interrupted (the running trial is FAIL; the same command resumes).
+``--create-only`` stops after creating (or checking) the study: a scheduler's setup job.
 """
 
 from __future__ import annotations
@@ -152,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-size; stored as study SOURCE_retrain unless --study-name is given",
     )
     add("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    add(
+        "--create-only",
+        action="store_true",
+        help="create the study (or check that the stored one has this configuration) and queue "
+        "its grid, then exit without training: the job that runs once before a scheduler's "
+        "workers (deploy/slurm); needs no data and no GPU",
+    )
     add("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add("--list", action="store_true", help="list the registered studies and exit")
     return parser
@@ -232,6 +240,10 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
     logging.basicConfig(level=logging.INFO, format=log_format, datefmt="%H:%M:%S")
     try:
         settings = settings_from_args(args, registry)
+        if args.create_only:
+            if args.dry_run:
+                raise UsageError("--create-only and --dry-run exclude each other")
+            return _create_only(settings)
         if not args.dry_run:
             return _run(settings)
         with tempfile.TemporaryDirectory(prefix="hpo-dry-run-") as tmp:
@@ -249,6 +261,33 @@ def main(argv: Sequence[str] | None = None, registry: StudyRegistry | None = Non
             file=sys.stderr,
         )
         return stopped.exit_status
+
+
+def _create_only(settings: RunSettings) -> int:
+    """``--create-only``: what every worker does first (``open_study``, under the storage's
+    lock), alone. Workers need not wait for it; a scheduler runs it so that a wrong storage or
+    another stored configuration fails one small job instead of every worker."""
+    import optuna
+
+    from ..records import TrialCounts
+    from ..runtime.storage import open_storage
+    from .search import make_sampler
+    from .study_setup import open_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the line below says what happened
+    created = False  # a SQLite file this command made is removed if no study came of it
+    with _no_empty_database_left(settings.storage, lambda: 0 if created else 1):
+        storage = open_storage(settings.storage)
+        # Neither is stored with the study: each worker brings its own sampler and pruner.
+        sampler = make_sampler(settings.definition(), settings.seed)
+        study = open_study(storage, settings, sampler, optuna.pruners.NopPruner())
+        created = True
+    counts = TrialCounts.of(study.get_trials(deepcopy=False))
+    print(
+        f"study {study.study_name} on {settings.storage.masked}: ready, {counts.finished}/"
+        f"{settings.n_trials} finished, {counts.waiting} queued"
+    )
+    return 0
 
 
 def _run(settings: RunSettings) -> int:

@@ -2,7 +2,8 @@
 
 A worker creates or loads the study, stores or checks its ``StudyRecord``, and enqueues every
 point of its queue (grid, retrain copies, experiment runs) that no trial holds; a point whose
-trials were all interrupted by Ctrl-C is queued again. Why a lock: ``docs/decisions.md``.
+trials were all stopped by Ctrl-C or SIGTERM is queued again, by the stopped worker on its way
+out and else by the next to start. Why a lock: ``docs/decisions.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from ..runtime.locks import exclusive
 from ..runtime.storage_url import StorageTarget
 from .settings import RunSettings
 
-__all__ = ["QueuedTrial", "enqueue_missing", "open_study", "planned_queue", "retrain_source"]
+__all__ = [
+    "QueuedTrial",
+    "enqueue_missing",
+    "open_study",
+    "planned_queue",
+    "requeue_stopped",
+    "retrain_source",
+]
 
 # (params, user attributes) of one queued trial; its user attributes hold records.GRID_ID.
 QueuedTrial = tuple[dict[str, Any], dict[str, Any]]
@@ -92,6 +100,19 @@ def join_study(
     if added:
         _logger.info("study %s: %d trials queued", name, added)
     return study
+
+
+def requeue_stopped(study: optuna.Study, settings: RunSettings) -> int:
+    """After Ctrl-C or SIGTERM (``scancel``, ``docker stop``): queue the stopped trial's point
+    again now, under the lock, so the workers still running take it rather than only the next
+    worker to start. Returns how many points were queued (0 for a trial outside the queue)."""
+    source = study.user_attrs.get(records.RETRAIN_SOURCE) if settings.retrain_from else None
+    queue = planned_queue(settings.definition(), settings.n_trials, source)
+    with exclusive(settings.storage, f"setup {study.study_name}"):
+        added = enqueue_missing(study, queue)
+    if added:
+        _logger.info("study %s: the stopped trial's point queued again", study.study_name)
+    return added
 
 
 def enqueue_missing(study: optuna.Study, queue: Sequence[QueuedTrial]) -> int:

@@ -32,7 +32,7 @@ from .progress import RunProgress, format_trial_line
 from .pruning import make_pruner
 from .search import make_sampler
 from .settings import RunSettings
-from .study_setup import open_study
+from .study_setup import open_study, requeue_stopped
 from .trial_data import load_trial_data, validation_split
 
 __all__ = ["optimize", "run_worker", "settle"]
@@ -107,8 +107,24 @@ def _run_on(device: torch.device, settings: RunSettings, signals: StopSignals) -
                 queue_only=settings.retrain_from is not None, progress=progress,
                 signals=signals,
             )  # fmt: skip
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna recorded the running trial FAIL
+            _requeue_on_the_way_out(study, settings)
+            raise
         finally:
             progress.close()
+
+
+def _requeue_on_the_way_out(study: optuna.Study, settings: RunSettings) -> None:
+    """Queue the stopped trial's point for the workers still running (``requeue_stopped``).
+    Whatever fails here must not replace the stop: the next worker to start queues it too."""
+    try:
+        requeue_stopped(study, settings)
+    except Exception as e:  # on the way out of a stopped worker; the next start is the fallback
+        _logger.warning(
+            "study %s: the stopped trial's point was not queued again now (%s: %s); the next "
+            "worker to start queues it",
+            study.study_name, type(e).__name__, settings.storage.hide(str(e)),
+        )  # fmt: skip
 
 
 def optimize(
