@@ -517,7 +517,7 @@ def test_sigterm_to_a_single_worker_records_the_trial_and_the_same_command_resum
     run.send_signal(signal.SIGTERM)
     output = run.communicate(timeout=120)[0]
     assert run.returncode == 128 + signal.SIGTERM, output[-3000:]
-    assert "Traceback" not in output and "terminated: the running trial" in output
+    assert "Traceback" not in output and "\nterminated: " in output
     trials = _load(url, STUDY).get_trials()
     assert TrialState.RUNNING not in {t.state for t in trials}
     (stopped,) = [t for t in trials if t.user_attrs.get(keys.FAIL_REASON) == "terminated"]
