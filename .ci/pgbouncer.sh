@@ -6,10 +6,11 @@
 #   eval "$(bash .ci/pgbouncer.sh start)"   # prints: export HPO_TEST_PGBOUNCER_URL=postgresql+psycopg://...
 #   bash .ci/pgbouncer.sh stop              # stops every PgBouncer this checkout started (by PID)
 #
-# Every database of that server is reachable through it under its own name (`* =`), each
-# (database, user) with a pool of HPO_PGBOUNCER_POOL_SIZE server connections (default 20);
-# up to HPO_PGBOUNCER_MAX_CLIENTS clients (default 1000). It listens on 127.0.0.1 only, on a
-# free port; its configuration (with the password, mode 600), log and pid file live in a fresh
+# The configuration is the deployments' (deploy/pgbouncer/entrypoint.sh), except that every
+# database of that server is reachable through it under its own name (`* =`), each (database,
+# user) with a pool of HPO_PGBOUNCER_POOL_SIZE server connections (default 20); up to
+# HPO_PGBOUNCER_MAX_CLIENTS clients (default 1000). It listens on 127.0.0.1 only, on a free
+# port; its configuration (with the password, mode 600), log and pid file live in a fresh
 # folder under /tmp that `stop` removes. PgBouncer is installed from the Debian packages when
 # missing (needs root); it refuses to run as root, so as root it runs as the `postgres` user.
 # Everything except the final `export` line goes to stderr, so `eval` sees only that line.
@@ -48,40 +49,33 @@ start() {
   local base port
   base="$(mktemp -d "${TMPDIR:-/tmp}/hpo-pgbouncer.XXXXXX")"
   chmod 700 "$base"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$base"
   echo "$base" >>"$STATE_FILE"
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-  # The server's address and the credentials, from its URL (a password is never printed).
-  # PgBouncer's passwords are double-quoted, with any " doubled (config.rst, auth_file).
-  python3 - "$server_url" "$port" "$base" "$pool_size" "$max_clients" <<'CONFIG'
-import os, sys
+  # The deployments' configuration (deploy/pgbouncer/entrypoint.sh), pointed at this server;
+  # the credentials from its URL, through the environment (a password is never printed).
+  local settings
+  settings="$(python3 - "$server_url" <<'SETTINGS'
+import shlex, sys
 from urllib.parse import unquote, urlsplit
 
-url, port, base, pool_size, max_clients = sys.argv[1:]
-parts = urlsplit(url)
-user, password = unquote(parts.username or ""), unquote(parts.password or "")
-quote = lambda s: '"' + s.replace('"', '""') + '"'
-opener = lambda path, flags: os.open(path, flags, 0o600)
-with open(f"{base}/userlist.txt", "w", opener=opener) as f:
-    f.write(f"{quote(user)} {quote(password)}\n")
-with open(f"{base}/pgbouncer.ini", "w", opener=opener) as f:
-    f.write(f"""[databases]
-* = host={parts.hostname} port={parts.port or 5432}
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = {base}/userlist.txt
-pool_mode = transaction
-default_pool_size = {pool_size}
-max_client_conn = {max_clients}
-pidfile = {base}/pgbouncer.pid
-logfile = {base}/pgbouncer.log
-""")
-CONFIG
-  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$base"
-  as_owner "$bin" -d "$base/pgbouncer.ini" >&2
+parts = urlsplit(sys.argv[1])
+for name, value in [("POSTGRES_USER", unquote(parts.username or "")),
+                    ("POSTGRES_PASSWORD", unquote(parts.password or "")),
+                    ("POSTGRES_DB", parts.path.lstrip("/")),
+                    ("PGBOUNCER_SERVER_HOST", parts.hostname),
+                    ("PGBOUNCER_SERVER_PORT", str(parts.port or 5432))]:
+    print(f"export {name}={shlex.quote(value)}")
+SETTINGS
+)"
+  (
+    eval "$settings"
+    export PGBOUNCER_DATABASE='*' PGBOUNCER_POOL_SIZE="$pool_size" PGBOUNCER_MAX_CLIENTS="$max_clients" \
+      PGBOUNCER_LISTEN_ADDR=127.0.0.1 PGBOUNCER_PORT="$port" PGBOUNCER_DIR="$base" \
+      PGBOUNCER_LOGFILE="$base/pgbouncer.log"
+    # runuser resets PATH, which for an ordinary user lacks /usr/sbin.
+    as_owner env PATH="$(dirname "$bin"):/usr/bin:/bin" sh "$REPO_ROOT/deploy/pgbouncer/entrypoint.sh" -d >&2
+  )
   for _ in $(seq 50); do [ -s "$base/pgbouncer.pid" ] && break; sleep 0.1; done
   [ -s "$base/pgbouncer.pid" ] || { cat "$base/pgbouncer.log" >&2 || true; log "PgBouncer did not start"; exit 1; }
   log "$("$bin" --version | head -1) on 127.0.0.1:$port (pid $(cat "$base/pgbouncer.pid"), transaction pooling, $pool_size server connections per database and user; folder: $base)"
