@@ -673,6 +673,25 @@ def test_the_run_logs_an_estimate_before_its_first_trial_and_an_eta_after_each(
     assert len(etas) == 1 and etas[0].startswith("1/2 finished; ETA")  # none after the last
 
 
+@pytest.mark.parametrize(("read_every", "etas"), [(None, 1), (0.0, 5)])
+def test_quick_trials_read_the_study_for_the_eta_at_most_every_few_seconds(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, read_every, etas: int
+) -> None:
+    """Every trial gets its line; the ETA, which reads the whole study, follows the first trial
+    and then one ending STUDY_READ_SECONDS later (with trials of minutes: every trial). The
+    control (0 s) shows the count can fail: an ETA after every trial but the last."""
+    from hpo.tuning.worker import optimize
+
+    if read_every is not None:
+        monkeypatch.setattr("hpo.tuning.worker._TrialLog.STUDY_READ_SECONDS", read_every)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    with caplog.at_level(logging.INFO, logger="hpo.run"):
+        optimize(study, lambda trial: trial.suggest_float("x", 0.0, 1.0), 6)
+    lines = [r.getMessage() for r in caplog.records if r.name == "hpo.run"]
+    assert sum(line.startswith("trial ") for line in lines) == 6
+    assert sum("finished; ETA" in line for line in lines) == etas
+
+
 def test_the_cost_is_probed_once_per_study_and_device(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
