@@ -66,15 +66,16 @@ SCRIPT = Path(__file__).resolve()
 # --- the processes the soak starts -----------------------------------------------------------
 
 
-def worker_main(url: str, study_name: str, n_trials: int, trial_seconds: float) -> None:
-    """One worker: the product's trial loop until the study has ``n_trials`` finished trials."""
+def worker_main(study_name: str, n_trials: int, trial_seconds: float) -> None:
+    """One worker: the product's trial loop until the study has ``n_trials`` finished trials
+    (the storage URL in ``HPO_STORAGE``)."""
     import optuna
 
     from hpo.runtime.storage import open_storage
     from hpo.tuning.worker import optimize, settle
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = open_storage(url)  # heartbeats from HPO_HEARTBEAT_* (set by the soak)
+    storage = open_storage(os.environ["HPO_STORAGE"])  # heartbeats from HPO_HEARTBEAT_*
     study = optuna.load_study(
         study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler()
     )
@@ -127,10 +128,10 @@ def calibrate(url: str, workers: int, args: argparse.Namespace, env: dict, logs:
     study_name = f"calibrate-{uuid.uuid4().hex[:6]}"
     storage = open_storage(url)
     optuna.create_study(study_name=study_name, storage=storage)
-    worker_args = ["_worker", url, study_name, "1000000", str(args.trial_seconds)]
+    worker_args = ["_worker", study_name, "1000000", str(args.trial_seconds)]
     procs = [spawn(SCRIPT, worker_args, logs / f"c{i}.log", env) for i in range(workers)]
     stop_file = logs / "calibrate.stop"
-    procs.append(spawn_reader(url, study_name, stop_file, args.poll, logs / "cr.log", env))
+    procs.append(spawn_reader(study_name, stop_file, args.poll, logs / "cr.log", env))
     time.sleep(args.warmup)
     before, start = finished_trials(storage, study_name), time.monotonic()
     time.sleep(args.calibrate)
@@ -147,7 +148,7 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
 
     from hpo.runtime.storage import open_storage
 
-    env = bench_env(HEARTBEAT_ENV)
+    env = bench_env(url, HEARTBEAT_ENV)
     os.environ.update(HEARTBEAT_ENV)
     logs = tmp / backend
     logs.mkdir()
@@ -158,10 +159,10 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
     storage = open_storage(url)
     optuna.create_study(study_name=study_name, storage=storage)
     stop_file = tmp / f"{backend}.stop"
-    worker_args = ["_worker", url, study_name, str(n_trials), str(args.trial_seconds)]
+    worker_args = ["_worker", study_name, str(n_trials), str(args.trial_seconds)]
     procs = [spawn(SCRIPT, worker_args, logs / f"w{i}-0.log", env) for i in range(workers)]
     retired: list[Process] = []
-    reader = spawn_reader(url, study_name, stop_file, args.poll, logs / "reader.log", env)
+    reader = spawn_reader(study_name, stop_file, args.poll, logs / "reader.log", env)
     sampler = ConnectionSampler(url) if backend == "postgresql" else contextlib.nullcontext()
     rng = random.Random(args.seed)
     start = time.monotonic()
@@ -270,7 +271,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
-        url, name, n, seconds = sys.argv[2:6]
-        worker_main(url, name, int(n), float(seconds))
+        name, n, seconds = sys.argv[2:5]
+        worker_main(name, int(n), float(seconds))
     else:
         sys.exit(main())

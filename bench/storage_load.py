@@ -1,7 +1,9 @@
 """What the storage load benches share (``soak.py``, ``scale.py``): their processes, the
 dashboard-like reader, the server's connections, and the count of killed and re-queued trials.
 
-Run as a script it is the reader (``storage_load.py _reader URL STUDY STOP_FILE POLL``).
+Run as a script it is the reader (``storage_load.py _reader STUDY STOP_FILE POLL``). The
+processes take the storage URL from ``HPO_STORAGE`` in their environment, never from their
+command line, which any user of the machine can read (``ps``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+STORAGE_ENV = "HPO_STORAGE"  # hpo.runtime.storage_url.STORAGE_ENV, without importing hpo here
 # What a process's output must not hold: SQLite's and PostgreSQL's lock errors.
 LOCK_ERROR = re.compile(r"database is locked|deadlock detected|could not obtain lock", re.I)
 
@@ -40,10 +43,10 @@ class Process:
         return True
 
 
-def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment with the repository first on ``PYTHONPATH`` (the editable install may
-    point at another checkout) and ``extra`` on top."""
-    env = {**os.environ, **(extra or {})}
+def bench_env(url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment with the storage URL in ``HPO_STORAGE``, the repository first on
+    ``PYTHONPATH`` (the editable install may point at another checkout) and ``extra`` on top."""
+    env = {**os.environ, STORAGE_ENV: url, **(extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -62,10 +65,10 @@ def spawn(script: Path, args: Sequence[str], log: Path, env: dict[str, str]) -> 
 
 
 def spawn_reader(
-    url: str, study_name: str, stop_file: Path, poll: float, log: Path, env: dict[str, str]
+    study_name: str, stop_file: Path, poll: float, log: Path, env: dict[str, str]
 ) -> Process:
     """The dashboard-like reader (:func:`reader_main`) in a process of its own."""
-    args = ["_reader", url, study_name, str(stop_file), str(poll)]
+    args = ["_reader", study_name, str(stop_file), str(poll)]
     return spawn(Path(__file__).resolve(), args, log, env)
 
 
@@ -76,7 +79,7 @@ def stop(processes: Sequence[Process]) -> None:
         process.popen.wait()
 
 
-def reader_main(url: str, study_name: str, stop_file: str, poll: float) -> None:
+def reader_main(study_name: str, stop_file: str, poll: float) -> None:
     """Read every trial of the study every ``poll`` s, as optuna-dashboard's trial list does,
     until ``stop_file`` exists; prints ``reads N longest-read S``."""
     import optuna
@@ -84,7 +87,7 @@ def reader_main(url: str, study_name: str, stop_file: str, poll: float) -> None:
     from hpo.runtime.storage import open_existing_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_existing_storage(url)  # a reader, as the dashboard opens it
+    storage = open_existing_storage(os.environ[STORAGE_ENV])  # as the dashboard opens it
     study_id = storage.get_study_id_from_name(study_name)
     reads, longest = 0, 0.0
     while not Path(stop_file).exists():
@@ -193,5 +196,5 @@ def finished_trials(storage: object, study_name: str) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "_reader":
-    reader_main(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "_reader":
+    reader_main(sys.argv[2], sys.argv[3], float(sys.argv[4]))
