@@ -240,6 +240,7 @@ def load(args: argparse.Namespace, logs: Path) -> Load:
                 if procs[victim].kill():
                     killed_pids.add(pid)
                     result.kills += 1
+                    _progress(f"scale: killed process {pid} at {time.time():.3f}")
                 retired.append(procs[victim])
                 procs[victim] = start_workers(victim, result.kills)
                 next_kill += args.kill_every

@@ -861,6 +861,35 @@ def test_the_final_step_leaves_no_trial_running_for_good(
     assert trials[-1].state == TrialState.WAITING  # re-queued: nothing lost
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_the_final_step_queues_a_retry_that_a_killed_worker_lost(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna fails a stale trial, then queues its retry: a worker killed in between leaves it
+    FAIL without one. The final step queues it (once it failed a grace period ago), and leaves
+    alone a trial failed for a reason and one that used up its retries."""
+    from hpo.tuning.finalize import finalize_study
+
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
+    assert main(_argv(env, 1)) == 0
+    study = _load(env)
+    lost, failed = study.ask(), study.ask()
+    failed.set_user_attr(keys.FAIL_REASON, "out of memory")
+    for trial in (lost, failed):
+        study.tell(trial, state=TrialState.FAIL)  # failed as stale; its retry never queued
+    spent = optuna.trial.create_trial(
+        state=TrialState.FAIL, system_attrs={"failed_trial": 0, "retry_history": [0, 1, 2]}
+    )
+    study.add_trial(spent)  # a third retry that went stale too: no fourth (max_retry 3)
+    finalize_study(_settings(env, 1))
+    trials = _load(env).get_trials(deepcopy=False)
+    retries = [optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t) for t in trials]
+    assert [h for h in retries if h] == [[0, 1, 2], [lost.number]]
+    assert trials[-1].state == TrialState.WAITING
+
+
 def test_the_summary_explains_waiting_grid_points_and_announces_the_test_scoring(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -876,6 +905,7 @@ def test_the_study_bar_shows_the_estimates_eta_before_the_first_trial_ends(
 ) -> None:
     shown: list[str] = []
     monkeypatch.setattr(RunProgress, "set_eta", lambda self, eta: shown.append(eta))
+    monkeypatch.setattr("hpo.tuning.worker._TrialLog.STUDY_READ_SECONDS", 0.0)  # as for long trials
     run_worker(_settings(env, 3))
     assert shown[0].startswith("~") and shown[0].endswith("(estimate)")
     assert len(shown) == 3  # then after each trial but the last, from the finished trials
