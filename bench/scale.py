@@ -44,6 +44,7 @@ import json
 import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -168,6 +169,8 @@ class Load:
     waiting_left: int = 0
     reads: int = 0
     longest_read_s: float = 0.0
+    reader_cpu_s: float = 0.0
+    processes_cpu_s: float = 0.0  # the CPU time of the workers' processes and the reader
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
     why: list[str] = field(default_factory=list)  # what the errors were
 
@@ -284,7 +287,11 @@ def load(args: argparse.Namespace, logs: Path) -> Load:
         if found := text.count("Traceback") + len(LOCK_ERROR.findall(text)):
             result.error(found, f"{proc.log.name}: {found} tracebacks or lock errors")
         samples += _samples(text)
-    result.reads, result.longest_read_s = reader_figures(reader.log.read_text())
+    result.reads, result.longest_read_s, result.reader_cpu_s = reader_figures(
+        reader.log.read_text()
+    )
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process it started, ended
+    result.processes_cpu_s = round(used.ru_utime + used.ru_stime, 1)
 
     ends = sorted(t.datetime_complete.timestamp() for t in trials if t.state == TrialState.COMPLETE)
     window = max(1e-9, deadline - measured_from)
@@ -450,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--keep", action="store_true", help="keep the study (deleted by default)")
     parser.add_argument(
+        "--logs", type=Path, help="keep the processes' logs in this folder (default: removed)"
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print only the JSON line (progress goes to stderr)"
     )
     return parser
@@ -463,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.storage:
         parser.error("give --storage URL or set HPO_STORAGE")
     with tempfile.TemporaryDirectory(prefix="hpo-scale-") as tmp:
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+        tmp = args.logs or tmp
         if args.growth:
             result = growth(args, Path(tmp))
             if not args.json:

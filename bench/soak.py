@@ -200,7 +200,7 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
     outputs = [p.log.read_text() for p in [*procs, *retired, reader]]
     lock_errors = sum(len(LOCK_ERROR.findall(text)) for text in outputs)
     writes = [float(v) for text in outputs for v in re.findall(r"longest-write (\S+)", text)]
-    reads, longest_read = reader_figures(outputs[-1])
+    reads, longest_read, _ = reader_figures(outputs[-1])
     if not n_trials <= finished <= n_trials + workers - 1 or counts["RUNNING"]:
         failures.append(f"{finished} finished (N = {n_trials}), {counts['RUNNING']} RUNNING")
     optuna.delete_study(study_name=study_name, storage=storage)

@@ -96,13 +96,13 @@ def reader_main(study_name: str, stop_file: str, poll: float) -> None:
         longest = max(longest, time.perf_counter() - start)
         reads += 1
         time.sleep(poll)
-    print(f"reads {reads} longest-read {longest:.3f}", flush=True)
+    print(f"reads {reads} longest-read {longest:.3f} cpu {time.process_time():.1f}", flush=True)
 
 
-def reader_figures(log_text: str) -> tuple[int, float]:
-    """(full reads, longest read in s) from the reader's output."""
-    found = re.search(r"reads (\d+) longest-read (\S+)", log_text)
-    return (int(found.group(1)), float(found.group(2))) if found else (0, 0.0)
+def reader_figures(log_text: str) -> tuple[int, float, float]:
+    """(full reads, longest read in s, the reader's CPU seconds) from its output."""
+    found = re.search(r"reads (\d+) longest-read (\S+) cpu (\S+)", log_text)
+    return (int(found[1]), float(found[2]), float(found[3])) if found else (0, 0.0, 0.0)
 
 
 class ConnectionSampler:
