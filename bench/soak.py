@@ -2,8 +2,8 @@
 
 For each backend (PostgreSQL with 8 workers, SQLite with 4 by default), worker processes run
 the product's own worker path (:func:`hpo.tuning.worker.optimize`: ``study.optimize`` with
-``MaxTrialsCallback``, heartbeats and the re-queue of dead workers' trials, then
-:func:`hpo.tuning.worker.settle` as the final step does) on a trivial objective (one
+``MaxTrialsCallback``, heartbeats and the re-queue of dead workers' trials; once they are
+done, :func:`hpo.tuning.worker.settle` runs once, as the final step) on a trivial objective (one
 parameter, one user attribute, ``--trial-seconds`` of sleep) against one study with a budget
 of N trials (N to N + K - 1 finished with K workers), while
 
@@ -72,7 +72,7 @@ def worker_main(study_name: str, n_trials: int, trial_seconds: float) -> None:
     import optuna
 
     from hpo.runtime.storage import open_storage
-    from hpo.tuning.worker import optimize, settle
+    from hpo.tuning.worker import optimize
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(os.environ["HPO_STORAGE"])  # heartbeats from HPO_HEARTBEAT_*
@@ -95,7 +95,6 @@ def worker_main(study_name: str, n_trials: int, trial_seconds: float) -> None:
 
     if finished_trials(storage, study_name) < n_trials:  # as run_worker: nothing to do past N
         optimize(study, objective, n_trials)
-    settle(study, storage, n_trials)
 
 
 # --- the soak itself -------------------------------------------------------------------------
@@ -147,6 +146,7 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
     from optuna.trial import TrialState
 
     from hpo.runtime.storage import open_storage
+    from hpo.tuning.worker import settle
 
     env = bench_env(url, HEARTBEAT_ENV)
     os.environ.update(HEARTBEAT_ENV)
@@ -186,6 +186,7 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
                 proc.popen.kill()
                 proc.popen.wait()
                 failures.append(f"a worker did not finish within --tail ({proc.log.name})")
+        settle(optuna.load_study(study_name=study_name, storage=storage), storage, n_trials)
         stop_file.touch()
         reader.popen.wait(timeout=600)
     for proc in [*procs, reader, *retired]:
