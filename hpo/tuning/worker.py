@@ -215,11 +215,10 @@ def settle(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: 
 
 def _lost_retries(trials: list[FrozenTrial], max_retry: int | None) -> list[FrozenTrial]:
     """Trials failed as stale (no reason of ours: their worker died), below ``max_retry``
-    retries, that no retry copies.
-    Optuna's ``fail_stale_trials`` commits the failures first and queues the retries after,
-    so a worker killed in between loses them: 6 of 129 killed trials in ``bench/scale.py``,
-    each failed about a second before a SIGKILL. A live worker queues them within the grace
-    period, which :func:`settle` waits before queuing one itself."""
+    retries, that no retry copies. Optuna's ``fail_stale_trials`` commits the failures first
+    and queues the retries after, so a worker killed in between loses them: 6 of 129 killed
+    trials in ``bench/scale.py``, each failed about a second before a SIGKILL. A live worker
+    queues them within the grace period, which :func:`settle` waits before queuing one."""
     with warnings.catch_warnings():  # experimental since Optuna 3.0
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history
