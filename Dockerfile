@@ -1,10 +1,13 @@
-# Two images from one file (docker-compose.yml builds both):
+# Three images from one file (docker-compose.yml builds the first two):
 #   --target worker     the project installed exactly as the README installs it (`pip install .`
 #                       of pyproject.toml: torch, optuna, ...). PyPI's Linux torch wheels bundle
 #                       the CUDA runtime, so it uses NVIDIA GPUs when the container gets them
 #                       (docker-compose.gpu.yml); build it with CPU-only torch, about 5 GB
 #                       smaller, with --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 #   --target dashboard  optuna-dashboard and the report code only: no torch.
+#   --target pgbouncer  Debian's PgBouncer in front of PostgreSQL, configured from the
+#                       environment (deploy/pgbouncer/entrypoint.sh): docker-compose.pgbouncer.yml
+#                       and deploy/kubernetes/pgbouncer/ use it for hundreds of workers.
 # --build-arg PIP_INDEX_URL=URL installs from another package index (a local wheelhouse).
 FROM python:3.11-slim-bookworm AS base
 
@@ -57,3 +60,21 @@ print('\n'.join(d for d in deps if re.split(r'[<>=!~ ]', d)[0] in ('torch', 'tor
     && pip install ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} .
 USER hpo
 CMD ["python", "-m", "hpo.run", "--help"]
+
+
+# Debian's package (1.18 in bookworm), on the same base as the other two images (one base to
+# pull or mirror; its Python serves compose's health check). No project code: the entrypoint
+# writes the configuration from the environment.
+FROM python:3.11-slim-bookworm AS pgbouncer
+# The package's user `postgres`, made first with a fixed number (999, as in PostgreSQL's
+# image) that Kubernetes' runAsUser can name; PgBouncer refuses to run as root.
+RUN groupadd --system --gid 999 postgres \
+    && useradd --system --uid 999 --gid 999 --home-dir /var/lib/postgresql --no-create-home \
+        --shell /usr/sbin/nologin postgres \
+    && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends pgbouncer \
+    && rm -rf /var/lib/apt/lists/*
+COPY deploy/pgbouncer/entrypoint.sh /usr/local/bin/pgbouncer-entrypoint
+USER postgres
+EXPOSE 6432
+ENTRYPOINT ["sh", "/usr/local/bin/pgbouncer-entrypoint"]

@@ -3,6 +3,7 @@
 #
 #   eval "$(bash .ci/postgres.sh start)"   # prints: export HPO_TEST_POSTGRES_URL=postgresql+psycopg://...
 #   bash .ci/postgres.sh stop              # stops every server this checkout started, deletes data
+#   HPO_PG_MAX_CONNECTIONS=100 bash .ci/postgres.sh start   # another max_connections (default 200)
 #
 # The server listens on 127.0.0.1 only, on a free port, with a fresh data directory under /tmp
 # and a random password: nothing outlives `stop`, nothing is reachable from outside the machine.
@@ -47,7 +48,11 @@ start() {
   local bin_dir
   bin_dir="$(find_bin_dir)" || { install_postgres; bin_dir="$(find_bin_dir)"; }
 
-  local base port password
+  local base port password max_connections
+  max_connections="${HPO_PG_MAX_CONNECTIONS:-200}"
+  case "$max_connections" in
+    '' | *[!0-9]*) log "HPO_PG_MAX_CONNECTIONS must be a whole number, got '$max_connections'"; exit 2 ;;
+  esac
   base="$(mktemp -d "${TMPDIR:-/tmp}/hpo-pg.XXXXXX")"
   chmod 700 "$base"
   [ "$(id -u)" -eq 0 ] && chown postgres: "$base"
@@ -61,15 +66,16 @@ start() {
     --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --no-instructions >&2
   rm -f "$base/pwfile"
   as_owner "$bin_dir/pg_ctl" -D "$base/data" -l "$base/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $base -c max_connections=200" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $base -c max_connections=$max_connections" \
     start >&2
 
-  # The test role and database, created over the private Unix socket (trust auth).
+  # The test role (CREATEDB: the pooler test makes a database of its own) and database, created
+  # over the private Unix socket (trust auth).
   as_owner "$bin_dir/psql" -h "$base" -p "$port" -U postgres -v ON_ERROR_STOP=1 -q >&2 <<SQL
-CREATE ROLE hpo LOGIN PASSWORD '$password';
+CREATE ROLE hpo LOGIN CREATEDB PASSWORD '$password';
 CREATE DATABASE hpo OWNER hpo;
 SQL
-  log "PostgreSQL $("$bin_dir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data: $base)"
+  log "PostgreSQL $("$bin_dir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port, max_connections $max_connections (data: $base)"
   echo "export HPO_TEST_POSTGRES_URL=postgresql+psycopg://hpo:${password}@127.0.0.1:${port}/hpo"
 }
 

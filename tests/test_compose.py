@@ -9,6 +9,7 @@ without GPUs (GPUs one override file away), a private PostgreSQL, credentials on
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tomllib
@@ -235,3 +236,97 @@ def test_dockerfile_copies_every_package_pip_installs() -> None:
         assert package in copied, f"Dockerfile does not COPY the {package!r} package"
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert not packages & set(ignored), ".dockerignore hides a package from the build"
+
+
+# --- PgBouncer: docker-compose.pgbouncer.yml, opt-in ---------------------------------------
+
+PGBOUNCER_ENTRYPOINT = ROOT / "deploy" / "pgbouncer" / "entrypoint.sh"
+
+
+@pytest.fixture(scope="module")
+def pooled_overlay() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.pgbouncer.yml").read_text())["services"]
+
+
+def test_the_pgbouncer_overlay_adds_one_private_pooler_built_here(
+    pooled_overlay: dict, services: dict
+) -> None:
+    """Built from the Dockerfile (Debian's package: no registry image needed), reachable on the
+    compose network only, credentials from `.env` as PostgreSQL's, up once PostgreSQL is."""
+    assert set(pooled_overlay) == {"pgbouncer", "worker", "dashboard"}
+    pgbouncer = pooled_overlay["pgbouncer"]
+    assert pgbouncer["build"]["target"] == "pgbouncer"
+    assert (ROOT / pgbouncer["build"]["context"] / pgbouncer["build"]["dockerfile"]).resolve() == (
+        ROOT / "Dockerfile"
+    ).resolve()
+    assert "AS pgbouncer" in (ROOT / "Dockerfile").read_text()
+    assert "ports" not in pgbouncer and pgbouncer.get("network_mode") != "host"
+    assert pgbouncer.get("init") is True
+    env, postgres = _env(pgbouncer), _env(services["postgres"])
+    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        assert env[name] == postgres[name], name  # the same .env values, no literal password
+    reads = set(re.findall(r"\$\{?((?:POSTGRES|PGBOUNCER)_\w+)", PGBOUNCER_ENTRYPOINT.read_text()))
+    assert set(env) <= reads, sorted(set(env) - reads)
+    assert pgbouncer["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert pgbouncer["healthcheck"]["test"]
+    pool = int(re.fullmatch(r"\$\{PGBOUNCER_POOL_SIZE:-(\d+)\}", env["PGBOUNCER_POOL_SIZE"])[1])
+    assert pool + 5 <= 100 - 3, "PostgreSQL's max_connections, less its reserved and a margin"
+
+
+def test_with_the_overlay_workers_and_the_dashboard_go_through_pgbouncer(
+    pooled_overlay: dict, services: dict
+) -> None:
+    for name in ("worker", "dashboard"):
+        direct = _env(services[name])["HPO_STORAGE"]
+        assert _env(pooled_overlay[name])["HPO_STORAGE"] == direct.replace(
+            "@postgres:5432/", "@pgbouncer:6432/"
+        )
+        assert pooled_overlay[name]["depends_on"]["pgbouncer"]["condition"] == "service_healthy"
+
+
+@pytest.mark.skipif(_compose_command() is None, reason="needs docker-compose (CI installs it)")
+def test_compose_merges_the_pgbouncer_overlay(tmp_path: Path) -> None:
+    env = {**os.environ, "POSTGRES_PASSWORD": "x" * 16, "HPO_HOST_DATA_DIR": str(tmp_path)}
+    files = ["-f", "docker-compose.yml", "-f", "docker-compose.pgbouncer.yml"]
+    merged = subprocess.run(
+        [*_compose_command(), *files, "config"], cwd=ROOT, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert merged.returncode == 0, merged.stderr
+    services = yaml.safe_load(merged.stdout)["services"]
+    assert set(services) == {"postgres", "pgbouncer", "worker", "dashboard"}
+    for name in ("worker", "dashboard"):
+        assert "@pgbouncer:6432/" in services[name]["environment"]["HPO_STORAGE"]
+        assert set(services[name]["depends_on"]) == {"postgres", "pgbouncer"}
+        assert services[name]["volumes"], "the base file's mounts are kept"
+
+
+def test_the_pgbouncer_entrypoint_writes_a_transaction_pooling_configuration(
+    tmp_path: Path,
+) -> None:
+    """Run here with a stand-in `pgbouncer` that shows the configuration it was given (the
+    real one runs it in tests/test_pgbouncer.py, through .ci/pgbouncer.sh)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pgbouncer").write_text('#!/bin/sh\nfor last; do :; done\ncat "$last"\n')
+    (bin_dir / "pgbouncer").chmod(0o755)
+    folder = tmp_path / "config"
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}", "POSTGRES_USER": "hpo",
+        "POSTGRES_PASSWORD": 'se"cret', "POSTGRES_DB": "hpo", "PGBOUNCER_DIR": str(folder),
+    }  # fmt: skip
+    done = subprocess.run(
+        ["sh", str(PGBOUNCER_ENTRYPOINT)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    ini = dict(
+        line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line
+    )  # [databases] and [pgbouncer] keys together
+    assert ini["hpo"] == "host=postgres port=5432 dbname=hpo"
+    assert ini["pool_mode"] == "transaction" and ini["auth_type"] == "scram-sha-256"
+    assert (ini["listen_port"], ini["default_pool_size"]) == ("6432", "40")
+    assert (folder / "userlist.txt").read_text() == '"hpo" "se""cret"\n'  # auth_file quoting
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {"0o600"}
+    env["PGBOUNCER_POOL_SIZE"] = "forty"
+    bad = subprocess.run(["sh", str(PGBOUNCER_ENTRYPOINT)], env=env, capture_output=True)
+    assert bad.returncode == 2 and b"forty" in bad.stderr

@@ -4,7 +4,10 @@ reachable here, so nothing below applies them, and kustomize does not build them
 Each test names one property the manifests promise: every document parses, every name one
 object gives another (Secret, ConfigMap, claim, volume, Service, image) resolves, the
 containers set only environment variables the code reads, the commands parse with the
-project's own parsers, and no password is written down outside the marked example.
+project's own parsers, and no password is written down outside the marked example. The
+generic ones run twice: on the manifests, and with the PgBouncer component applied (its
+resources added and its JSON patches applied here as kustomize would; where ``kubectl`` is
+installed, one test also builds it with ``kubectl kustomize``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import copy
 import inspect
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +40,8 @@ K8S = ROOT / "deploy" / "kubernetes"
 # In the folder but not applied by the kustomization, each for a reason its header gives.
 NOT_APPLIED = {"secret.example.yaml", "fill-datasets.yaml"}
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
+PGBOUNCER = K8S / "pgbouncer"  # a kustomize component, off unless the kustomization names it
+ENTRYPOINT = ROOT / "deploy" / "pgbouncer" / "entrypoint.sh"
 
 # What the project's code reads, and what the PostgreSQL image reads.
 CODE_READS = {
@@ -43,6 +49,11 @@ CODE_READS = {
     GRACE_PERIOD_ENV, SLOT_DIR_ENV,
 }  # fmt: skip
 POSTGRES_READS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGDATA"}
+# What the PgBouncer image's entrypoint reads.
+PGBOUNCER_READS = set(re.findall(r"\$\{?((?:POSTGRES|PGBOUNCER)_\w+)", ENTRYPOINT.read_text()))
+POOLED_URL = (
+    "postgresql+psycopg://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@pgbouncer:6432/$(POSTGRES_DB)"
+)
 GPU = "nvidia.com/gpu"
 
 
@@ -62,9 +73,53 @@ def base(kustomization: dict) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def manifests(base: list[dict]) -> list[dict]:
+def component() -> dict:
+    return yaml.safe_load((PGBOUNCER / "kustomization.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def pooled(base: list[dict], component: dict) -> list[dict]:
+    """What ``kubectl apply -k deploy/kubernetes`` creates with the PgBouncer component named
+    in the kustomization: its resources added, its JSON patches applied (a ``test`` that does
+    not hold fails here, as it fails kustomize)."""
+    docs = copy.deepcopy(base) + [
+        doc for name in component["resources"] for doc in _load(PGBOUNCER / name)
+    ]
+    for patch in component["patches"]:
+        target = _one(docs, patch["target"]["kind"], patch["target"]["name"])
+        for op in yaml.safe_load(patch["patch"]):
+            _json_patch(target, op)
+    return docs
+
+
+@pytest.fixture(scope="module", params=["as listed", "with PgBouncer"])
+def applied(request: pytest.FixtureRequest, base: list[dict], pooled: list[dict]) -> list[dict]:
+    """The objects applied, without and with the PgBouncer component."""
+    return base if request.param == "as listed" else pooled
+
+
+@pytest.fixture(scope="module")
+def manifests(applied: list[dict]) -> list[dict]:
     """The applied objects and the extra pod the README applies by hand (not the Secret)."""
-    return base + _load(K8S / "fill-datasets.yaml")
+    return applied + _load(K8S / "fill-datasets.yaml")
+
+
+def _json_patch(doc: dict, op: dict) -> None:
+    """One RFC 6902 operation (``test``, ``replace``, ``remove``) on ``doc``, in place; a path
+    that does not exist raises, as it fails kustomize."""
+    *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"][1:].split("/")]
+    node = doc
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    key = int(last) if isinstance(node, list) else last
+    if op["op"] == "test":
+        assert node[key] == op["value"], f"{op['path']}: {node[key]!r}, not {op['value']!r}"
+    elif op["op"] == "replace":
+        node[key] = op["value"]  # an IndexError / KeyError: no such path
+    elif op["op"] == "remove":
+        del node[key]
+    else:
+        raise AssertionError(f"unexpected patch operation {op['op']}")
 
 
 def _one(docs: list[dict], kind: str, name: str) -> dict:
@@ -122,7 +177,7 @@ def test_every_file_parses_into_named_objects() -> None:
         assert docs, f"{path} holds no document"
         for doc in docs:
             assert doc.get("apiVersion") and doc.get("kind"), path
-            if doc["kind"] != "Kustomization":
+            if doc["kind"] not in ("Kustomization", "Component"):
                 assert doc["metadata"]["name"], path
 
 
@@ -169,9 +224,9 @@ def test_secret_references_name_the_secret_the_readme_creates(manifests: list[di
             assert ref["secretRef"]["name"] == name
 
 
-def test_config_map_references_resolve(base: list[dict]) -> None:
-    maps = {d["metadata"]["name"]: d["data"] for d in base if d["kind"] == "ConfigMap"}
-    refs = [n for d in base for n in _walk(d) if "configMapRef" in n or "configMapKeyRef" in n]
+def test_config_map_references_resolve(applied: list[dict]) -> None:
+    maps = {d["metadata"]["name"]: d["data"] for d in applied if d["kind"] == "ConfigMap"}
+    refs = [n for d in applied for n in _walk(d) if "configMapRef" in n or "configMapKeyRef" in n]
     assert refs
     for ref in refs:
         if "configMapKeyRef" in ref:
@@ -194,7 +249,8 @@ def test_every_mount_has_a_volume_and_every_claim_exists(manifests: list[dict]) 
                 assert volume["persistentVolumeClaim"]["claimName"] in claims
 
 
-def test_services_select_pods_and_their_named_ports(base: list[dict]) -> None:
+def test_services_select_pods_and_their_named_ports(applied: list[dict]) -> None:
+    base = applied
     pods = [(d["spec"]["template"]["metadata"]["labels"], s) for d, s in _pods(base)]
     for service in (d for d in base if d["kind"] == "Service"):
         selector = service["spec"]["selector"]
@@ -210,7 +266,7 @@ def test_services_select_pods_and_their_named_ports(base: list[dict]) -> None:
 
 
 def test_images_resolve_to_the_ones_compose_builds(
-    base: list[dict], manifests: list[dict], kustomization: dict
+    base: list[dict], manifests: list[dict], kustomization: dict, component: dict
 ) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     built = {compose[s]["image"].split(":")[0]: compose[s]["build"]["target"] for s in compose
@@ -219,7 +275,8 @@ def test_images_resolve_to_the_ones_compose_builds(
     assert overridden == set(built), "kustomize names the images compose builds"
     used = {c["image"] for _, s in _pods(manifests) for c in _containers(s)}
     assert overridden <= used
-    for image in used - overridden:
+    pgbouncer = {image["name"] for image in component["images"]}  # the component names its own
+    for image in used - overridden - pgbouncer:
         assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest")
     assert compose["postgres"]["image"] in used, "the PostgreSQL compose runs"
     assert _container(base, "Job", "hpo-workers")["image"] == "sparse-cnn-hpo"
@@ -240,7 +297,11 @@ def test_containers_set_only_variables_the_code_or_the_image_reads(
                     names |= set(maps[source["configMapRef"]["name"]])
                 else:
                     names |= set(example["stringData"])
-            reads = POSTGRES_READS if c["image"].startswith("postgres:") else CODE_READS
+            reads = (
+                POSTGRES_READS if c["image"].startswith("postgres:")
+                else PGBOUNCER_READS if c["image"] == "sparse-cnn-hpo-pgbouncer"
+                else CODE_READS
+            )  # fmt: skip
             # A variable may also exist only to build another ($(VAR)) or the command ($VAR).
             text = " ".join(c.get("command", []) + c.get("args", []) + list(_env(c).values()))
             expanded = set(re.findall(r"\$\(?(\w+)", text))
@@ -344,13 +405,7 @@ def test_the_cpu_overlay_removes_every_gpu_and_nothing_else(base: list[dict]) ->
         target = _one(patched, patch["target"]["kind"], patch["target"]["name"])
         for op in yaml.safe_load(patch["patch"]):
             assert op["op"] == "remove"
-            *parents, last = [
-                p.replace("~1", "/").replace("~0", "~") for p in op["path"][1:].split("/")
-            ]
-            node = target
-            for part in parents:
-                node = node[int(part)] if isinstance(node, list) else node[part]
-            del node[last]  # a KeyError here: the path no longer exists in the base
+            _json_patch(target, op)  # a KeyError here: the path no longer exists in the base
     assert GPU in str(base) and GPU not in str(patched)
 
 
@@ -416,3 +471,87 @@ def test_the_readme_says_what_ran_and_names_existing_files() -> None:
     assert line.lower() in " ".join(readme.split()).lower()
     for path in set(re.findall(r"deploy/kubernetes[\w./-]*", readme)):
         assert (ROOT / path.rstrip(".")).exists(), path
+
+
+# --- PgBouncer (the component pgbouncer/) -------------------------------------------------------
+
+
+def test_pgbouncer_is_a_component_the_kustomization_names_only_when_told(
+    kustomization: dict, component: dict
+) -> None:
+    assert component["kind"] == "Component"
+    assert "components" not in kustomization, "off by default: one service fewer to fail"
+    assert "# components:\n#   - pgbouncer" in (K8S / "kustomization.yaml").read_text()
+    listed = set(component["resources"])
+    assert listed == {p.name for p in PGBOUNCER.glob("*.yaml")} - {"kustomization.yaml"}
+    readme = (K8S / "README.md").read_text()
+    assert "components: [pgbouncer]" in readme and "--target pgbouncer" in readme
+
+
+def test_with_pgbouncer_every_pod_reaches_the_storage_through_it(pooled: list[dict]) -> None:
+    """The URL only changes host and port; the pods wait for PostgreSQL, then PgBouncer."""
+    for kind, name in [("Job", "hpo-workers"), ("Job", "hpo-final-step"),
+                       ("Deployment", "hpo-dashboard"), ("Job", "hpo-storage-setup")]:  # fmt: skip
+        spec = _pod_spec(_one(pooled, kind, name))
+        assert _env(spec["containers"][0])[STORAGE_ENV] == POOLED_URL, name
+        (wait,) = spec["initContainers"]
+        script = wait["command"][2]
+        assert script.index("-h postgres -p 5432") < script.index("-h pgbouncer -p 6432"), name
+    values = {"POSTGRES_USER": "hpo", "POSTGRES_PASSWORD": "0123abcd", "POSTGRES_DB": "hpo"}
+    filled = re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], POOLED_URL)
+    assert StorageTarget.parse(filled).masked == "postgresql+psycopg://hpo:***@pgbouncer:6432/hpo"
+    service = _one(pooled, "Service", "pgbouncer")
+    assert service["spec"]["ports"][0]["port"] == 6432
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    workers, final = _one(pooled, "Job", "hpo-workers"), _one(pooled, "Job", "hpo-final-step")
+    pods = [copy.deepcopy(j["spec"]["template"]) for j in (workers, final)]
+    for pod in pods:
+        pod["metadata"]["labels"].pop("app.kubernetes.io/component")
+    assert pods[0] == pods[1], "the final step is still the workers' pod"
+
+
+def test_pgbouncer_runs_one_pooler_whose_server_connections_fit_postgres(
+    pooled: list[dict],
+) -> None:
+    deployment = _one(pooled, "Deployment", "hpo-pgbouncer")
+    assert deployment["spec"]["replicas"] == 1, "each replica opens a pool of its own"
+    pod = _pod_spec(deployment)
+    container = pod["containers"][0]
+    settings = _one(pooled, "ConfigMap", "hpo-pgbouncer")["data"]
+    pool = int(settings["PGBOUNCER_POOL_SIZE"])
+    # PostgreSQL's default max_connections (100), less its 3 reserved, less the storage-setup
+    # job's lock and a margin for psql: the pool must leave room.
+    assert pool + 5 <= 100 - 3
+    assert int(settings["PGBOUNCER_MAX_CLIENTS"]) >= 2 * 256, "256 worker processes"
+    assert _env(container)["PGBOUNCER_SERVER_HOST"] == "postgres"
+    # PgBouncer refuses root: the image's user, by number (runAsNonRoot cannot check a name).
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = dockerfile[dockerfile.index("AS pgbouncer") :]
+    uid = pod["securityContext"]["runAsUser"]
+    assert pod["securityContext"]["runAsNonRoot"] and f"--uid {uid}" in stage
+    assert "USER postgres" in stage and "deploy/pgbouncer/entrypoint.sh" in stage
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (its kustomize)")
+def test_kubectl_kustomize_builds_it_with_pgbouncer_as_emulated_here(
+    pooled: list[dict], tmp_path: Path
+) -> None:
+    """The real kustomize on a copy with the component named: the same URL and variables in
+    the same order (a strategic merge would have moved HPO_STORAGE before what it expands)."""
+    copied = tmp_path / "kubernetes"
+    shutil.copytree(K8S, copied)
+    kustomization = copied / "kustomization.yaml"
+    text = kustomization.read_text().replace(
+        "# components:\n#   - pgbouncer", "components:\n  - pgbouncer"
+    )
+    kustomization.write_text(text)
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(copied)], capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    for doc, spec in _pods(docs):
+        emulated = _pod_spec(_one(pooled, doc["kind"], doc["metadata"]["name"]))
+        for real, ours in zip(spec["containers"], emulated["containers"], strict=True):
+            assert real.get("env") == ours.get("env"), doc["metadata"]["name"]
+    assert {d["metadata"]["name"] for d in docs} == {d["metadata"]["name"] for d in pooled}

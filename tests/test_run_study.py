@@ -778,6 +778,25 @@ def test_the_run_logs_an_estimate_before_its_first_trial_and_an_eta_after_each(
     assert len(etas) == 1 and etas[0].startswith("1/2 finished; ETA")  # none after the last
 
 
+@pytest.mark.parametrize(("read_every", "etas"), [(None, 1), (0.0, 5)])
+def test_quick_trials_read_the_study_for_the_eta_at_most_every_few_seconds(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, read_every, etas: int
+) -> None:
+    """Every trial gets its line; the ETA, which reads the whole study, follows the first trial
+    and then one ending STUDY_READ_SECONDS later (with trials of minutes: every trial). The
+    control (0 s) shows the count can fail: an ETA after every trial but the last."""
+    from hpo.tuning.worker import optimize
+
+    if read_every is not None:
+        monkeypatch.setattr("hpo.tuning.worker._TrialLog.STUDY_READ_SECONDS", read_every)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    with caplog.at_level(logging.INFO, logger="hpo.run"):
+        optimize(study, lambda trial: trial.suggest_float("x", 0.0, 1.0), 6)
+    lines = [r.getMessage() for r in caplog.records if r.name == "hpo.run"]
+    assert sum(line.startswith("trial ") for line in lines) == 6
+    assert sum("finished; ETA" in line for line in lines) == etas
+
+
 def test_the_cost_is_probed_once_per_study_and_device(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -947,6 +966,35 @@ def test_the_final_step_leaves_no_trial_running_for_good(
     assert trials[-1].state == TrialState.WAITING  # re-queued: nothing lost
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_the_final_step_queues_a_retry_that_a_killed_worker_lost(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna fails a stale trial, then queues its retry: a worker killed in between leaves it
+    FAIL without one. The final step queues it (once it failed a grace period ago), and leaves
+    alone a trial failed for a reason and one that used up its retries."""
+    from hpo.tuning.finalize import finalize_study
+
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "2")
+    assert main(_argv(env, 1)) == 0
+    study = _load(env)
+    lost, failed = study.ask(), study.ask()
+    failed.set_user_attr(keys.FAIL_REASON, "out of memory")
+    for trial in (lost, failed):
+        study.tell(trial, state=TrialState.FAIL)  # failed as stale; its retry never queued
+    spent = optuna.trial.create_trial(
+        state=TrialState.FAIL, system_attrs={"failed_trial": 0, "retry_history": [0, 1, 2]}
+    )
+    study.add_trial(spent)  # a third retry that went stale too: no fourth (max_retry 3)
+    finalize_study(_settings(env, 1))
+    trials = _load(env).get_trials(deepcopy=False)
+    retries = [optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t) for t in trials]
+    assert [h for h in retries if h] == [[0, 1, 2], [lost.number]]
+    assert trials[-1].state == TrialState.WAITING
+
+
 def test_the_summary_explains_waiting_grid_points_and_announces_the_test_scoring(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -962,6 +1010,7 @@ def test_the_study_bar_shows_the_estimates_eta_before_the_first_trial_ends(
 ) -> None:
     shown: list[str] = []
     monkeypatch.setattr(RunProgress, "set_eta", lambda self, eta: shown.append(eta))
+    monkeypatch.setattr("hpo.tuning.worker._TrialLog.STUDY_READ_SECONDS", 0.0)  # as for long trials
     run_worker(_settings(env, 3))
     assert shown[0].startswith("~") and shown[0].endswith("(estimate)")
     assert len(shown) == 3  # then after each trial but the last, from the finished trials

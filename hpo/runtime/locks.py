@@ -1,6 +1,7 @@
 """A lock that processes sharing a storage take by name, released when the block ends or the
 process dies. SQLite: an ``flock`` on a folder (closing a descriptor of the database file would
-drop SQLite's own locks); PostgreSQL: a session advisory lock.
+drop SQLite's own locks); PostgreSQL: a transaction-scoped advisory lock, which connection
+poolers in transaction mode (PgBouncer) keep on one server connection.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,18 +53,29 @@ def exclusive(
     engine = sqlalchemy.create_engine(
         target.url,
         poolclass=sqlalchemy.pool.NullPool,
-        connect_args={"connect_timeout": connect_timeout},
+        connect_args=target.server_connect_args(connect_timeout),
     )
     key = {"k": zlib.crc32(f"sparse-cnn-hpo {name}".encode())}
-    take = "pg_advisory_lock(:k), true" if wait else "pg_try_advisory_lock(:k)"
+    take = sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)")
     try:
         with engine.connect() as connection:
-            row = connection.execute(sqlalchemy.text(f"SELECT {take}"), key).one()
-            held = bool(row[-1])
-            try:
-                yield held
-            finally:
-                if held:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), key)
+            while True:
+                # A transaction from taking the lock to the end of the block, whose rollback
+                # releases it (also when the body raised). Behind PgBouncer in transaction
+                # pooling a transaction keeps its server connection, where a session lock
+                # could be released on another one and stay held by a pooled connection. A
+                # waiter tries again between transactions rather than block in one: blocked
+                # waiters would hold the pooler's server connections that the lock's holder
+                # needs for its own work, and wait for each other forever.
+                transaction = connection.begin()
+                held = bool(connection.execute(take, key).scalar())
+                if held or not wait:
+                    try:
+                        yield held
+                    finally:
+                        transaction.rollback()
+                    return
+                transaction.rollback()
+                time.sleep(random.uniform(0.05, 0.25))
     finally:
         engine.dispose()

@@ -125,7 +125,7 @@ def open_storage(
                 "pool_recycle": options.pool_recycle,
                 "pool_pre_ping": True,
                 "connect_args": {
-                    "connect_timeout": options.connect_timeout,
+                    **target.server_connect_args(options.connect_timeout),
                     "application_name": "sparse-cnn-hpo",
                 },
             }
@@ -209,7 +209,7 @@ def _server_tables(target: StorageTarget, connect_timeout: int) -> set[str]:
     engine = sqlalchemy.create_engine(
         target.url,
         poolclass=sqlalchemy.pool.NullPool,
-        connect_args={"connect_timeout": connect_timeout},
+        connect_args=target.server_connect_args(connect_timeout),
     )
     try:
         return set(sqlalchemy.inspect(engine).get_table_names())

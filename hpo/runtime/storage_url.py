@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote_plus
 
 __all__ = [
@@ -194,9 +194,27 @@ class StorageTarget:
             return self.sqlite_path.parent / f"{self.sqlite_path.stem}-artifacts"
         return Path("hpo-artifacts")
 
+    def server_connect_args(self, connect_timeout: int) -> dict[str, Any]:
+        """The driver options of every connection to a database server: a connection timeout,
+        and for psycopg 3 no server-side prepared statements. psycopg 3 prepares a query it has
+        run 5 times on a connection; behind PgBouncer in transaction pooling (which does not
+        announce itself) each transaction may get another server connection, where that
+        statement is missing or another client's of the same name exists, and the query fails
+        (``docs/decisions.md``, "PgBouncer")."""
+        args: dict[str, Any] = {"connect_timeout": connect_timeout}
+        if _driver(self.url) == "psycopg":
+            args["prepare_threshold"] = None
+        return args
+
     def hide(self, text: str) -> str:
         """``text`` with this URL's secrets replaced by ``***`` (a driver's error message)."""
         return hide_secrets(text, self.url)
 
     def __repr__(self) -> str:  # the dataclass repr would print the password
         return f"StorageTarget({self.masked!r})"
+
+
+def _driver(url: str) -> str:
+    import sqlalchemy
+
+    return sqlalchemy.engine.make_url(url).get_driver_name()

@@ -7,6 +7,7 @@ records every state; our callbacks stop it (``docs/decisions.md``, "Built on Opt
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import logging
 import os
@@ -19,6 +20,7 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from .. import records
 from ..errors import TrialError
 from ..records import TrialCounts
 from ..runtime.cpu import prepare_cpu_training
@@ -160,28 +162,42 @@ def _stop_when_queue_empty(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 class _TrialLog:
-    """After every trial: one line for it, the study's count on the bar, and an ETA."""
+    """After every trial: one line for it; the study's count on the bar and an ETA after a
+    trial that ends at least ``STUDY_READ_SECONDS`` after the last read (a trial of minutes:
+    every one). Reading the study costs every worker, per trial, a re-read of every running
+    trial and a pass over every finished one: 26 ms of CPU with 256 running, 11 ms for the
+    count and the ETA at 20,000 finished (``docs/performance.md``, "Issue 32"). In between the
+    bar counts this worker's own trials."""
+
+    STUDY_READ_SECONDS = 10.0
 
     def __init__(self, n_trials: int, progress: RunProgress | None) -> None:
         self._n_trials, self._progress = n_trials, progress
+        self._next_read = 0.0
+        self._finished = 0  # the study's, as of the last read, plus this worker's since
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         log = _logger.warning if trial.state == TrialState.FAIL else _logger.info
         log(format_trial_line(trial))
-        trials = study.get_trials(deepcopy=False)
+        self._finished += trial.state in FINISHED
+        if time.monotonic() >= self._next_read:
+            trials = study.get_trials(deepcopy=False)
+            self._next_read = time.monotonic() + self.STUDY_READ_SECONDS
+            self._finished = TrialCounts.of(trials).finished
+            eta = study_eta(trials, self._n_trials)
+            if eta is not None:
+                _logger.info(eta.line())
+                if self._progress is not None:
+                    self._progress.set_eta(format_duration(eta.seconds))
         if self._progress is not None:
-            self._progress.set_finished(TrialCounts.of(trials).finished)
-        eta = study_eta(trials, self._n_trials)
-        if eta is not None:
-            _logger.info(eta.line())
-            if self._progress is not None:
-                self._progress.set_eta(format_duration(eta.seconds))
+            self._progress.set_finished(self._finished)
 
 
 def settle(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: int) -> None:
     """Once the budget is met, wait (at most two grace periods) for running trials to finish
     or go stale, failing the stale (re-queued by the heartbeat callback). A trial whose worker
-    died before its first heartbeat never goes stale: one beat on its behalf makes it so."""
+    died before its first heartbeat never goes stale: one beat on its behalf makes it so. A
+    stale trial whose retry was lost (:func:`_lost_retries`) is re-queued here."""
     options = StorageOptions.from_env()
     interval, grace = options.heartbeat_interval, options.grace_period
     if interval is None or grace is None:
@@ -189,15 +205,21 @@ def settle(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: 
     if TrialCounts.of(study.get_trials(deepcopy=False)).finished < n_trials:
         return  # stopped early (a timeout): other workers go on
     study_id = storage.get_study_id_from_name(study.study_name)
+    retry = storage.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
     deadline, adopted = time.monotonic() + 2 * grace + interval, set()
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        if not running or time.monotonic() >= deadline:
-            return
+        trials = study.get_trials(deepcopy=False)
         now = datetime.datetime.now()
+        lost = _lost_retries(trials, options.max_retry) if retry is not None else []
+        for trial in lost:
+            if (now - trial.datetime_complete).total_seconds() > grace:
+                retry(study, copy.deepcopy(trial))
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if not (running or lost) or time.monotonic() >= deadline:
+            return
         for trial in running:
             started = trial.datetime_start
             if trial.number not in adopted and started and (now - started).total_seconds() > grace:
@@ -205,3 +227,21 @@ def settle(study: optuna.Study, storage: optuna.storages.BaseStorage, n_trials: 
                 storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
                 adopted.add(trial.number)
         time.sleep(0.25)
+
+
+def _lost_retries(trials: list[FrozenTrial], max_retry: int | None) -> list[FrozenTrial]:
+    """Trials failed as stale (no reason of ours: their worker died), below ``max_retry``
+    retries, that no retry copies. Optuna's ``fail_stale_trials`` commits the failures first
+    and queues the retries after, so a worker killed in between loses them: 6 of 129 killed
+    trials in ``bench/scale.py``, each failed about a second before a SIGKILL. A live worker
+    queues them within the grace period, which :func:`settle` waits before queuing one."""
+    with warnings.catch_warnings():  # experimental since Optuna 3.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history
+        retried = {h[-1] for t in trials if (h := history(t))}
+        return [
+            t for t in trials
+            if t.state == TrialState.FAIL and records.FAIL_REASON not in t.user_attrs
+            and t.number not in retried and t.datetime_complete is not None
+            and (max_retry is None or len(history(t)) < max_retry)
+        ]  # fmt: skip
