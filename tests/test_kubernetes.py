@@ -399,7 +399,7 @@ def test_the_final_step_is_the_workers_pod_started_later(base: list[dict]) -> No
 
 def test_the_cpu_overlay_removes_every_gpu_and_nothing_else(base: list[dict]) -> None:
     overlay = yaml.safe_load((K8S / "cpu" / "kustomization.yaml").read_text())
-    assert overlay["resources"] == [".."]
+    assert overlay["kind"] == "Component" and "resources" not in overlay
     patched = copy.deepcopy(base)
     for patch in overlay["patches"]:
         target = _one(patched, patch["target"]["kind"], patch["target"]["name"])
@@ -555,3 +555,21 @@ def test_kubectl_kustomize_builds_it_with_pgbouncer_as_emulated_here(
         for real, ours in zip(spec["containers"], emulated["containers"], strict=True):
             assert real.get("env") == ours.get("env"), doc["metadata"]["name"]
     assert {d["metadata"]["name"] for d in docs} == {d["metadata"]["name"] for d in pooled}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (its kustomize)")
+def test_kubectl_kustomize_builds_the_cpu_form_without_a_gpu(tmp_path: Path) -> None:
+    """The CPU form was an overlay inside its own base, a cycle the real kustomize refused."""
+    copied = tmp_path / "kubernetes"
+    shutil.copytree(K8S, copied)
+    kustomization = copied / "kustomization.yaml"
+    text = kustomization.read_text().replace("# components:", "components:")
+    kustomization.write_text(text.replace("#   - cpu", "  - cpu"))
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(copied)], capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert GPU not in built.stdout and {"hpo-workers", "hpo-final-step"} <= {
+        d["metadata"]["name"] for d in docs
+    }
