@@ -164,6 +164,9 @@ def test_study_runs_end_to_end_and_stores_everything(
     out = capsys.readouterr().out
     assert f"best trial {best.number}" in out and "3 complete, 0 pruned, 0 failed" in out
     assert "test acc" in out
+    # The final step shows its progress: a line per test sparsity, in order, as it is scored.
+    scored = [line.split(":")[0].split()[-1] for line in out.splitlines() if "scored in" in line]
+    assert scored == [str(s) for s in SPARSITIES]
 
 
 def test_model_reloaded_from_the_artifact_reproduces_the_stored_scores(
