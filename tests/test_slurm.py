@@ -81,8 +81,9 @@ def _submit(env: dict, cwd: Path) -> dict[str, str]:
     return ids
 
 
-def _wait_until_gone(ids: dict[str, str], timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_until_gone(ids: dict[str, str]) -> None:
+    """Poll until Slurm knows none of the jobs as queued or running; a hang is ended by the
+    test's own ``timeout`` mark, not by a duration asserted here."""
     while True:
         queued = subprocess.run(
             ["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids.values())],
@@ -90,7 +91,6 @@ def _wait_until_gone(ids: dict[str, str], timeout: float = 240) -> None:
         ).stdout.strip()  # fmt: skip
         if not queued:
             return
-        assert time.monotonic() < deadline, f"jobs still queued or running:\n{queued}"
         time.sleep(1)
 
 
@@ -248,7 +248,7 @@ def test_a_create_job_that_fails_takes_the_workers_and_the_final_job_with_it(
     env["STUDY"] = "no_such_study"
     ids = _submit(env, tmp_path)
     try:
-        _wait_until_gone(ids, timeout=60)
+        _wait_until_gone(ids)
     finally:
         _cancel_all(ids)
     logs = _logs(tmp_path)
@@ -270,9 +270,7 @@ def _cancel_a_task_in_a_trial(array: str, storage, logs: Path) -> tuple[str, int
 
     from hpo import records
 
-    deadline = time.monotonic() + 180
-    while True:
-        assert time.monotonic() < deadline, "no trial ran in a worker task"
+    while True:  # ended, if no trial ever runs, by the test's timeout mark
         waiting = [j for j in _jobs(array) if j["JobState"] in ("PENDING", "RUNNING")]
         assert waiting, "every task ended before one was cancelled:\n" + _tails(_logs(logs))
         # Each task logs its worker as host:pid; the job script execs Python, so that is the task.
@@ -329,10 +327,8 @@ def test_the_postgres_job_serves_a_study_storage_and_stops_cleanly_on_scancel(
     ).stdout.strip()  # fmt: skip
     log = job_folder / f"slurm-hpo-postgres-{job}.out"
     try:
-        deadline = time.monotonic() + 60
-        while not (log.exists() and "\nready: " in log.read_text()):
+        while not (log.exists() and "\nready: " in log.read_text()):  # or the timeout mark
             assert _jobs(job)[0]["JobState"] in ("PENDING", "RUNNING"), _read(log)
-            assert time.monotonic() < deadline, _read(log)
             time.sleep(0.5)
         assert env_file.stat().st_mode & 0o077 == 0
         (url,) = re.findall(r"^HPO_STORAGE='(.+)'$", env_file.read_text(), flags=re.M)
@@ -346,7 +342,7 @@ def test_the_postgres_job_serves_a_study_storage_and_stops_cleanly_on_scancel(
         assert f"ready, 0/1 finished, {GRID_SIZE} queued" in created.stdout
     finally:
         subprocess.run(["scancel", job], capture_output=True)
-    _wait_until_gone({"postgres": job}, timeout=60)
+    _wait_until_gone({"postgres": job})
     assert _jobs(job)[0]["JobState"] == "CANCELLED"
     assert not (pgdata / "postmaster.pid").exists(), "not shut down cleanly: " + _read(log)
 
