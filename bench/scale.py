@@ -126,7 +126,8 @@ def workers_main(
             )
             timeout = deadline - time.time() if deadline else None
             if timeout is None or timeout > 0:
-                optimize(study, TimedObjective(seconds, record), n_trials, timeout=timeout)
+                objective = TimedObjective(seconds, record)
+                optimize(study, objective, n_trials, timeout=timeout, storage=storage)
             storage.engine.dispose()
         except Exception:
             with printing:

@@ -94,7 +94,7 @@ def worker_main(study_name: str, n_trials: int, trial_seconds: float) -> None:
         return x * x
 
     if finished_trials(storage, study_name) < n_trials:  # as run_worker: nothing to do past N
-        optimize(study, objective, n_trials)
+        optimize(study, objective, n_trials, storage=storage)
 
 
 # --- the soak itself -------------------------------------------------------------------------

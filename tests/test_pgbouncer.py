@@ -81,7 +81,7 @@ def test_workers_run_a_study_through_the_pooler(pooled_url: str) -> None:
                 trial.report(x, step=1)
                 return x * x
 
-            optimize(study, objective, n_trials)
+            optimize(study, objective, n_trials, storage=storage)
             storage.engine.dispose()
         except BaseException as e:  # noqa: BLE001 -- reported by the test below
             errors.append(e)

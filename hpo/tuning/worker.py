@@ -14,6 +14,7 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 
 import optuna
 import torch
@@ -27,6 +28,7 @@ from ..runtime.cpu import prepare_cpu_training
 from ..runtime.device import take_device
 from ..runtime.interrupts import StopSignals
 from ..runtime.storage import StorageOptions, open_storage
+from ..runtime.trial_count import trial_counter
 from .artifacts import open_artifact_store
 from .estimate import estimate_line, format_duration, shared_estimate, study_eta
 from .objective import Objective
@@ -107,7 +109,7 @@ def _run_on(device: torch.device, settings: RunSettings, signals: StopSignals) -
             optimize(
                 study, objective, settings.n_trials, timeout=settings.timeout,
                 queue_only=settings.retrain_from is not None, progress=progress,
-                signals=signals,
+                signals=signals, storage=storage,
             )  # fmt: skip
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna recorded the running trial FAIL
             _requeue_on_the_way_out(study, settings)
@@ -138,12 +140,21 @@ def optimize(
     queue_only: bool = False,
     progress: RunProgress | None = None,
     signals: StopSignals | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> None:
     """``study.optimize`` with the product's policies: ``MaxTrialsCallback(n_trials)`` over
     finished trials (K workers that finish together may add K - 1), ``catch=`` for a
     :class:`~hpo.errors.TrialError`, a line per trial; ``queue_only``: stop when none waits;
-    ``signals``: Ctrl-C and SIGTERM held between trials (the objective raises them inside)."""
-    callbacks = [MaxTrialsCallback(n_trials, states=FINISHED), _TrialLog(n_trials, progress)]
+    ``signals``: Ctrl-C and SIGTERM held between trials (the objective raises them inside);
+    ``storage``: the study's, when it is a database: the budget is counted there
+    (:class:`_FinishedBudget`)."""
+    count = None if storage is None else trial_counter(storage, study.study_name, FINISHED)
+    budget: Callable[[optuna.Study, FrozenTrial], None] = (
+        MaxTrialsCallback(n_trials, states=FINISHED)
+        if count is None
+        else _FinishedBudget(n_trials, count)
+    )
+    callbacks = [budget, _TrialLog(n_trials, progress, count)]
     if queue_only:
         callbacks.append(_stop_when_queue_empty)
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -156,25 +167,42 @@ def optimize(
         )  # fmt: skip
 
 
+class _FinishedBudget:
+    """``MaxTrialsCallback(n_trials, states=FINISHED)``'s rule, the same stop after the same
+    trials, with the finished trials counted by the database (:mod:`hpo.runtime.trial_count`)
+    rather than read through Optuna's cache, which re-reads every running trial: with 256
+    workers, 26 ms of the 180 ms of CPU a worker spent on the storage per trial."""
+
+    def __init__(self, n_trials: int, count: Callable[[], int]) -> None:
+        self._n_trials, self._count = n_trials, count
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self._count() >= self._n_trials:
+            study.stop()
+
+
 def _stop_when_queue_empty(study: optuna.Study, trial: FrozenTrial) -> None:
     if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         study.stop()
 
 
 class _TrialLog:
-    """After every trial: one line for it; the study's count on the bar and an ETA after a
-    trial that ends at least ``STUDY_READ_SECONDS`` after the last read (a trial of minutes:
-    every one). Reading the study costs every worker, per trial, a re-read of every running
-    trial and a pass over every finished one: 26 ms of CPU with 256 running, 11 ms for the
-    count and the ETA at 20,000 finished (``docs/performance.md``, "Issue 32"). In between the
-    bar counts this worker's own trials."""
+    """After every trial: one line for it; the study's count on the bar, and an ETA after a
+    trial that ends at least ``STUDY_READ_SECONDS`` after the last one (a trial of minutes:
+    every one). The ETA reads the study, which costs every worker a re-read of every running
+    trial and a pass over every finished one: 26 ms of CPU with 256 running, 11 ms more at
+    20,000 finished (``docs/performance.md``, "Issue 32"); so short trials read it at most
+    once a minute. The count comes from the database (``count``) after every trial, or, for a
+    storage that is not one, from that read plus this worker's own trials since."""
 
-    STUDY_READ_SECONDS = 10.0
+    STUDY_READ_SECONDS = 60.0
 
-    def __init__(self, n_trials: int, progress: RunProgress | None) -> None:
-        self._n_trials, self._progress = n_trials, progress
+    def __init__(
+        self, n_trials: int, progress: RunProgress | None, count: Callable[[], int] | None
+    ) -> None:
+        self._n_trials, self._progress, self._count = n_trials, progress, count
         self._next_read = 0.0
-        self._finished = 0  # the study's, as of the last read, plus this worker's since
+        self._finished = 0  # the study's, as of the last read or count, plus this worker's since
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         log = _logger.warning if trial.state == TrialState.FAIL else _logger.info
@@ -189,6 +217,8 @@ class _TrialLog:
                 _logger.info(eta.line())
                 if self._progress is not None:
                     self._progress.set_eta(format_duration(eta.seconds))
+        elif self._count is not None and self._progress is not None:
+            self._finished = self._count()
         if self._progress is not None:
             self._progress.set_finished(self._finished)
 
