@@ -149,12 +149,11 @@ def optimize(
     ``storage``: the study's, when it is a database: the budget is counted there
     (:class:`_FinishedBudget`)."""
     count = None if storage is None else trial_counter(storage, study.study_name, FINISHED)
-    budget: Callable[[optuna.Study, FrozenTrial], None] = (
-        MaxTrialsCallback(n_trials, states=FINISHED)
-        if count is None
-        else _FinishedBudget(n_trials, count)
-    )
-    callbacks = [budget, _TrialLog(n_trials, progress, count)]
+    if count is None:
+        callbacks = [MaxTrialsCallback(n_trials, states=FINISHED), _TrialLog(n_trials, progress)]
+    else:  # the log runs after the budget and shows the count it just took
+        budget = _FinishedBudget(n_trials, count)
+        callbacks = [budget, _TrialLog(n_trials, progress, budget.last_count)]
     if queue_only:
         callbacks.append(_stop_when_queue_empty)
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -175,10 +174,16 @@ class _FinishedBudget:
 
     def __init__(self, n_trials: int, count: Callable[[], int]) -> None:
         self._n_trials, self._count = n_trials, count
+        self._last = 0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self._count() >= self._n_trials:
+        self._last = self._count()
+        if self._last >= self._n_trials:
             study.stop()
+
+    def last_count(self) -> int:
+        """The finished trials counted after the latest trial (the bar shows it)."""
+        return self._last
 
 
 def _stop_when_queue_empty(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -192,13 +197,14 @@ class _TrialLog:
     every one). The ETA reads the study, which costs every worker a re-read of every running
     trial and a pass over every finished one: 26 ms of CPU with 256 running, 11 ms more at
     20,000 finished (``docs/performance.md``, "Issue 32"); so short trials read it at most
-    once a minute. The count comes from the database (``count``) after every trial, or, for a
-    storage that is not one, from that read plus this worker's own trials since."""
+    once a minute. The count is the budget's, taken by the database after every trial
+    (``count``), or, for a storage that is not one, that read plus this worker's own trials
+    since."""
 
     STUDY_READ_SECONDS = 60.0
 
     def __init__(
-        self, n_trials: int, progress: RunProgress | None, count: Callable[[], int] | None
+        self, n_trials: int, progress: RunProgress | None, count: Callable[[], int] | None = None
     ) -> None:
         self._n_trials, self._progress, self._count = n_trials, progress, count
         self._next_read = 0.0
