@@ -1,9 +1,9 @@
 """Soak: many workers, a dashboard-like reader and a SIGKILL every 20 s -- is anything lost?
 
 For each backend (PostgreSQL with 8 workers, SQLite with 4 by default), worker processes run
-the product's own worker path (:func:`hpo.tuning.worker.optimize`: ``study.optimize`` with
+the product's own worker path (:func:`hpo.tuning.trial_loop.optimize`: ``study.optimize`` with
 ``MaxTrialsCallback``, heartbeats and the re-queue of dead workers' trials; once they are
-done, :func:`hpo.tuning.worker.settle` runs once, as the final step) on a trivial objective (one
+done, :func:`hpo.tuning.trial_loop.settle` runs once, as the final step) on a trivial objective (one
 parameter, one user attribute, ``--trial-seconds`` of sleep) against one study with a budget
 of N trials (N to N + K - 1 finished with K workers), while
 
@@ -72,7 +72,7 @@ def worker_main(study_name: str, n_trials: int, trial_seconds: float) -> None:
     import optuna
 
     from hpo.runtime.storage import open_storage
-    from hpo.tuning.worker import optimize
+    from hpo.tuning.trial_loop import optimize
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(os.environ["HPO_STORAGE"])  # heartbeats from HPO_HEARTBEAT_*
@@ -146,7 +146,7 @@ def soak(backend: str, url: str, workers: int, args: argparse.Namespace, tmp: Pa
     from optuna.trial import TrialState
 
     from hpo.runtime.storage import open_storage
-    from hpo.tuning.worker import settle
+    from hpo.tuning.trial_loop import settle
 
     env = bench_env(url, HEARTBEAT_ENV)
     os.environ.update(HEARTBEAT_ENV)

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from hpo.runtime.locks import exclusive
 from hpo.runtime.storage import StorageOptions, open_storage
 from hpo.runtime.storage_url import StorageTarget
-from hpo.tuning.worker import optimize
+from hpo.tuning.trial_loop import optimize
 
 pytestmark = [
     pytest.mark.postgres,

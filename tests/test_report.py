@@ -373,10 +373,15 @@ def test_study_without_a_record_gets_charts_with_default_labels() -> None:
     assert importances.skipped and "\n" not in importances.skipped
 
 
-def test_reporting_never_imports_torch() -> None:
-    code = (
-        "import hpo.reporting.report, hpo.reporting.dashboard, sys; print('torch' in sys.modules)"
-    )
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "hpo.reporting.report, hpo.reporting.dashboard",
+        "hpo.tuning.trial_loop",  # a restarted worker's loop starts without torch's import
+    ],
+)
+def test_modules_that_need_no_torch_never_import_it(modules: str) -> None:
+    code = f"import {modules}, sys; print('torch' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
     )

@@ -788,10 +788,10 @@ def test_quick_trials_read_the_study_for_the_eta_at_most_every_few_seconds(
     """Every trial gets its line; the ETA, which reads the whole study, follows the first trial
     and then one ending STUDY_READ_SECONDS later (with trials of minutes: every trial). The
     control (0 s) shows the count can fail: an ETA after every trial but the last."""
-    from hpo.tuning.worker import optimize
+    from hpo.tuning.trial_loop import optimize
 
     if read_every is not None:
-        monkeypatch.setattr("hpo.tuning.worker._TrialLog.STUDY_READ_SECONDS", read_every)
+        monkeypatch.setattr("hpo.tuning.trial_loop._TrialLog.STUDY_READ_SECONDS", read_every)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     with caplog.at_level(logging.INFO, logger="hpo.run"):
         optimize(study, lambda trial: trial.suggest_float("x", 0.0, 1.0), 6)
@@ -1013,7 +1013,7 @@ def test_the_study_bar_shows_the_estimates_eta_before_the_first_trial_ends(
 ) -> None:
     shown: list[str] = []
     monkeypatch.setattr(RunProgress, "set_eta", lambda self, eta: shown.append(eta))
-    monkeypatch.setattr("hpo.tuning.worker._TrialLog.STUDY_READ_SECONDS", 0.0)  # as for long trials
+    monkeypatch.setattr("hpo.tuning.trial_loop._TrialLog.STUDY_READ_SECONDS", 0.0)  # as for long trials
     run_worker(_settings(env, 3))
     assert shown[0].startswith("~") and shown[0].endswith("(estimate)")
     assert len(shown) == 3  # then after each trial but the last, from the finished trials

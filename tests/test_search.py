@@ -19,7 +19,7 @@ from hpo import records as keys
 from hpo.tuning.pruning import EarlyPruner, chance_threshold, make_pruner
 from hpo.tuning.search import label_phase, make_sampler
 from hpo.tuning.study_setup import planned_queue
-from hpo.tuning.worker import optimize
+from hpo.tuning.trial_loop import optimize
 from studies import get_study
 
 EPOCHS = 10

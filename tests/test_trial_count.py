@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from hpo.runtime.storage import close_storage, open_storage
 from hpo.runtime.trial_count import trial_counter
-from hpo.tuning.worker import FINISHED, optimize
+from hpo.tuning.trial_loop import FINISHED, optimize
 
 # _fill asks and tells by hand on a worker's storage, which beats for Study.optimize.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")

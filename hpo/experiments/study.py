@@ -31,7 +31,7 @@ from ..tuning.artifacts import ArtifactFolder, open_artifact_store, save_checkpo
 from ..tuning.objective import record_failure
 from ..tuning.study_setup import QueuedTrial, join_study
 from ..tuning.trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
-from ..tuning.worker import optimize
+from ..tuning.trial_loop import optimize
 from .rows import RunKey, read_rows, run_key, run_label
 
 

@@ -1,22 +1,18 @@
 """What a run will cost: a few timed steps of a typical configuration (the study's own recipe
-and execution) before the first trial, and an ETA from the finished trials after each."""
+and execution) before the first trial; the ETA from finished trials is :mod:`.eta`'s."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import itertools
-import math
 import os
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
 
 from data import SparseDataset
 from studies import VAL_MASK_SEED, StudyDefinition
@@ -27,6 +23,7 @@ from ..runtime.execution import Execution
 from ..runtime.locks import exclusive
 from ..runtime.storage_url import StorageTarget
 from ..training import TrainingRun, evaluate, prepare_training, train_one_epoch
+from .eta import format_duration
 from .trial_data import eval_batches, validation_split
 
 if TYPE_CHECKING:
@@ -36,15 +33,12 @@ __all__ = [
     "CostEstimate",
     "asha_share",
     "estimate_line",
-    "Eta",
-    "study_eta",
     "measure_cost",
     "shared_estimate",
 ]
 
 
 _TIMED_STEPS = 6
-_ETA_WINDOW = 20  # the last finished trials the ETA averages over
 _QUICK_EPOCHS, _QUICK_TRAIN = 3, 10_000  # the quick study advised on a slow CPU
 
 
@@ -224,60 +218,6 @@ def asha_share(epochs: int) -> float:
         reached, previous = reached / 3, rung
     spent += reached * (epochs - previous)
     return spent / epochs
-
-
-@dataclass(frozen=True)
-class Eta:
-    """When the study's remaining trials should be done, from the trials finished so far."""
-
-    finished: int
-    n_trials: int
-    seconds: float  # for the remaining trials
-    mean: float  # seconds per trial over the last ``window``
-    window: int
-    workers: int  # running now
-
-    def line(self) -> str:
-        remaining = self.n_trials - self.finished
-        return (
-            f"{self.finished}/{self.n_trials} finished; ETA {format_duration(self.seconds)} for "
-            f"the other {remaining} (mean {format_duration(self.mean)} per trial over the last "
-            f"{self.window}, {self.workers} running)"
-        )
-
-
-def study_eta(trials: Sequence[FrozenTrial], n_trials: int) -> Eta | None:
-    """The :class:`Eta` of the study's remaining trials (``None`` before the first ends)."""
-    done = [
-        t
-        for t in trials
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        and t.datetime_start is not None
-        and t.datetime_complete is not None
-    ]
-    remaining = n_trials - len(done)
-    if not done or remaining <= 0:
-        return None
-    recent = sorted(done, key=lambda t: t.datetime_complete)[-_ETA_WINDOW:]
-    mean = sum(_seconds(t) for t in recent) / len(recent)
-    workers = max(1, sum(t.state == TrialState.RUNNING for t in trials))
-    return Eta(len(done), n_trials, remaining * mean / workers, mean, len(recent), workers)
-
-
-def format_duration(seconds: float) -> str:
-    """``42 s``, ``12 min``, ``3.5 h``: as precise as a plan needs."""
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _seconds(trial: FrozenTrial) -> float:
-    delta: datetime.timedelta = trial.datetime_complete - trial.datetime_start
-    return delta.total_seconds()
 
 
 def _sync(device: torch.device) -> None:

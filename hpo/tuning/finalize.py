@@ -20,7 +20,7 @@ from .artifacts import load_trial_model, open_artifact_store
 from .progress import format_params
 from .settings import RunSettings
 from .trial_data import eval_batches, evaluate_at_sparsities, load_trial_data
-from .worker import settle
+from .trial_loop import settle
 
 __all__ = ["finalize_study"]
 
