@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,8 +24,14 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import records as keys
+from hpo.runtime.locks import exclusive
 from hpo.runtime.sqlite_transactions import BEGIN_INFO_KEY
-from hpo.runtime.storage import StorageOptions, open_existing_storage, open_storage
+from hpo.runtime.storage import (
+    StorageOptions,
+    close_storage,
+    open_existing_storage,
+    open_storage,
+)
 from hpo.runtime.storage_url import (
     ARTIFACT_DIR_ENV,
     DEFAULT_STORAGE_URL,
@@ -546,6 +553,30 @@ def test_postgres_pool_is_bounded_and_pre_pinged(postgres_url: str) -> None:
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     assert storage.engine.pool.checkedout() == 0
     assert storage.engine.pool.checkedin() <= 3
+
+
+@pytest.mark.postgres
+def test_postgres_reader_opens_while_workers_hold_the_schema_lock(postgres_url: str) -> None:
+    """A dashboard opened while workers start does not queue behind them for the schema lock,
+    which a reader of a complete schema does not need; a worker still waits for it."""
+    close_storage(open_storage(postgres_url))  # the schema, created and stamped
+    opened: dict[str, optuna.storages.RDBStorage] = {}
+    reader = threading.Thread(
+        target=lambda: opened.setdefault("reader", open_existing_storage(postgres_url))
+    )
+    worker = threading.Thread(
+        target=lambda: opened.setdefault("worker", open_storage(postgres_url))
+    )
+    with exclusive(StorageTarget.parse(postgres_url), "schema"):
+        reader.start()
+        worker.start()
+        reader.join(timeout=60)
+        assert "reader" in opened
+        assert "worker" not in opened  # the lock is held: a worker waits for it
+    worker.join(timeout=60)
+    assert "worker" in opened
+    for storage in opened.values():
+        close_storage(storage)
 
 
 @pytest.mark.postgres

@@ -20,7 +20,12 @@ import sqlalchemy
 from ..errors import one_line
 from .faults import NoSpaceError, damaged_why, faults_named
 from .locks import exclusive
-from .sqlite_files import ReadOnlySQLiteStorage, check_optuna_file, check_optuna_tables
+from .sqlite_files import (
+    OPTUNA_TABLES,
+    ReadOnlySQLiteStorage,
+    check_optuna_file,
+    check_optuna_tables,
+)
 from .sqlite_transactions import SQLiteStorage, install_transaction_hooks
 from .storage_url import STORAGE_ENV, StorageError, StorageTarget
 
@@ -37,6 +42,13 @@ HEARTBEAT_INTERVAL_ENV: Final = "HPO_HEARTBEAT_INTERVAL"
 GRACE_PERIOD_ENV: Final = "HPO_HEARTBEAT_GRACE"
 POOL_SIZE_ENV: Final = "HPO_DB_POOL_SIZE"
 MAX_OVERFLOW_ENV: Final = "HPO_DB_MAX_OVERFLOW"
+
+
+# A reader creates nothing, so it waits for the schema lock only while the schema is being
+# created: Optuna stamps ``alembic_version`` (table and row, one transaction) last. Otherwise a
+# dashboard opened while hundreds of workers restart queues behind all of them (the lock is
+# tried and retried, not queued fairly): minutes, in ``bench/scale.py``.
+_STAMPED_SCHEMA: Final = OPTUNA_TABLES | {"alembic_version"}
 
 
 class StudyNotFoundError(StorageError):
@@ -132,7 +144,12 @@ def open_storage(
             # Another application's schema is refused before Optuna adds its tables to it.
             tables = _server_tables(target, options.connect_timeout)
             check_optuna_tables(tables, f"storage {target.masked}", reading=not worker)
-            with exclusive(target, "schema", connect_timeout=options.connect_timeout):
+            schema_lock = (
+                exclusive(target, "schema", connect_timeout=options.connect_timeout)
+                if worker or not _STAMPED_SCHEMA <= tables
+                else contextlib.nullcontext()
+            )
+            with schema_lock:
                 cls = optuna.storages.RDBStorage
                 storage = _rdb_storage(cls, target, engine_kwargs, options, create=worker)
         _check_schema(storage, target.masked)
