@@ -480,6 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.storage:
         parser.error("give --storage URL or set HPO_STORAGE")
+    for name in ("workers", "processes", "growth_workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.minutes <= 0:
+        parser.error("--minutes must be more than 0")
+    for name in ("trial_seconds", "kill_every", "warmup", "poll", "growth"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be 0 or more")
     with tempfile.TemporaryDirectory(prefix="hpo-scale-") as tmp:
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)

@@ -61,3 +61,14 @@ def test_scale_bench_through_pgbouncer(tmp_path: Path) -> None:
     _check(figures, done)
     assert 0 < figures["peak_connections"] <= figures["max_connections"]
     assert "password" not in done.stderr.lower() and url.split("@")[0] not in done.stderr
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--workers", "0"), ("--poll", "-1")])
+def test_a_bad_figure_is_refused_before_anything_starts(flag: str, value: str) -> None:
+    env = {**os.environ, "HPO_STORAGE": "sqlite:///unused.db"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), flag, value],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert flag in done.stderr.splitlines()[-1] and "Traceback" not in done.stderr
