@@ -1,7 +1,7 @@
 """The trial loop every worker runs: ``study.optimize`` with the product's policies as
 callbacks (the budget, a line per trial, the ETA) and ``catch=``, and the final step's
 ``settle``. It imports no torch, so a process that only runs the loop (``bench/scale.py``'s
-simulated workers, restarted after each SIGKILL) starts in a third of a second, not in two.
+simulated workers, restarted after each SIGKILL) imports it in 0.44 s of CPU, not 1.55 s.
 """
 
 from __future__ import annotations
