@@ -1013,7 +1013,8 @@ def test_the_study_bar_shows_the_estimates_eta_before_the_first_trial_ends(
 ) -> None:
     shown: list[str] = []
     monkeypatch.setattr(RunProgress, "set_eta", lambda self, eta: shown.append(eta))
-    monkeypatch.setattr("hpo.tuning.trial_loop._TrialLog.STUDY_READ_SECONDS", 0.0)  # as for long trials
+    read_every = "hpo.tuning.trial_loop._TrialLog.STUDY_READ_SECONDS"
+    monkeypatch.setattr(read_every, 0.0)  # as for long trials
     run_worker(_settings(env, 3))
     assert shown[0].startswith("~") and shown[0].endswith("(estimate)")
     assert len(shown) == 3  # then after each trial but the last, from the finished trials
