@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.storage:
         parser.error("give --storage URL or set HPO_STORAGE")
-    for name in ("workers", "processes", "growth_workers"):
+    for name in ("workers", "processes", "growth_workers", "window"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.minutes <= 0:
