@@ -19,6 +19,7 @@ instead, where every step page-faults its activations and gradients anew.
     .venv/bin/python bench/layer_overhead.py                # kernels 3, 5, 11; target <= 1.25x
     .venv/bin/python bench/layer_overhead.py --malloc default
     .venv/bin/python bench/layer_overhead.py --repeats 60 --threads 2 --channels-last --networks
+    .venv/bin/python bench/layer_overhead.py --repeats 60 --channels-last --kernels 3 --floor
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hpo.errors import DeviceError
 from hpo.runtime.cpu import retain_freed_memory
-from models import CNNConfig, ModelFamily, SparseConv2d, build_model
+from hpo.runtime.device import resolve_device
+from models import CNNConfig, ModelFamily, SparseConv2d, build_model, window_count
+from models.sparse_conv import _SparseConvFunction  # --floor only: the layer minus its mask side
 
 TARGET_RATIO = 1.25  # on the CPU
 CPU = torch.device("cpu")
@@ -87,8 +91,14 @@ def measure(
     channels_last: bool = False,
     device: torch.device = CPU,
     batch: int = 64,
+    floor: bool = False,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Time one forward+backward of the three layers at one kernel size.
+
+    With ``floor`` a fourth step joins the rotation: the layer's own autograd function on a
+    count, scale and mask computed once outside the clock, with no input checks. That is the
+    layer's convolutions and full-size elementwise passes alone, the least any eager version of
+    it could cost, so the gap between it and ``SparseConv2d`` is what the mask-side work costs.
 
     Returns:
         Median seconds per layer, and per sparse layer the median over repeats of its time
@@ -123,6 +133,8 @@ def measure(
         naive(x, mask)[0].backward(grad_y)
 
     steps = {"nn.Conv2d": run_dense, "SparseConv2d": run_sparse, "naive": run_naive}
+    if floor:
+        steps["floor"] = _floor_step(sparse, x, mask, grad_y)
     times: dict[str, list[float]] = {name: [] for name in steps}
     order = random.Random(seed)
     for rep in range(warmup + repeats):
@@ -139,9 +151,38 @@ def measure(
     medians = {name: statistics.median(values) for name, values in times.items()}
     ratios = {
         name: statistics.median(t / d for t, d in zip(times[name], times["nn.Conv2d"], strict=True))
-        for name in ("SparseConv2d", "naive")
+        for name in steps
+        if name != "nn.Conv2d"
     }
     return medians, ratios
+
+
+def _floor_step(layer: SparseConv2d, x: Tensor, mask: Tensor, grad_y: Tensor) -> Callable[[], None]:
+    """One forward+backward of ``layer``'s fused function, its mask-side tensors precomputed.
+
+    Checked once against the layer itself, so the floor is this layer's own computation and
+    not a cheaper one: the same output, and the same gradients of input, weight and bias.
+    """
+    m = mask.to(x.dtype)
+    ones = None if x.device.type == "cpu" else layer.ones  # counted as the layer counts
+    with torch.no_grad():
+        count = window_count(
+            m, layer.kernel_size, layer.stride, layer.padding, layer.dilation, ones
+        )
+        new_mask = count.clamp(max=1.0)
+        scale = torch.div(new_mask, count.clamp_(min=1.0)).mul_(layer.window_area)
+    conv_args = (layer.stride, layer.padding, layer.dilation, False)
+
+    def forward() -> Tensor:
+        return _SparseConvFunction.apply(x, m, scale, layer.weight, layer.bias, *conv_args)
+
+    def gradients(y: Tensor) -> list[Tensor]:
+        return list(torch.autograd.grad(y, (x, layer.weight, layer.bias), grad_y))
+
+    expected = layer(x, mask)[0]
+    torch.testing.assert_close(forward(), expected)
+    torch.testing.assert_close(gradients(forward()), gradients(layer(x, mask)[0]))
+    return lambda: forward().backward(grad_y)
 
 
 def measure_networks(
@@ -226,14 +267,29 @@ def main() -> None:
         "default: glibc's own settings",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure, in a rotation of its own, the layer's convolutions and full-size "
+        "passes alone (mask-side work precomputed): the least an eager layer could cost",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="also print the ratios as one JSON object, the last line (bench/gpu_check.py)",
     )
     args = parser.parse_args()
+    for name in ("repeats", "threads", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more")
+    if any(k < 1 or k % 2 == 0 for k in args.kernels):
+        parser.error(f"--kernels must be odd and at least 1 ('same' padding), got {args.kernels}")
+    try:
+        device = torch.device(resolve_device(args.device))
+    except DeviceError as error:
+        parser.error(str(error))
     summary: dict[str, object] = {"device": str(args.device), "batch": args.batch}
-
-    device = torch.device(args.device)
     retained = args.malloc == "retain" and retain_freed_memory()
     torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -266,6 +322,24 @@ def main() -> None:
         f"worst SparseConv2d / nn.Conv2d ratio {worst:.2f}x: {verdict} the "
         f"<= {TARGET_RATIO}x target" + ("" if device.type == "cpu" else " (set for the CPU)")
     )
+
+    if args.floor:
+        print(
+            "\nthe layer's floor: its fused function on precomputed mask-side tensors "
+            "(a fourth step in the same rotation)"
+        )
+        print(f"{'kernel':>6} {'Sparse ratio':>13} {'floor ratio':>12} {'mask side':>10}")
+        for k in args.kernels:
+            _, ratios = measure(
+                k, args.repeats, args.warmup, args.seed, args.channels_last, device, args.batch,
+                floor=True,
+            )  # fmt: skip
+            sparse_ratio, floor_ratio = ratios["SparseConv2d"], ratios["floor"]
+            summary[f"floor_{k}"] = round(floor_ratio, 3)
+            print(
+                f"{k:>6} {sparse_ratio:>12.2f}x {floor_ratio:>11.2f}x "
+                f"{sparse_ratio - floor_ratio:>+9.2f}x"
+            )
 
     if args.networks:
         print("\nnetworks, paper stack (depth 6), batch 64, 1x28x28, 10 % observed, training step:")
