@@ -5,7 +5,8 @@ leaves a JSON summary and a markdown table behind, even when a part runs out of 
 
 1. ``cuda_tests``: ``tests/test_cuda.py`` (passed, failed, skipped);
 2. ``layer_ratio``: ``SparseConv2d`` / ``nn.Conv2d`` forward+backward at batch 64
-   (``bench/layer_overhead.py``), kernels 3, 5 and 11, and the paper network's step;
+   (``bench/layer_overhead.py``), kernels 3, 5 and 11, the layer's floor (its fused function
+   alone, ``--floor``) and the paper network's step;
 3. ``trial_seconds``: one ``sparse_mnist`` trial (grid point 0, seed 0) at the study's own
    budget, through ``hpo.run``'s worker, in fp32, tf32, bf16 and compiled, then the fastest of
    those with ``cudnn.benchmark`` and ``channels_last`` on: wall time, validation accuracy and
@@ -153,7 +154,7 @@ def part_layer(args: argparse.Namespace) -> None:
     repeats = ["--repeats", "3", "--warmup", "1"] if args.smoke else ["--repeats", "30"]
     kernels = ["3"] if args.smoke else ["3", "5", "11"]
     command = [sys.executable, "bench/layer_overhead.py", "--device", args.device, "--batch", "64"]
-    command += ["--kernels", *kernels, *repeats, "--networks", "--json"]
+    command += ["--kernels", *kernels, *repeats, "--networks", "--floor", "--json"]
     if args.device == "cpu":
         command += ["--channels-last", "--threads", str(os.cpu_count() or 1)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -367,7 +368,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- CUDA tests: {tests.get('passed')} passed, {tests.get('failures')} failed, "
         f"{tests.get('errors')} errors, {tests.get('skipped')} skipped"
     )
-    layer = {k: v for k, v in summary["layer_ratio"].items() if k.startswith(("kernel", "network"))}
+    ratios = summary["layer_ratio"].items()
+    layer = {k: v for k, v in ratios if k.startswith(("kernel", "floor", "network"))}
     lines.append("- layer / network ratios: " + ", ".join(f"{k} {v}x" for k, v in layer.items()))
     lines += ["", "| setting | trial s | val accuracy | peak MiB |", "|---|---:|---:|---:|"]
     for name, seconds in summary["trial_seconds"].items():

@@ -179,9 +179,10 @@ def _floor_step(layer: SparseConv2d, x: Tensor, mask: Tensor, grad_y: Tensor) ->
     def gradients(y: Tensor) -> list[Tensor]:
         return list(torch.autograd.grad(y, (x, layer.weight, layer.bias), grad_y))
 
-    expected = layer(x, mask)[0]
-    torch.testing.assert_close(forward(), expected)
-    torch.testing.assert_close(gradients(forward()), gradients(layer(x, mask)[0]))
+    # Loose enough for a GPU's reductions in another order, far too tight for another formula.
+    close = {"rtol": 1e-4, "atol": 1e-4}
+    torch.testing.assert_close(forward(), layer(x, mask)[0], **close)
+    torch.testing.assert_close(gradients(forward()), gradients(layer(x, mask)[0]), **close)
     return lambda: forward().backward(grad_y)
 
 

@@ -41,7 +41,7 @@ def test_gpu_check_smoke_runs_every_part_and_prints_the_summary_last(tmp_path: P
     assert all(key in summary for key in KEYS)
     tests = summary["cuda_tests"]
     assert tests["tests"] > 0 and tests["failures"] == tests["errors"] == 0
-    assert summary["layer_ratio"]["kernel_3"] > 0
+    assert summary["layer_ratio"]["kernel_3"] > 0 and summary["layer_ratio"]["floor_3"] > 0
     timed = summary["trial_seconds"]
     assert {"fp32", "bf16"} < set(timed) and len(timed) == 3  # and the fastest "+both"
     assert all(isinstance(seconds, float) for seconds in summary["trial_seconds"].values())
