@@ -39,7 +39,9 @@ from hpo.errors import DeviceError
 from hpo.runtime.cpu import retain_freed_memory
 from hpo.runtime.device import resolve_device
 from models import CNNConfig, ModelFamily, SparseConv2d, build_model, window_count
-from models.sparse_conv import _SparseConvFunction  # --floor only: the layer minus its mask side
+
+# --floor only: the layer's own pieces, to time it without its mask side
+from models.sparse_conv import _mask_and_scale, _SparseConvFunction
 
 TARGET_RATIO = 1.25  # on the CPU
 CPU = torch.device("cpu")
@@ -169,8 +171,7 @@ def _floor_step(layer: SparseConv2d, x: Tensor, mask: Tensor, grad_y: Tensor) ->
         count = window_count(
             m, layer.kernel_size, layer.stride, layer.padding, layer.dilation, ones
         )
-        new_mask = count.clamp(max=1.0)
-        scale = torch.div(new_mask, count.clamp_(min=1.0)).mul_(layer.window_area)
+        _, scale = _mask_and_scale(count, layer.window_area)
     conv_args = (layer.stride, layer.padding, layer.dilation, False)
 
     def forward() -> Tensor:

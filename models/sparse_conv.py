@@ -231,10 +231,7 @@ class SparseConv2d(nn.Module):
                 m[:1] if full else m, self.kernel_size, self.stride, self.padding, self.dilation,
                 ones,
             )  # fmt: skip
-            new_mask = n.clamp(max=1.0)  # == max_pool(mask): counts are integers
-            # area / n, and 0 where n == 0: there the window of x * m is all zeros, but a
-            # Winograd or FFT convolution may still return rounding noise from its neighbours.
-            scale = torch.div(new_mask, n.clamp_(min=1.0)).mul_(self.window_area)
+            new_mask, scale = _mask_and_scale(n, self.window_area)
             if full:  # (1, 1, H_out, W_out): the scale broadcasts, the new mask is returned
                 new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
                 m = None  # tells the fused function that nothing needs masking
@@ -348,6 +345,18 @@ def window_count(
         counts += rows[:, :, i * dh : i * dh + h_span : sh, :]
     # A 1x1 kernel (or a view of m) must not alias the caller's mask: the caller edits in place.
     return counts.clone() if kh == 1 and kw == 1 else counts
+
+
+def _mask_and_scale(n: Tensor, window_area: int) -> tuple[Tensor, Tensor]:
+    """The new mask and the renormalization ``area / n`` from the window counts ``n`` (edited
+    in place).
+
+    The mask is ``min(n, 1)``, equal to ``max_pool(mask)`` because counts are integers. The
+    scale is 0 where ``n == 0``: there the window of ``x * m`` is all zeros, but a Winograd or
+    FFT convolution may still return rounding noise from its neighbours.
+    """
+    new_mask = n.clamp(max=1.0)
+    return new_mask, torch.div(new_mask, n.clamp_(min=1.0)).mul_(window_area)
 
 
 class _SparseConvFunction(torch.autograd.Function):
