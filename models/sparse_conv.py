@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ModelConfigError, ModelInputError
+from .sparse_conv_cpu import native_mask_side, native_rescale_and_sum
 
 __all__ = ["SparseConv2d", "window_count"]
 
@@ -184,6 +185,35 @@ class SparseConv2d(nn.Module):
                 f"SparseConv2d: mask must be bool or floating point, got {mask.dtype}"
             )
 
+    def _mask_side(self, m: Tensor, device_type: str) -> tuple[Tensor, Tensor, bool]:
+        """The new mask, the scale and whether every pixel of ``m`` is observed.
+
+        A fully observed batch is common: in a network the mask dilates with every layer until
+        it covers the image (after two layers of the paper's stack at 10 % density). Then
+        ``x * m`` and the masking of the input gradient are the identity, and every image has
+        the same counts (only the zero padding is unobserved), so ``forward`` drops three
+        full-size passes. The check reads the mask, so it is made only on the CPU, where it
+        needs no device sync, and not under torch.compile, where reading a value would split
+        the graph (and the compiler fuses the masking passes anyway).
+
+        On the CPU one native pass does all of it (:mod:`models.sparse_conv_cpu`); the eager
+        path below, taken where that is unavailable and on other devices, gives the same bits.
+        """
+        check = device_type == "cpu" and not torch.compiler.is_compiling()
+        geometry = (self.kernel_size, self.stride, self.padding, self.dilation)
+        if check:
+            out_size = _output_size(m.shape[2], m.shape[3], *geometry)
+            native = native_mask_side(m, *geometry, out_size, self.window_area)
+            if native is not None:
+                return native
+        full = check and m.numel() > 0 and m.min().item() == 1.0
+        # A full batch: one image is counted and its scale broadcast by the caller. One conv
+        # on CUDA and other accelerators, matrix products or shifted adds on the CPU.
+        ones = None if device_type == "cpu" else self.ones
+        n = window_count(m[:1] if full else m, *geometry, ones)
+        new_mask, scale = _mask_and_scale(n, self.window_area)
+        return new_mask, scale, full
+
     def forward(self, x: Tensor, mask: Tensor, *, premasked: bool = False) -> tuple[Tensor, Tensor]:
         """Convolve the observed pixels of ``x`` and propagate the mask.
 
@@ -209,31 +239,11 @@ class SparseConv2d(nn.Module):
         # layer's x is already bfloat16): area / n is not exact in bfloat16 (121 / 3 = 40.33
         # becomes 40.25), and only the fused function below runs in the low precision.
         m = mask.to(torch.float32 if autocast else x.dtype)
-        # A fully observed batch is common: in a network the mask dilates with every layer
-        # until it covers the image (after two layers of the paper's stack at 10 % density).
-        # Then x * m and the masking of the input gradient are the identity, and every image has
-        # the same counts (only the zero padding is unobserved), so one image is counted and
-        # its scale broadcast: three fewer full-size passes, results bit for bit the same. The
-        # check reads the mask once; only on the CPU, where it needs no device sync, and not
-        # under torch.compile, where reading a value would split the graph (and the compiler
-        # fuses the masking passes anyway).
-        full = (
-            device_type == "cpu"
-            and not torch.compiler.is_compiling()
-            and m.numel() > 0
-            and m.min().item() == 1.0
-        )
         with torch.no_grad():
-            # One conv on CUDA and other accelerators, two small matrix products or shifted
-            # adds on the CPU (see window_count).
-            ones = None if device_type == "cpu" else self.ones
-            n = window_count(
-                m[:1] if full else m, self.kernel_size, self.stride, self.padding, self.dilation,
-                ones,
-            )  # fmt: skip
-            new_mask, scale = _mask_and_scale(n, self.window_area)
-            if full:  # (1, 1, H_out, W_out): the scale broadcasts, the new mask is returned
-                new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
+            new_mask, scale, full = self._mask_side(m, device_type)
+            if full:
+                if new_mask.shape[0] != m.shape[0]:  # one image counted: the scale broadcasts
+                    new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
                 m = None  # tells the fused function that nothing needs masking
                 if self.padding == (0, 0):
                     # Every window lies inside the image, n == area: the layer is nn.Conv2d
@@ -311,13 +321,7 @@ def window_count(
         return F.conv2d(m, ones.to(m.dtype), None, stride, padding, dilation)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     h, w = m.shape[2], m.shape[3]
-    h_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    w_out = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if h_out < 1 or w_out < 1:
-        raise ModelInputError(
-            f"SparseConv2d: input {h}x{w} is smaller than the (dilated) "
-            f"kernel {kh}x{kw} with padding {ph}x{pw}"
-        )
+    h_out, w_out = _output_size(h, w, kernel_size, stride, padding, dilation)
     if sh == sw == dh == dw == 1 and kh + kw > 6:
         # band_w[j, o] = 1 where input column j lies in output column o's window, i.e.
         # o - pw <= j <= o - pw + kw - 1 (padded columns have no row: they add nothing).
@@ -345,6 +349,26 @@ def window_count(
         counts += rows[:, :, i * dh : i * dh + h_span : sh, :]
     # A 1x1 kernel (or a view of m) must not alias the caller's mask: the caller edits in place.
     return counts.clone() if kh == 1 and kw == 1 else counts
+
+
+def _output_size(
+    h: int,
+    w: int,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int]:
+    """``(H_out, W_out)`` as for ``nn.Conv2d``; a one-line error where the input is too small."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    h_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    w_out = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if h_out < 1 or w_out < 1:
+        raise ModelInputError(
+            f"SparseConv2d: input {h}x{w} is smaller than the (dilated) "
+            f"kernel {kh}x{kw} with padding {ph}x{pw}"
+        )
+    return h_out, w_out
 
 
 def _mask_and_scale(n: Tensor, window_area: int) -> tuple[Tensor, Tensor]:
@@ -421,18 +445,32 @@ class _SparseConvFunction(torch.autograd.Function):
                 dilation, False, (0, 0), 1, (need_x, need_w, need_b),
             )  # fmt: skip
             return grad_x, None, None, grad_w, grad_b, None, None, None, None
-        if need_b:
-            # First, so that the rescale below reads grad_y again while it is still in cache.
-            grad_b = _sum_over_positions(grad_y)
-        if need_x or need_w:
-            grad_raw = grad_y * scale
-            grad_xm, grad_w, _ = torch.ops.aten.convolution_backward.default(
-                grad_raw, xm, weight, None, stride, padding, dilation,
-                False, (0, 0), 1, (need_x, need_w, False),
-            )  # fmt: skip
-            if need_x:
-                grad_x = grad_xm if m is None else grad_xm.mul_(m)
+        if not (need_x or need_w):
+            grad_b = _sum_over_positions(grad_y) if need_b else None
+            return None, None, None, None, grad_b, None, None, None, None
+        grad_raw, grad_b = _rescale(grad_y, scale, need_b)
+        grad_xm, grad_w, _ = torch.ops.aten.convolution_backward.default(
+            grad_raw, xm, weight, None, stride, padding, dilation,
+            False, (0, 0), 1, (need_x, need_w, False),
+        )  # fmt: skip
+        if need_x:
+            grad_x = grad_xm if m is None else grad_xm.mul_(m)
         return grad_x, None, None, grad_w, grad_b, None, None, None, None
+
+
+def _rescale(grad_y: Tensor, scale: Tensor, need_b: bool) -> tuple[Tensor, Tensor | None]:
+    """``grad_y * scale`` and, with ``need_b``, the bias gradient ``grad_y.sum((0, 2, 3))``.
+
+    On the CPU one native pass reads ``grad_y`` once for both (:mod:`models.sparse_conv_cpu`);
+    not while torch.compile traces, which needs PyTorch operations to trace.
+    """
+    if need_b and not torch.compiler.is_compiling():
+        fused = native_rescale_and_sum(grad_y, scale)
+        if fused is not None:
+            return fused
+    # The bias gradient first, so that the rescale reads grad_y again while it is in cache.
+    grad_b = _sum_over_positions(grad_y) if need_b else None
+    return grad_y * scale, grad_b
 
 
 def _sum_over_positions(t: Tensor) -> Tensor:

@@ -1,0 +1,187 @@
+"""The sparse layer's native CPU passes: the same results as the eager path they replace.
+
+The mask side must match bit for bit (the counts are integers, the scale one IEEE division);
+the backward rescale too, and its bias gradient within float32 rounding of the exact sum. The
+layer is compared with the native passes on and off, and a failed build must fall back with one
+warning. The library is built on first use (tens of seconds, once per machine).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+
+import pytest
+import torch
+
+import models.sparse_conv as sparse_conv
+import models.sparse_conv_cpu as native
+from models import SparseConv2d, window_count
+from models.sparse_conv import _mask_and_scale, _output_size
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("SPARSE_CONV_NATIVE") == "0", reason="SPARSE_CONV_NATIVE=0 turns it off"
+)
+
+GEOMETRIES = [  # (kernel, stride, padding, dilation), as pairs
+    ((1, 1), (1, 1), (0, 0), (1, 1)),
+    ((3, 3), (1, 1), (1, 1), (1, 1)),
+    ((5, 5), (1, 1), (2, 2), (1, 1)),
+    ((11, 11), (1, 1), (5, 5), (1, 1)),
+    ((7, 7), (1, 1), (3, 3), (1, 1)),
+    ((3, 3), (1, 1), (0, 0), (1, 1)),  # 'valid': narrower output
+    ((2, 4), (1, 1), (0, 1), (1, 1)),  # even, non-square
+    ((3, 1), (2, 3), (1, 0), (1, 1)),
+    ((3, 3), (2, 2), (1, 1), (1, 1)),
+    ((3, 3), (1, 1), (2, 2), (2, 2)),
+    ((5, 3), (3, 1), (5, 1), (1, 2)),  # padding wider than half the kernel
+    ((1, 3), (1, 1), (4, 1), (1, 1)),  # output taller than the input
+]
+
+
+def _eager_mask_side(m, kernel, stride, padding, dilation):
+    n = window_count(m, kernel, stride, padding, dilation)
+    return _mask_and_scale(n, kernel[0] * kernel[1])
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation", GEOMETRIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mask_side_equals_the_eager_path_bit_for_bit(kernel, stride, padding, dilation, dtype):
+    gen = torch.Generator().manual_seed(0)
+    for (h, w), density in itertools.product([(28, 28), (7, 13), (4, 3)], [0.0, 0.1, 0.5]):
+        out_size = _output_size(h, w, kernel, stride, padding, dilation)
+        m = (torch.rand(5, 1, h, w, generator=gen) < density).to(dtype)
+        result = native.native_mask_side(
+            m, kernel, stride, padding, dilation, out_size, kernel[0] * kernel[1]
+        )
+        assert result is not None, "the native library did not build; see the warning"
+        new_mask, scale, full = result
+        expected_mask, expected_scale = _eager_mask_side(m, kernel, stride, padding, dilation)
+        assert torch.equal(new_mask, expected_mask), (h, w, density)
+        assert torch.equal(scale, expected_scale), (h, w, density)
+        assert full is False
+
+
+def test_full_is_true_only_when_every_pixel_of_every_image_is_observed():
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1))
+    m = torch.ones(4, 1, 9, 9)
+    assert native.native_mask_side(m, *geometry, (9, 9), 9)[2] is True
+    m[3, 0, 8, 8] = 0.0  # the last pixel of the last image
+    assert native.native_mask_side(m, *geometry, (9, 9), 9)[2] is False
+    empty = torch.ones(0, 1, 9, 9)
+    assert native.native_mask_side(empty, *geometry, (9, 9), 9)[2] is False
+
+
+def test_rescale_and_sum_rescales_exactly_and_sums_closer_than_float32():
+    gen = torch.Generator().manual_seed(1)
+    for n, c, h, w in [(64, 16, 28, 28), (3, 1, 5, 7), (2, 5, 1, 1), (1, 33, 17, 3)]:
+        grad = torch.randn(n, c, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+        scale = torch.rand(n, 1, h, w, generator=gen)
+        grad_raw, grad_b = native.native_rescale_and_sum(grad, scale)
+        assert torch.equal(grad_raw, grad * scale)
+        assert grad_raw.is_contiguous(memory_format=torch.channels_last)
+        exact = grad.double().sum((0, 2, 3))
+        float32_error = (grad.sum((0, 2, 3)).double() - exact).abs().max()
+        assert (grad_b.double() - exact).abs().max() <= max(float32_error, 1e-6)
+
+
+def test_rescale_and_sum_is_exact_in_float64_and_broadcasts_one_image_scale():
+    gen = torch.Generator().manual_seed(2)
+    grad = torch.randn(6, 4, 9, 9, generator=gen, dtype=torch.float64)
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    scale = torch.rand(1, 1, 9, 9, generator=gen, dtype=torch.float64)
+    grad_raw, grad_b = native.native_rescale_and_sum(grad, scale)
+    assert torch.equal(grad_raw, grad * scale)
+    torch.testing.assert_close(grad_b, grad.sum((0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
+def test_rescale_and_sum_does_not_depend_on_the_thread_count():
+    gen = torch.Generator().manual_seed(3)
+    grad = torch.randn(64, 16, 28, 28, generator=gen).contiguous(memory_format=torch.channels_last)
+    scale = torch.rand(64, 1, 28, 28, generator=gen)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.native_rescale_and_sum(grad, scale)
+        torch.set_num_threads(2)
+        two = native.native_rescale_and_sum(grad, scale)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_unsupported_inputs_are_left_to_the_eager_path():
+    m = torch.ones(2, 1, 5, 5, dtype=torch.float16)
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1))
+    assert native.native_mask_side(m, *geometry, (5, 5), 9) is None
+    grad = torch.randn(2, 3, 5, 5)  # contiguous, not channels_last
+    assert native.native_rescale_and_sum(grad, torch.rand(2, 1, 5, 5)) is None
+    half = grad.half().contiguous(memory_format=torch.channels_last)
+    assert native.native_rescale_and_sum(half, torch.rand(2, 1, 5, 5).half()) is None
+
+
+def _layer_step(layer, x, mask, grad_y):
+    x = x.detach().requires_grad_(True)
+    layer.zero_grad(set_to_none=True)
+    y, new_mask = layer(x, mask)
+    y.backward(grad_y)
+    return y, new_mask, x.grad, layer.weight.grad, layer.bias.grad
+
+
+@pytest.mark.parametrize("density", [0.1, 1.0])
+@pytest.mark.parametrize("kernel, padding", [(3, 1), (11, 5), (3, 0)])
+def test_layer_with_native_passes_equals_the_layer_without(monkeypatch, kernel, padding, density):
+    torch.manual_seed(0)
+    layer = SparseConv2d(4, 6, kernel, padding=padding).to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 4, 16, 16, generator=gen).contiguous(memory_format=torch.channels_last)
+    mask = (torch.rand(8, 1, 16, 16, generator=gen) < density).float()
+    grad_y = torch.randn_like(layer(x, mask)[0])
+    with_native = _layer_step(layer, x, mask, grad_y)
+    monkeypatch.setattr(sparse_conv, "native_mask_side", lambda *args: None)
+    monkeypatch.setattr(sparse_conv, "native_rescale_and_sum", lambda *args: None)
+    eager = _layer_step(layer, x, mask, grad_y)
+    for got, expected in zip(with_native[:4], eager[:4], strict=True):
+        assert torch.equal(got, expected)  # output, new mask, input and weight gradients
+    torch.testing.assert_close(with_native[4], eager[4], rtol=1e-5, atol=1e-5)  # bias
+
+
+def test_native_library_builds_here():
+    # CI has a compiler: a build that silently fell back would hide a broken kernel.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native._library() is not None
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch):
+    def broken_build():
+        raise RuntimeError("Error building extension 'sparse_conv_cpu'\nmore detail")
+
+    monkeypatch.setattr(native, "_build", broken_build)
+    native._library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="Error building extension") as caught:
+            geometry = ((3, 3), (1, 1), (1, 1), (1, 1))
+            m = torch.ones(1, 1, 5, 5)
+            assert native.native_mask_side(m, *geometry, (5, 5), 9) is None
+            assert native.native_mask_side(m, *geometry, (5, 5), 9) is None
+        assert len(caught) == 1
+        layer = SparseConv2d(1, 2, 3, padding=1)
+        y, _ = layer(torch.randn(2, 1, 5, 5), torch.ones(2, 1, 5, 5))  # the eager path
+        assert y.shape == (2, 2, 5, 5)
+    finally:
+        native._library.cache_clear()
+
+
+def test_disabled_by_the_environment(monkeypatch):
+    monkeypatch.setenv("SPARSE_CONV_NATIVE", "0")
+    native._library.cache_clear()
+    try:
+        m = torch.ones(1, 1, 5, 5)
+        geometry = ((3, 3), (1, 1), (1, 1), (1, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # turned off on purpose: no warning
+            assert native.native_mask_side(m, *geometry, (5, 5), 9) is None
+    finally:
+        native._library.cache_clear()
