@@ -58,6 +58,10 @@ print('\n'.join(d for d in deps if re.split(r'[<>=!~ ]', d)[0] in ('torch', 'tor
         && pip install --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt && rm /tmp/torch.txt; \
     fi \
     && pip install ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} .
+# The sparse layer's native CPU passes need a C++ compiler at first use, which this slim image
+# lacks (and each new container would compile again): CPU workers take the eager path, same
+# results (models/sparse_conv_cpu.py); GPU workers never use those passes.
+ENV SPARSE_CONV_NATIVE=0
 USER hpo
 CMD ["python", "-m", "hpo.run", "--help"]
 

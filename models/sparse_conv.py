@@ -81,11 +81,13 @@ class SparseConv2d(nn.Module):
     **Cost.** The count ``n`` is one single-channel pass over the mask (see :func:`window_count`),
     done once per call under ``no_grad`` and shared by all output channels; the renormalization
     and bias are one fused in-place ``addcmul`` and the backward is written by hand, so the
-    layer adds four full-size elementwise passes and the bias gradient's read to
-    ``nn.Conv2d``'s work (measured by ``bench/layer_overhead.py``): the mask and the rescale
-    forward, the rescale and the mask of the input gradient backward. ``premasked`` input
-    drops the forward mask; a fully observed batch on the CPU drops both masks, and without
-    padding both rescales too. The layer keeps no state between calls.
+    layer adds four full-size elementwise passes to ``nn.Conv2d``'s work (measured by
+    ``bench/layer_overhead.py``): the mask and the rescale forward, the rescale and the mask of
+    the input gradient backward. On the CPU the whole mask side is one native pass, and the
+    backward's rescale also sums the bias gradient, in the same read of the gradient
+    (:mod:`models.sparse_conv_cpu`; the eager path where it cannot be built). ``premasked``
+    input drops the forward mask; a fully observed batch on the CPU drops both masks, and
+    without padding both rescales too. The layer keeps no state between calls.
 
     Args:
         in_channels: Channels of ``x``.

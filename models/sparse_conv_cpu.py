@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -101,14 +102,17 @@ def native_rescale_and_sum(grad_y: Tensor, scale: Tensor) -> tuple[Tensor, Tenso
 def _library() -> ModuleType | None:
     if os.environ.get(_DISABLE_VARIABLE, "1") == "0":
         return None
+    compiler = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension runs
     try:
+        if shutil.which(compiler) is None:
+            raise FileNotFoundError(f"no C++ compiler {compiler!r} on PATH")
         return _build()
     except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         warnings.warn(
-            f"SparseConv2d: the native CPU mask side could not be built ({reason}); using the "
-            f"eager path (same results, slower). Install a C++ compiler and ninja, or set "
-            f"{_DISABLE_VARIABLE}=0 to silence this.",
+            f"SparseConv2d: the native CPU passes could not be built ({reason[:160]}); using "
+            f"the eager path (same results, slower). Install a C++ compiler, or set "
+            f"{_DISABLE_VARIABLE}=0 to choose the eager path without this warning.",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -116,22 +120,24 @@ def _library() -> ModuleType | None:
 
 
 def _build() -> ModuleType:
-    # Importing cpp_extension on a machine without CUDA logs a warning about CUDA_HOME that
-    # concerns CUDA builds only; this build is CPU-only.
+    # cpp_extension logs warnings meant for extension authors (CUDA_HOME missing on a CPU-only
+    # machine, an unfamiliar compiler); a failed build is reported by _library instead.
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         from torch.utils import cpp_extension
+
+        # Portable -O3, no -march=native: the build cache may be shared by machines whose
+        # CPUs differ (a home directory on a cluster); the hot loops pick their instruction
+        # set at load time instead (target_clones in the source). -fopenmp: at::parallel_for
+        # runs on PyTorch's OpenMP threads (serially without it).
+        return cpp_extension.load(
+            name="sparse_conv_cpu",
+            sources=[str(_SOURCE)],
+            extra_cflags=["-O3", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
     finally:
         logger.setLevel(level)
-    # Portable -O3, no -march=native: the build cache may be shared by machines whose CPUs
-    # differ (a home directory on a cluster).
-    # -fopenmp: at::parallel_for runs on PyTorch's OpenMP threads (serially without it).
-    return cpp_extension.load(
-        name="sparse_conv_cpu",
-        sources=[str(_SOURCE)],
-        extra_cflags=["-O3", "-fopenmp"],
-        extra_ldflags=["-fopenmp"],
-        verbose=False,
-    )
