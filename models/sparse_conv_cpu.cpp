@@ -1,11 +1,13 @@
-// The mask side of SparseConv2d on the CPU in one pass over the mask (see sparse_conv_cpu.py).
+// Two passes of SparseConv2d on the CPU, each one loop where eager PyTorch runs several
+// operations (see sparse_conv_cpu.py and docs/decisions.md).
 //
-// For every image: the number of observed pixels in each convolution window (a vertical sum
-// over the kernel's rows into one zero-padded row buffer, then a horizontal sum over its
-// columns), the new mask min(n, 1) and the scale min(n, 1) / max(n, 1) * area, plus whether
-// every pixel of the image is observed. The same float operations, in the same order per
-// element, as the eager PyTorch path (window_count, then _mask_and_scale): the counts are sums
-// of 0/1 values, exact in any order, so both paths give the same bits.
+// The mask side: for every image, the number of observed pixels in each convolution window
+// (vertical sums over the kernel's rows, then horizontal sums over its columns), the new mask
+// min(n, 1), the scale min(n, 1) / max(n, 1) * area, and whether every pixel is observed. The
+// same float operations per element as the eager path (window_count, then _mask_and_scale):
+// the counts are sums of 0/1 values, exact in any order, so both paths give the same bits.
+//
+// The backward rescale: grad_y * scale and the bias gradient in one read of grad_y.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -48,7 +50,7 @@ INLINE bool flat_geometry(const Geometry& g) {
 // (h_out, w) buffer.
 template <typename T>
 INLINE void counts_flat(const T* __restrict__ m, const Geometry& g, T* __restrict__ vertical,
-                 T* __restrict__ counts) {
+                        T* __restrict__ counts) {
   // vertical[r, c] = sum over the kernel rows i of m[r - ph + i, c]: for each tap, the output
   // rows whose source row lies inside the image form one contiguous block.
   const int64_t size = g.h_out * g.w;
@@ -93,7 +95,7 @@ INLINE void counts_flat(const T* __restrict__ m, const Geometry& g, T* __restric
 // (w + 2 * pw) buffer whose pw entries on either side stay zero (the padding).
 template <typename T>
 INLINE void counts_rowwise(const T* __restrict__ m, const Geometry& g, T* __restrict__ row,
-                    T* __restrict__ counts) {
+                           T* __restrict__ counts) {
   T* __restrict__ inner = row + g.pw;
   for (int64_t r = 0; r < g.h_out; ++r) {
     std::fill(inner, inner + g.w, T(0));
@@ -114,7 +116,8 @@ INLINE void counts_rowwise(const T* __restrict__ m, const Geometry& g, T* __rest
 
 // The new mask min(n, 1) and, in place of the counts, the scale min(n, 1) / max(n, 1) * area.
 template <typename T>
-INLINE void mask_and_scale(int64_t size, T area, T* __restrict__ new_mask, T* __restrict__ scale) {
+INLINE void mask_and_scale(int64_t size, T area, T* __restrict__ new_mask,
+                           T* __restrict__ scale) {
   for (int64_t k = 0; k < size; ++k) {
     const T n = scale[k];
     const T observed = std::min(n, T(1));
