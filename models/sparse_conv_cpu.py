@@ -7,16 +7,18 @@ pass.
 - **The backward rescale**: ``grad_y * scale`` and the bias gradient, which in eager PyTorch
   read ``grad_y`` twice.
 
-``sparse_conv_cpu.cpp`` does each in one pass; on a 3x3 layer the two take 0.08-0.1x of
-``nn.Conv2d``'s time off the layer (``docs/decisions.md``, "A native mask side and backward
-rescale on the CPU"). The mask side gives the same bits as the eager path; the bias gradient
-is summed in double, so it differs from PyTorch's float32 sum by float32 rounding.
+``sparse_conv_cpu.cpp`` does each in one pass; on a 3x3 layer the two take about 0.1x of
+``nn.Conv2d``'s time off the layer (``docs/decisions.md``, "What we wrote ourselves";
+``docs/performance.md``, issue 30). The mask side gives the same bits as the eager path; the
+bias gradient is summed in double, so it differs from PyTorch's float32 sum by float32
+rounding.
 
-The C++ is compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++ compiler
-and ninja; the build is cached under ``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``). Where it cannot be built, or with ``SPARSE_CONV_NATIVE=0``,
-both functions return ``None`` and the layer takes its eager path: the same results up to
-that rounding, slower. A failed build is reported once per process, as a warning.
+The C++ is compiled on first use with :func:`torch.utils.cpp_extension.load` (the system's
+C++ compiler and the ``ninja`` package; the build is cached under ``TORCH_EXTENSIONS_DIR``, by
+default ``~/.cache/torch_extensions``). Where it cannot be built, or with
+``SPARSE_CONV_NATIVE=0``, both functions return ``None`` and the layer takes its eager path:
+the same results up to that rounding, slower. A failed build is reported once per process, as
+a warning.
 """
 
 from __future__ import annotations
