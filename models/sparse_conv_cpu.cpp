@@ -267,12 +267,10 @@ std::tuple<torch::Tensor, torch::Tensor> rescale_and_sum(const torch::Tensor& gr
                   scale.size(2) == grad.size(2) && scale.size(3) == grad.size(3),
               "rescale_and_sum: scale must be a contiguous (N, 1, H, W) tensor of grad's dtype");
   auto out = torch::empty_like(grad);  // keeps grad's memory format
+  auto bias = torch::empty({grad.size(1)}, grad.options());
   std::vector<double> sums(grad.size(1), 0.0);
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "rescale_and_sum", [&] {
     rescale_and_sum_typed<scalar_t>(grad, scale, out, sums);
-  });
-  auto bias = torch::empty({grad.size(1)}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "rescale_and_sum_bias", [&] {
     for (int64_t c = 0; c < grad.size(1); ++c) {
       bias.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(sums[c]);
     }
