@@ -172,7 +172,7 @@ def _floor_step(layer: SparseConv2d, x: Tensor, mask: Tensor, grad_y: Tensor) ->
             m, layer.kernel_size, layer.stride, layer.padding, layer.dilation, ones
         )
         _, scale = _mask_and_scale(count, layer.window_area)
-    conv_args = (layer.stride, layer.padding, layer.dilation, False)
+    conv_args = (layer.stride, layer.padding, layer.dilation, False, None)
 
     def forward() -> Tensor:
         return _SparseConvFunction.apply(x, m, scale, layer.weight, layer.bias, *conv_args)

@@ -83,8 +83,9 @@ class SparseConv2d(nn.Module):
     and bias are one fused in-place ``addcmul`` and the backward is written by hand, so the
     layer adds four full-size elementwise passes to ``nn.Conv2d``'s work (measured by
     ``bench/layer_overhead.py``): the mask and the rescale forward, the rescale and the mask of
-    the input gradient backward. On the CPU the whole mask side is one native pass, and the
-    backward's rescale also sums the bias gradient, in the same read of the gradient
+    the input gradient backward. On the CPU the whole mask side is one native pass that also
+    masks the input, and the backward's rescale also sums the bias gradient, in the same read
+    of the gradient
     (:mod:`models.sparse_conv_cpu`; the eager path where it cannot be built). ``premasked``
     input drops the forward mask; a fully observed batch on the CPU drops both masks, and
     without padding both rescales too. The layer keeps no state between calls.
@@ -187,8 +188,11 @@ class SparseConv2d(nn.Module):
                 f"SparseConv2d: mask must be bool or floating point, got {mask.dtype}"
             )
 
-    def _mask_side(self, m: Tensor, device_type: str) -> tuple[Tensor, Tensor, bool]:
-        """The new mask, the scale and whether every pixel of ``m`` is observed.
+    def _mask_side(
+        self, m: Tensor, device_type: str, x: Tensor | None
+    ) -> tuple[Tensor, Tensor, bool, Tensor | None]:
+        """The new mask, the scale, whether every pixel of ``m`` is observed, and ``x * m``
+        where the native pass computed it (given ``x``; otherwise ``None``).
 
         A fully observed batch is common: in a network the mask dilates with every layer until
         it covers the image (after two layers of the paper's stack at 10 % density). Then
@@ -198,14 +202,15 @@ class SparseConv2d(nn.Module):
         needs no device sync, and not under torch.compile, where reading a value would split
         the graph (and the compiler fuses the masking passes anyway).
 
-        On the CPU one native pass does all of it (:mod:`models.sparse_conv_cpu`); the eager
-        path below, taken where that is unavailable and on other devices, gives the same bits.
+        On the CPU one native pass does all of it, and masks ``x`` as it goes
+        (:mod:`models.sparse_conv_cpu`); the eager path below, taken where that is unavailable
+        and on other devices, gives the same bits and leaves ``x * m`` to the fused function.
         """
         check = device_type == "cpu" and not torch.compiler.is_compiling()
         geometry = (self.kernel_size, self.stride, self.padding, self.dilation)
         if check:
             out_size = _output_size(m.shape[2], m.shape[3], *geometry)
-            native = native_mask_side(m, *geometry, out_size, self.window_area)
+            native = native_mask_side(m, *geometry, out_size, self.window_area, x)
             if native is not None:
                 return native
         full = check and m.numel() > 0 and m.min().item() == 1.0
@@ -214,7 +219,7 @@ class SparseConv2d(nn.Module):
         ones = None if device_type == "cpu" else self.ones
         n = window_count(m[:1] if full else m, *geometry, ones)
         new_mask, scale = _mask_and_scale(n, self.window_area)
-        return new_mask, scale, full
+        return new_mask, scale, full, None
 
     def forward(self, x: Tensor, mask: Tensor, *, premasked: bool = False) -> tuple[Tensor, Tensor]:
         """Convolve the observed pixels of ``x`` and propagate the mask.
@@ -242,7 +247,9 @@ class SparseConv2d(nn.Module):
         # becomes 40.25), and only the fused function below runs in the low precision.
         m = mask.to(torch.float32 if autocast else x.dtype)
         with torch.no_grad():
-            new_mask, scale, full = self._mask_side(m, device_type)
+            # x to mask as the mask side reads m, unless it is premasked or cast below.
+            unmasked = None if premasked or autocast else x
+            new_mask, scale, full, xm = self._mask_side(m, device_type, unmasked)
             if full:
                 if new_mask.shape[0] != m.shape[0]:  # one image counted: the scale broadcasts
                     new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
@@ -255,7 +262,7 @@ class SparseConv2d(nn.Module):
                     scale = None
         if not autocast:
             y = _SparseConvFunction.apply(
-                x, m, scale, weight, bias, self.stride, self.padding, self.dilation, premasked
+                x, m, scale, weight, bias, self.stride, self.padding, self.dilation, premasked, xm
             )
             return y, new_mask
         # The fused function runs outside autocast; cast here so autograd carries the gradients
@@ -272,6 +279,7 @@ class SparseConv2d(nn.Module):
                 self.padding,
                 self.dilation,
                 premasked,
+                None,
             )
         return y, new_mask
 
@@ -387,7 +395,7 @@ def _mask_and_scale(n: Tensor, window_area: int) -> tuple[Tensor, Tensor]:
 
 class _SparseConvFunction(torch.autograd.Function):
     """``conv(x * m, W) * scale + b`` with a hand-written backward (``x`` for ``x * m`` when the
-    caller guarantees it is premasked).
+    caller guarantees it is premasked, ``xm`` when the mask side computed it already).
 
     Plain autograd would allocate and fill a fresh full-size tensor for every elementwise step
     in both passes; on 16-channel feature maps these dominate the cost of the convolution
@@ -408,10 +416,12 @@ class _SparseConvFunction(torch.autograd.Function):
         padding: tuple[int, int],
         dilation: tuple[int, int],
         premasked: bool,
+        xm: Tensor | None,
     ) -> Tensor:
         # Unobserved pixels become 0: they reach neither y nor any gradient. m is None when
         # every pixel is observed.
-        xm = x if premasked or m is None else x * m
+        if xm is None:
+            xm = x if premasked or m is None else x * m
         if scale is None:  # n == area everywhere: a plain convolution
             y = F.conv2d(xm, weight, bias, stride, padding, dilation)
         else:
@@ -446,10 +456,10 @@ class _SparseConvFunction(torch.autograd.Function):
                 grad_y, xm, weight, [weight.shape[0]] if need_b else None, stride, padding,
                 dilation, False, (0, 0), 1, (need_x, need_w, need_b),
             )  # fmt: skip
-            return grad_x, None, None, grad_w, grad_b, None, None, None, None
+            return grad_x, None, None, grad_w, grad_b, None, None, None, None, None
         if not (need_x or need_w):
             grad_b = _sum_over_positions(grad_y) if need_b else None
-            return None, None, None, None, grad_b, None, None, None, None
+            return None, None, None, None, grad_b, None, None, None, None, None
         grad_raw, grad_b = _rescale(grad_y, scale, need_b)
         grad_xm, grad_w, _ = torch.ops.aten.convolution_backward.default(
             grad_raw, xm, weight, None, stride, padding, dilation,
@@ -457,7 +467,7 @@ class _SparseConvFunction(torch.autograd.Function):
         )  # fmt: skip
         if need_x:
             grad_x = grad_xm if m is None else grad_xm.mul_(m)
-        return grad_x, None, None, grad_w, grad_b, None, None, None, None
+        return grad_x, None, None, grad_w, grad_b, None, None, None, None, None
 
 
 def _rescale(grad_y: Tensor, scale: Tensor, need_b: bool) -> tuple[Tensor, Tensor | None]:

@@ -1,11 +1,12 @@
 // Two passes of SparseConv2d on the CPU, each one loop where eager PyTorch runs several
 // operations (see sparse_conv_cpu.py and docs/decisions.md).
 //
-// The mask side: for every image, the number of observed pixels in each convolution window
-// (vertical sums over the kernel's rows, then horizontal sums over its columns), the new mask
-// min(n, 1), the scale min(n, 1) / max(n, 1) * area, and whether every pixel is observed. The
-// same float operations per element as the eager path (window_count, then _mask_and_scale):
-// the counts are sums of 0/1 values, exact in any order, so both paths give the same bits.
+// The mask side: whether every pixel is observed, then for every image the number of observed
+// pixels in each convolution window (vertical sums over the kernel's rows, then horizontal sums
+// over its columns), the new mask min(n, 1), the scale min(n, 1) / max(n, 1) * area and, where
+// some pixel is not observed, the masked input x * m, while that image's mask is in cache. The
+// same float operations per element as the eager path (window_count, then _mask_and_scale, and
+// x * m): the counts are sums of 0/1 values, exact in any order, so both give the same bits.
 //
 // The backward rescale: grad_y * scale and the bias gradient in one read of grad_y.
 #include <torch/extension.h>
@@ -13,8 +14,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -30,11 +31,16 @@ struct Geometry {
   int64_t h, w, h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
-// Whether every pixel of one image is observed; stops at the first that is not.
+// Whether every pixel of the batch is observed; stops at the first block with one that is not
+// (at once for a sparse mask), and tests each block without branches, so that it vectorizes.
 template <typename T>
 INLINE bool all_observed(const T* __restrict__ m, int64_t size) {
-  for (int64_t i = 0; i < size; ++i) {
-    if (m[i] != T(1)) return false;
+  constexpr int64_t block = 256;
+  for (int64_t begin = 0; begin < size; begin += block) {
+    const int64_t end = std::min(size, begin + block);
+    bool observed = true;
+    for (int64_t i = begin; i < end; ++i) observed &= (m[i] == T(1));
+    if (!observed) return false;
   }
   return true;
 }
@@ -126,20 +132,36 @@ INLINE void mask_and_scale(int64_t size, T area, T* __restrict__ new_mask,
   }
 }
 
-// One image: counts, new mask and scale; whether every pixel is observed, if check is set.
-// buffer holds h_out * w (flat geometry) or w + 2 * pw (row by row) values.
+// One image: counts, new mask and scale. buffer holds h_out * w (flat geometry) or
+// w + 2 * pw (row by row) values.
 template <typename T>
-INLINE bool mask_side_image(const T* __restrict__ image, const Geometry& g, T area,
+INLINE void mask_side_image(const T* __restrict__ image, const Geometry& g, T area,
                             T* __restrict__ new_mask, T* __restrict__ scale,
-                            T* __restrict__ buffer, bool check) {
-  const bool full = check && all_observed(image, g.h * g.w);
+                            T* __restrict__ buffer) {
   if (flat_geometry(g)) {
     counts_flat<T>(image, g, buffer, scale);  // the counts, then the scale in place
   } else {
     counts_rowwise<T>(image, g, buffer, scale);
   }
   mask_and_scale<T>(g.h_out * g.w_out, area, new_mask, scale);
-  return full;
+}
+
+// One image's x * m, m shared by the channels: in channels_last (the CPU's layout) each
+// position's channels are contiguous, in the contiguous layout each channel's plane is.
+template <typename T>
+INLINE void mask_input_image(const T* __restrict__ x, const T* __restrict__ m,
+                             T* __restrict__ xm, int64_t channels, int64_t plane,
+                             bool channels_last) {
+  if (channels_last) {
+    for (int64_t p = 0; p < plane; ++p) {
+      const T observed = m[p];
+      for (int64_t c = 0; c < channels; ++c) xm[p * channels + c] = x[p * channels + c] * observed;
+    }
+  } else {
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t p = 0; p < plane; ++p) xm[c * plane + p] = x[c * plane + p] * m[p];
+    }
+  }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -148,55 +170,95 @@ INLINE bool mask_side_image(const T* __restrict__ image, const Geometry& g, T ar
 #define VECTOR_CLONES
 #endif
 
-VECTOR_CLONES bool vectorized_image(const float* image, const Geometry& g, float area,
-                                    float* new_mask, float* scale, float* buffer, bool check) {
-  return mask_side_image<float>(image, g, area, new_mask, scale, buffer, check);
+VECTOR_CLONES bool vectorized_observed(const float* m, int64_t size) {
+  return all_observed<float>(m, size);
 }
 
-VECTOR_CLONES bool vectorized_image(const double* image, const Geometry& g, double area,
-                                    double* new_mask, double* scale, double* buffer,
-                                    bool check) {
-  return mask_side_image<double>(image, g, area, new_mask, scale, buffer, check);
+VECTOR_CLONES bool vectorized_observed(const double* m, int64_t size) {
+  return all_observed<double>(m, size);
 }
 
+VECTOR_CLONES void vectorized_image(const float* image, const Geometry& g, float area,
+                                    float* new_mask, float* scale, float* buffer) {
+  mask_side_image<float>(image, g, area, new_mask, scale, buffer);
+}
+
+VECTOR_CLONES void vectorized_image(const double* image, const Geometry& g, double area,
+                                    double* new_mask, double* scale, double* buffer) {
+  mask_side_image<double>(image, g, area, new_mask, scale, buffer);
+}
+
+VECTOR_CLONES void vectorized_input(const float* x, const float* m, float* xm, int64_t channels,
+                                    int64_t plane, bool channels_last) {
+  mask_input_image<float>(x, m, xm, channels, plane, channels_last);
+}
+
+VECTOR_CLONES void vectorized_input(const double* x, const double* m, double* xm,
+                                    int64_t channels, int64_t plane, bool channels_last) {
+  mask_input_image<double>(x, m, xm, channels, plane, channels_last);
+}
+
+// The mask side of every image and, where xm is defined, each image's x * m right after its
+// mask side, while its mask is in cache.
 template <typename T>
-bool mask_side_batch(const torch::Tensor& m, const Geometry& g, double area,
-                     torch::Tensor& new_mask, torch::Tensor& scale) {
+void mask_side_batch(const torch::Tensor& m, const Geometry& g, double area,
+                     torch::Tensor& new_mask, torch::Tensor& scale, const torch::Tensor& x,
+                     torch::Tensor& xm) {
   const int64_t images = m.size(0);
   const T* src = m.data_ptr<T>();
   T* out_mask = new_mask.data_ptr<T>();
   T* out_scale = scale.data_ptr<T>();
   const int64_t in_size = g.h * g.w, out_size = g.h_out * g.w_out;
-  std::atomic<bool> full{images > 0};
+  const bool masking = xm.defined();
+  const int64_t channels = masking ? x.size(1) : 0;
+  // Same strides as x (empty_like), contiguous or channels_last: flat offsets correspond.
+  const bool channels_last = masking && !x.is_contiguous();
+  const T* input = masking ? x.data_ptr<T>() : nullptr;
+  T* masked = masking ? xm.data_ptr<T>() : nullptr;
   // Whole images per task, at least ~16k outputs each: a 28x28 batch of 64 is a few tasks.
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out_size));
   at::parallel_for(0, images, grain, [&](int64_t begin, int64_t end) {
     std::vector<T> buffer(flat_geometry(g) ? g.h_out * g.w : g.w + 2 * g.pw, T(0));
     for (int64_t b = begin; b < end; ++b) {
-      // The check stops at the first unobserved pixel, and is skipped once any image had one.
-      const bool check = full.load(std::memory_order_relaxed);
-      const bool image_full =
-          vectorized_image(src + b * in_size, g, static_cast<T>(area), out_mask + b * out_size,
-                           out_scale + b * out_size, buffer.data(), check);
-      if (check && !image_full) full.store(false, std::memory_order_relaxed);
+      vectorized_image(src + b * in_size, g, static_cast<T>(area), out_mask + b * out_size,
+                       out_scale + b * out_size, buffer.data());
+      if (masking) {
+        const int64_t offset = b * in_size * channels;
+        vectorized_input(input + offset, src + b * in_size, masked + offset, channels, in_size,
+                         channels_last);
+      }
     }
   });
-  return full.load();
 }
 
-std::tuple<torch::Tensor, torch::Tensor, bool> mask_side(
-    const torch::Tensor& m, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
-    int64_t pw, int64_t dh, int64_t dw, int64_t h_out, int64_t w_out, double area) {
+// (new_mask, scale, full, x * m): x * m only where x is given and some pixel is not observed
+// (an undefined tensor, None in Python, otherwise).
+std::tuple<torch::Tensor, torch::Tensor, bool, torch::Tensor> mask_side(
+    const torch::Tensor& m, const std::optional<torch::Tensor>& x, int64_t kh, int64_t kw,
+    int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t h_out,
+    int64_t w_out, double area) {
   TORCH_CHECK(m.device().is_cpu() && m.dim() == 4 && m.size(1) == 1 && m.is_contiguous(),
               "mask_side: m must be a contiguous (N, 1, H, W) CPU tensor");
+  if (x.has_value()) {
+    TORCH_CHECK(x->device().is_cpu() && x->dim() == 4 && x->size(0) == m.size(0) &&
+                    x->size(2) == m.size(2) && x->size(3) == m.size(3) &&
+                    x->scalar_type() == m.scalar_type() &&
+                    (x->is_contiguous() || x->is_contiguous(at::MemoryFormat::ChannelsLast)),
+                "mask_side: x must be a contiguous or channels_last (N, C, H, W) CPU tensor "
+                "of m's dtype and size");
+  }
   const Geometry g{m.size(2), m.size(3), h_out, w_out, kh, kw, sh, sw, ph, pw, dh, dw};
   auto new_mask = torch::empty({m.size(0), 1, h_out, w_out}, m.options());
   auto scale = torch::empty({m.size(0), 1, h_out, w_out}, m.options());
   bool full = false;
+  torch::Tensor xm;
   AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "mask_side", [&] {
-    full = mask_side_batch<scalar_t>(m, g, area, new_mask, scale);
+    full = m.numel() > 0 && vectorized_observed(m.data_ptr<scalar_t>(), m.numel());
+    if (x.has_value() && !full) xm = torch::empty_like(*x);
+    mask_side_batch<scalar_t>(m, g, area, new_mask, scale, x.has_value() ? *x : torch::Tensor(),
+                              xm);
   });
-  return {new_mask, scale, full};
+  return {new_mask, scale, full, xm};
 }
 
 // ---- Backward: grad_raw = grad_y * scale and the bias gradient sum(grad_y), in one read ----

@@ -1,9 +1,10 @@
 """The CPU's mask side and backward rescale of :class:`~models.SparseConv2d`, each one native
 pass.
 
-- **The mask side**: the window counts, the new mask, the renormalization scale and whether
-  every pixel is observed. In eager PyTorch that is about ten small operations, each writing a
-  fresh mask-sized tensor that a training step then reads back from memory rather than cache.
+- **The mask side**: the window counts, the new mask, the renormalization scale, whether
+  every pixel is observed and the masked input ``x * m``. In eager PyTorch that is about ten
+  small operations, each writing a fresh mask-sized tensor that a training step then reads
+  back from memory rather than cache, and ``x * m`` reads the mask once more.
 - **The backward rescale**: ``grad_y * scale`` and the bias gradient, which in eager PyTorch
   read ``grad_y`` twice.
 
@@ -49,27 +50,48 @@ def native_mask_side(
     dilation: tuple[int, int],
     out_size: tuple[int, int],
     window_area: int,
-) -> tuple[Tensor, Tensor, bool] | None:
-    """The new mask, the scale and whether every pixel of ``m`` is observed, in one pass.
+    x: Tensor | None = None,
+) -> tuple[Tensor, Tensor, bool, Tensor | None] | None:
+    """The new mask, the scale, whether every pixel of ``m`` is observed and ``x * m``, in one
+    pass.
+
+    Masking ``x`` in the same pass saves the layer a read of the mask from memory: each image's
+    ``x * m`` is computed right after its mask side, with its mask in cache.
 
     Args:
         m: ``(N, 1, H, W)`` float32 or float64 CPU mask with values in {0, 1}.
         kernel_size, stride, padding, dilation: The convolution's, as pairs.
         out_size: ``(H_out, W_out)``, already checked to be at least 1x1.
         window_area: ``kh * kw``.
+        x: The ``(N, C, H, W)`` input to mask, or ``None``. Masked only in ``m``'s dtype and in
+            the contiguous or channels_last layout (otherwise it is left to the caller).
 
     Returns:
-        ``(new_mask, scale, full)``, the first two ``(N, 1, H_out, W_out)`` in ``m``'s dtype
-        and equal bit for bit to ``_mask_and_scale(window_count(m, ...))``; ``None`` where
-        the native code is unavailable or ``m`` is of another dtype or device.
+        ``(new_mask, scale, full, xm)``: the first two ``(N, 1, H_out, W_out)`` in ``m``'s
+        dtype and equal bit for bit to ``_mask_and_scale(window_count(m, ...))``; ``xm`` is
+        ``x * m`` in ``x``'s layout, bit for bit, or ``None`` where ``x`` was not masked or
+        ``full`` is true (then ``x * m`` is ``x``). ``None`` where the native code is
+        unavailable or ``m`` is of another dtype or device.
     """
     if m.device.type != "cpu" or m.dtype not in (torch.float32, torch.float64):
         return None
     library = _library()
     if library is None:
         return None
+    if x is not None and not (
+        x.dtype == m.dtype
+        and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+    ):
+        x = None
     return library.mask_side(
-        m.contiguous(), *kernel_size, *stride, *padding, *dilation, *out_size, float(window_area)
+        m.contiguous(),
+        x,
+        *kernel_size,
+        *stride,
+        *padding,
+        *dilation,
+        *out_size,
+        float(window_area),
     )
 
 

@@ -1,6 +1,7 @@
 """The sparse layer's native CPU passes: the same results as the eager path they replace.
 
-The mask side must match bit for bit (the counts are integers, the scale one IEEE division);
+The mask side must match bit for bit (the counts are integers, the scale one IEEE division,
+``x * m`` one multiplication);
 the backward rescale too, and its bias gradient within float32 rounding of the exact sum. The
 layer is compared with the native passes on and off, and a failed build must fall back with one
 warning. The library is built on first use (tens of seconds, once per machine).
@@ -49,28 +50,49 @@ def _eager_mask_side(m, kernel, stride, padding, dilation):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_mask_side_equals_the_eager_path_bit_for_bit(kernel, stride, padding, dilation, dtype):
     gen = torch.Generator().manual_seed(0)
+    layouts = itertools.cycle([torch.contiguous_format, torch.channels_last])
     for (h, w), density in itertools.product([(28, 28), (7, 13), (4, 3)], [0.0, 0.1, 0.5]):
         out_size = _output_size(h, w, kernel, stride, padding, dilation)
         m = (torch.rand(5, 1, h, w, generator=gen) < density).to(dtype)
+        # Negative values and infinities: x * 0 is -0.0 or NaN there, as in PyTorch.
+        x = torch.randn(5, 3, h, w, generator=gen, dtype=dtype)
+        x[0, 0, 0, :2] = torch.tensor([float("inf"), float("-inf")], dtype=dtype)[: min(w, 2)]
+        x = x.contiguous(memory_format=next(layouts))
         result = native.native_mask_side(
-            m, kernel, stride, padding, dilation, out_size, kernel[0] * kernel[1]
+            m, kernel, stride, padding, dilation, out_size, kernel[0] * kernel[1], x
         )
         assert result is not None, "the native library did not build; see the warning"
-        new_mask, scale, full = result
+        new_mask, scale, full, xm = result
         expected_mask, expected_scale = _eager_mask_side(m, kernel, stride, padding, dilation)
         assert torch.equal(new_mask, expected_mask), (h, w, density)
         assert torch.equal(scale, expected_scale), (h, w, density)
         assert full is False
+        expected_xm = x * m
+        assert xm.stride() == x.stride()
+        bits = torch.int32 if dtype == torch.float32 else torch.int64  # -0.0 and NaN too
+        assert torch.equal(xm.view(bits), expected_xm.view(bits))
 
 
 def test_full_is_true_only_when_every_pixel_of_every_image_is_observed():
     geometry = ((3, 3), (1, 1), (1, 1), (1, 1))
+    x = torch.randn(4, 2, 9, 9)
     m = torch.ones(4, 1, 9, 9)
-    assert native.native_mask_side(m, *geometry, (9, 9), 9)[2] is True
+    full, xm = native.native_mask_side(m, *geometry, (9, 9), 9, x)[2:]
+    assert full is True and xm is None  # nothing to mask: x * m is x
     m[3, 0, 8, 8] = 0.0  # the last pixel of the last image
-    assert native.native_mask_side(m, *geometry, (9, 9), 9)[2] is False
+    full, xm = native.native_mask_side(m, *geometry, (9, 9), 9, x)[2:]
+    assert full is False and torch.equal(xm, x * m)
     empty = torch.ones(0, 1, 9, 9)
     assert native.native_mask_side(empty, *geometry, (9, 9), 9)[2] is False
+
+
+def test_an_input_it_cannot_mask_is_left_to_the_caller():
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1))
+    m = (torch.rand(2, 1, 5, 5) < 0.5).float()
+    for x in (torch.randn(2, 3, 5, 5).double(), torch.randn(2, 3, 5, 5).transpose(2, 3)):
+        new_mask, scale, full, xm = native.native_mask_side(m, *geometry, (5, 5), 9, x)
+        assert xm is None
+        assert torch.equal(scale, _eager_mask_side(m, *geometry)[1])
 
 
 def test_rescale_and_sum_rescales_exactly_and_sums_closer_than_float32():
@@ -129,13 +151,16 @@ def _layer_step(layer, x, mask, grad_y):
     return y, new_mask, x.grad, layer.weight.grad, layer.bias.grad
 
 
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
 @pytest.mark.parametrize("density", [0.1, 1.0])
 @pytest.mark.parametrize("kernel, padding", [(3, 1), (11, 5), (3, 0)])
-def test_layer_with_native_passes_equals_the_layer_without(monkeypatch, kernel, padding, density):
+def test_layer_with_native_passes_equals_the_layer_without(
+    monkeypatch, kernel, padding, density, layout
+):
     torch.manual_seed(0)
-    layer = SparseConv2d(4, 6, kernel, padding=padding).to(memory_format=torch.channels_last)
+    layer = SparseConv2d(4, 6, kernel, padding=padding).to(memory_format=layout)
     gen = torch.Generator().manual_seed(4)
-    x = torch.randn(8, 4, 16, 16, generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(8, 4, 16, 16, generator=gen).contiguous(memory_format=layout)
     mask = (torch.rand(8, 1, 16, 16, generator=gen) < density).float()
     grad_y = torch.randn_like(layer(x, mask)[0])
     with_native = _layer_step(layer, x, mask, grad_y)
