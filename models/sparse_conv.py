@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ModelConfigError, ModelInputError
-from .sparse_conv_cpu import native_mask_side, native_rescale_and_sum
+from .sparse_conv_cpu import native_mask_side, native_rescale_and_sum, native_sparse_conv
 
 __all__ = ["SparseConv2d", "window_count"]
 
@@ -213,12 +213,13 @@ class SparseConv2d(nn.Module):
             native = native_mask_side(m, *geometry, out_size, self.window_area, x)
             if native is not None:
                 return native
-        full = check and m.numel() > 0 and m.min().item() == 1.0
-        # A full batch: one image is counted and its scale broadcast by the caller. One conv
-        # on CUDA and other accelerators, matrix products or shifted adds on the CPU.
-        ones = None if device_type == "cpu" else self.ones
-        n = window_count(m[:1] if full else m, *geometry, ones)
-        new_mask, scale = _mask_and_scale(n, self.window_area)
+        with torch.no_grad():
+            full = check and m.numel() > 0 and m.min().item() == 1.0
+            # A full batch: one image is counted and its scale broadcast by the caller. One
+            # conv on CUDA and other accelerators, matrix products or shifted adds on the CPU.
+            ones = None if device_type == "cpu" else self.ones
+            n = window_count(m[:1] if full else m, *geometry, ones)
+            new_mask, scale = _mask_and_scale(n, self.window_area)
         return new_mask, scale, full, None
 
     def forward(self, x: Tensor, mask: Tensor, *, premasked: bool = False) -> tuple[Tensor, Tensor]:
@@ -246,24 +247,26 @@ class SparseConv2d(nn.Module):
         # layer's x is already bfloat16): area / n is not exact in bfloat16 (121 / 3 = 40.33
         # becomes 40.25), and only the fused function below runs in the low precision.
         m = mask.to(torch.float32 if autocast else x.dtype)
-        with torch.no_grad():
-            # x to mask as the mask side reads m, unless it is premasked or cast below.
-            unmasked = None if premasked or autocast else x
-            new_mask, scale, full, xm = self._mask_side(m, device_type, unmasked)
-            if full:
-                if new_mask.shape[0] != m.shape[0]:  # one image counted: the scale broadcasts
-                    new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
-                m = None  # tells the fused function that nothing needs masking
-                if self.padding == (0, 0):
-                    # Every window lies inside the image, n == area: the layer is nn.Conv2d
-                    # (the paper stack's last, 1x1 layer); None skips both rescaling passes and
-                    # lets the convolution add the bias and sum its gradient (in its own
-                    # order: equal up to float rounding, not bit for bit).
-                    scale = None
+        # x to mask as the mask side reads m, unless it is premasked or cast below.
+        unmasked = None if premasked or autocast else x
+        new_mask, scale, full, xm = self._mask_side(m, device_type, unmasked)
+        if full:
+            if new_mask.shape[0] != m.shape[0]:  # one image counted: the scale broadcasts
+                new_mask = new_mask.expand(m.shape[0], -1, -1, -1).contiguous()
+            m = None  # tells the fused function that nothing needs masking
+            if self.padding == (0, 0):
+                # Every window lies inside the image, n == area: the layer is nn.Conv2d (the
+                # paper stack's last, 1x1 layer); None skips both rescaling passes and lets
+                # the convolution add the bias and sum its gradient (in its own order: equal
+                # up to float rounding, not bit for bit).
+                scale = None
         if not autocast:
-            y = _SparseConvFunction.apply(
-                x, m, scale, weight, bias, self.stride, self.padding, self.dilation, premasked, xm
-            )
+            args = (x, m, scale, weight, bias, self.stride, self.padding, self.dilation, premasked)
+            y = None
+            if device_type == "cpu" and not torch.compiler.is_compiling():
+                y = native_sparse_conv(*args, xm)  # the same function without Python per call
+            if y is None:
+                y = _SparseConvFunction.apply(*args, xm)
             return y, new_mask
         # The fused function runs outside autocast; cast here so autograd carries the gradients
         # back to the float32 parameters, as autocast does for nn.Conv2d.

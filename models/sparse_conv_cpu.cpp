@@ -9,6 +9,10 @@
 // x * m): the counts are sums of 0/1 values, exact in any order, so both give the same bits.
 //
 // The backward rescale: grad_y * scale and the bias gradient in one read of grad_y.
+//
+// And the layer's autograd function, conv(x * m, W) * scale + b with its hand-written backward:
+// _SparseConvFunction of sparse_conv.py, the same PyTorch operations in the same order (so the
+// same bits), as a C++ autograd function, so that neither pass runs Python per layer call.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -340,6 +344,120 @@ std::tuple<torch::Tensor, torch::Tensor> rescale_and_sum(const torch::Tensor& gr
   return {out, bias};
 }
 
+// ---- The autograd function: _SparseConvFunction (sparse_conv.py) in C++ ----
+
+// _sum_over_positions (sparse_conv.py): a channels_last gradient's rows summed by one
+// matrix-vector product, which reads it once; anything else by the plain reduction.
+torch::Tensor sum_over_positions(const torch::Tensor& t) {
+  const int64_t n = t.size(0), c = t.size(1), h = t.size(2), w = t.size(3);
+  if (c > 1 && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble) &&
+      !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    auto rows = t.permute({0, 2, 3, 1}).reshape({n * h * w, c});  // a view: (N*H*W, C)
+    return at::mv(rows.t(), at::ones({n * h * w}, t.options()));
+  }
+  return t.sum({0, 2, 3});
+}
+
+// _rescale (sparse_conv.py): grad_y * scale and, with need_b, the bias gradient; one native
+// pass where rescale_and_sum applies.
+std::tuple<torch::Tensor, torch::Tensor> rescale(const torch::Tensor& grad_y,
+                                                 const torch::Tensor& scale, bool need_b) {
+  if (need_b && scale.scalar_type() == grad_y.scalar_type() &&
+      grad_y.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    const auto full_scale =
+        scale.size(0) == grad_y.size(0) ? scale : scale.expand({grad_y.size(0), -1, -1, -1});
+    return rescale_and_sum(grad_y, full_scale.contiguous());
+  }
+  torch::Tensor grad_b = need_b ? sum_over_positions(grad_y) : torch::Tensor();
+  return {grad_y * scale, grad_b};
+}
+
+// Arguments in this order so that the tensors that need gradients are the graph's first edges:
+// x, weight, bias (where given). m is undefined where every pixel is observed, scale where the
+// layer is a plain convolution, xm where the forward computes x * m itself.
+class SparseConvFunction : public torch::autograd::Function<SparseConvFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight,
+                               const std::optional<torch::Tensor>& bias,
+                               const std::optional<torch::Tensor>& m,
+                               const std::optional<torch::Tensor>& scale,
+                               const std::optional<torch::Tensor>& xm_given,
+                               const std::vector<int64_t>& stride,
+                               const std::vector<int64_t>& padding,
+                               const std::vector<int64_t>& dilation, bool premasked) {
+    const torch::Tensor xm = xm_given.has_value()         ? *xm_given
+                             : premasked || !m.has_value() ? x
+                                                           : x * *m;
+    torch::Tensor y;
+    if (!scale.has_value()) {  // n == area everywhere: a plain convolution
+      y = at::conv2d(xm, weight, bias, stride, padding, dilation);
+    } else {
+      y = at::conv2d(xm, weight, std::nullopt, stride, padding, dilation);
+      if (bias.has_value()) {
+        at::addcmul_out(y, bias->view({1, -1, 1, 1}), y, *scale);
+      } else {
+        y.mul_(*scale);
+      }
+    }
+    ctx->save_for_backward({xm, m.value_or(torch::Tensor()), scale.value_or(torch::Tensor()),
+                            weight});
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["has_bias"] = bias.has_value();
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    // create_graph=True: refused, as in sparse_conv.py (the saved x * m has no graph to x).
+    TORCH_CHECK(!torch::GradMode::is_enabled(),
+                "SparseConv2d does not support double backward: call backward without "
+                "create_graph=True");
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &xm = saved[0], &m = saved[1], &scale = saved[2], &weight = saved[3];
+    const auto stride = ctx->saved_data["stride"].toIntVector();
+    const auto padding = ctx->saved_data["padding"].toIntVector();
+    const auto dilation = ctx->saved_data["dilation"].toIntVector();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+    const bool need_b = has_bias && ctx->needs_input_grad(2);
+    const torch::Tensor& grad_y = grads[0];
+    torch::autograd::variable_list result(10);  // one per forward argument; undefined: none
+    if (!scale.defined()) {  // a plain convolution: one call for all three
+      const std::vector<int64_t> bias_sizes{weight.size(0)};
+      auto [grad_x, grad_w, grad_b] = at::convolution_backward(
+          grad_y, xm, weight, need_b ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
+          stride, padding, dilation, false, {0, 0}, 1, {need_x, need_w, need_b});
+      result[0] = grad_x, result[1] = grad_w, result[2] = grad_b;
+      return result;
+    }
+    if (!(need_x || need_w)) {
+      if (need_b) result[2] = sum_over_positions(grad_y);
+      return result;
+    }
+    auto [grad_raw, grad_b] = rescale(grad_y, scale, need_b);
+    auto [grad_xm, grad_w, unused] =
+        at::convolution_backward(grad_raw, xm, weight, std::nullopt, stride, padding, dilation,
+                                 false, {0, 0}, 1, {need_x, need_w, false});
+    if (need_x) result[0] = m.defined() ? grad_xm.mul_(m) : grad_xm;
+    result[1] = grad_w, result[2] = grad_b;
+    return result;
+  }
+};
+
+torch::Tensor sparse_conv(const torch::Tensor& x, const torch::Tensor& weight,
+                          const std::optional<torch::Tensor>& bias,
+                          const std::optional<torch::Tensor>& m,
+                          const std::optional<torch::Tensor>& scale,
+                          const std::optional<torch::Tensor>& xm,
+                          const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                          const std::vector<int64_t>& dilation, bool premasked) {
+  return SparseConvFunction::apply(x, weight, bias, m, scale, xm, stride, padding, dilation,
+                                   premasked);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -347,4 +465,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              "Window counts' new mask and scale, and whether every pixel is observed");
   module.def("rescale_and_sum", &rescale_and_sum,
              "grad * scale and the bias gradient, in one read of grad");
+  module.def("sparse_conv", &sparse_conv,
+             "conv(x * m, W) * scale + b with its backward: _SparseConvFunction in C++");
 }

@@ -166,10 +166,52 @@ def test_layer_with_native_passes_equals_the_layer_without(
     with_native = _layer_step(layer, x, mask, grad_y)
     monkeypatch.setattr(sparse_conv, "native_mask_side", lambda *args: None)
     monkeypatch.setattr(sparse_conv, "native_rescale_and_sum", lambda *args: None)
+    monkeypatch.setattr(sparse_conv, "native_sparse_conv", lambda *args: None)
     eager = _layer_step(layer, x, mask, grad_y)
     for got, expected in zip(with_native[:4], eager[:4], strict=True):
         assert torch.equal(got, expected)  # output, new mask, input and weight gradients
     torch.testing.assert_close(with_native[4], eager[4], rtol=1e-5, atol=1e-5)  # bias
+
+
+def _function_step(function, args, grad_y, wanted):
+    x, m, scale, weight, bias, *rest = args
+    inputs = [t.detach().requires_grad_(need) if t is not None else None
+              for t, need in zip((x, weight, bias), wanted, strict=True)]  # fmt: skip
+    y = function(inputs[0], m, scale, inputs[1], inputs[2], *rest)
+    wrt = [t for t in inputs if t is not None and t.requires_grad]
+    return [y, *torch.autograd.grad(y, wrt, grad_y)] if wrt else [y]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_the_cpp_autograd_function_equals_the_python_one_bit_for_bit(layout, dtype):
+    """Every branch of the backward: masked or not, a plain convolution (no scale), no bias,
+    premasked input, the masked input given, and each subset of the gradients asked for."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 3, 9, 9, generator=gen, dtype=dtype).contiguous(memory_format=layout)
+    m = (torch.rand(4, 1, 9, 9, generator=gen) < 0.4).to(dtype)
+    weight = torch.randn(5, 3, 3, 3, generator=gen, dtype=dtype).contiguous(memory_format=layout)
+    bias = torch.randn(5, generator=gen, dtype=dtype)
+    _, scale = _eager_mask_side(m, (3, 3), (1, 1), (1, 1), (1, 1))
+    grad_y = torch.randn(4, 5, 9, 9, generator=gen, dtype=dtype).contiguous(memory_format=layout)
+    geometry = ((1, 1), (1, 1), (1, 1))
+    cases = {
+        "masked": (x, m, scale, weight, bias, *geometry, False, None),
+        "xm given": (x, m, scale, weight, bias, *geometry, False, x * m),
+        "premasked": (x * m, m, scale, weight, bias, *geometry, True, None),
+        "full mask": (x, None, scale, weight, bias, *geometry, False, None),
+        "plain conv": (x, None, None, weight, bias, *geometry, False, None),
+        "no bias": (x, m, scale, weight, None, *geometry, False, None),
+    }
+    for name, args in cases.items():
+        for wanted in itertools.product([True, False], repeat=3):
+            if args[4] is None and wanted[2]:
+                continue
+            python = _function_step(sparse_conv._SparseConvFunction.apply, args, grad_y, wanted)
+            native_result = _function_step(native.native_sparse_conv, args, grad_y, wanted)
+            assert len(native_result) == len(python), (name, wanted)
+            for got, expected in zip(native_result, python, strict=True):
+                assert torch.equal(got, expected), (name, wanted)
 
 
 def test_native_library_builds_here():
