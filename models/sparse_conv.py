@@ -84,8 +84,8 @@ class SparseConv2d(nn.Module):
     layer adds four full-size elementwise passes to ``nn.Conv2d``'s work (measured by
     ``bench/layer_overhead.py``): the mask and the rescale forward, the rescale and the mask of
     the input gradient backward. On the CPU the whole mask side is one native pass that also
-    masks the input, and the backward's rescale also sums the bias gradient, in the same read
-    of the gradient
+    masks the input, the backward's rescale also sums the bias gradient, in the same read of
+    the gradient, and the autograd function runs in C++, without Python per call
     (:mod:`models.sparse_conv_cpu`; the eager path where it cannot be built). ``premasked``
     input drops the forward mask; a fully observed batch on the CPU drops both masks, and
     without padding both rescales too. The layer keeps no state between calls.
@@ -405,6 +405,11 @@ class _SparseConvFunction(torch.autograd.Function):
     itself. Here the renormalization and bias are one in-place ``addcmul`` on the convolution
     output and the input gradient is masked in place, so the layer adds two full-size
     elementwise passes forward (mask, renormalize) and two backward (renormalize, mask).
+
+    On the CPU :func:`~models.sparse_conv_cpu.native_sparse_conv` runs the same operations in
+    the same order as a C++ autograd function (tested bit for bit against this one); this one is
+    the definition, and the path on CUDA, under torch.compile and autocast, and without the
+    native library.
     """
 
     @staticmethod

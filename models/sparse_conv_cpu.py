@@ -1,29 +1,29 @@
-"""The CPU's mask side and backward rescale of :class:`~models.SparseConv2d`, each one native
-pass.
+"""The CPU path of :class:`~models.SparseConv2d` in C++: two native passes and the layer's
+autograd function.
 
 - **The mask side**: the window counts, the new mask, the renormalization scale, whether
-  every pixel is observed and the masked input ``x * m``. In eager PyTorch that is about ten
-  small operations, each writing a fresh mask-sized tensor that a training step then reads
-  back from memory rather than cache, and ``x * m`` reads the mask once more.
-- **The backward rescale**: ``grad_y * scale`` and the bias gradient, which in eager PyTorch
-  read ``grad_y`` twice.
+  every pixel is observed and the masked input ``x * m``, in one pass. In eager PyTorch that
+  is about ten small operations, each writing a fresh mask-sized tensor that a training step
+  then reads back from memory rather than cache, and ``x * m`` reads the mask once more.
+- **The backward rescale**: ``grad_y * scale`` and the bias gradient in one pass, which in
+  eager PyTorch read ``grad_y`` twice.
 - **The layer's autograd function** (``_SparseConvFunction`` in :mod:`models.sparse_conv`) as a
   C++ autograd function, the same operations in the same order: a Python autograd function
   costs tens of microseconds of interpreter time per call in each pass, most of it spent
   waiting on memory in a training step, where the convolution has just flushed the caches.
 
-``sparse_conv_cpu.cpp`` does each in one pass; on a 3x3 layer the two take about 0.1x of
-``nn.Conv2d``'s time off the layer (``docs/decisions.md``, "What we wrote ourselves";
-``docs/performance.md``, issue 30). The mask side gives the same bits as the eager path; the
-bias gradient is summed in double, so it differs from PyTorch's float32 sum by float32
-rounding.
+On a 3x3 layer the three take 0.1-0.15x of ``nn.Conv2d``'s time off the layer
+(``docs/decisions.md``, "What we wrote ourselves"; ``docs/performance.md``, issue 30). The
+mask side gives the same bits as the eager path, and the autograd function the same as the
+Python one; the bias gradient is summed in double, so it differs from PyTorch's float32 sum
+by float32 rounding.
 
 The C++ is compiled on first use with :func:`torch.utils.cpp_extension.load` (the system's
 C++ compiler and the ``ninja`` package; the build is cached under ``TORCH_EXTENSIONS_DIR``, by
 default ``~/.cache/torch_extensions``). Where it cannot be built, or with
-``SPARSE_CONV_NATIVE=0``, both functions return ``None`` and the layer takes its eager path:
-the same results up to that rounding, slower. A failed build is reported once per process, as
-a warning.
+``SPARSE_CONV_NATIVE=0``, the three functions return ``None`` and the layer takes its eager
+path: the same results up to that rounding, slower. A failed build is reported once per
+process, as a warning.
 """
 
 from __future__ import annotations
