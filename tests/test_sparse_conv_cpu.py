@@ -250,5 +250,8 @@ def test_disabled_by_the_environment(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # turned off on purpose: no warning
             assert native.native_mask_side(m, *geometry, (5, 5), 9) is None
+            x, weight = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+            args = (x, m, None, weight, None, *geometry[1:], False, None)
+            assert native.native_sparse_conv(*args) is None
     finally:
         native._library.cache_clear()
