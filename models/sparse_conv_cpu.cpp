@@ -427,9 +427,10 @@ class SparseConvFunction : public torch::autograd::Function<SparseConvFunction> 
     torch::autograd::variable_list result(10);  // one per forward argument; undefined: none
     if (!scale.defined()) {  // a plain convolution: one call for all three
       const std::vector<int64_t> bias_sizes{weight.size(0)};
-      auto [grad_x, grad_w, grad_b] = at::convolution_backward(
-          grad_y, xm, weight, need_b ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
-          stride, padding, dilation, false, {0, 0}, 1, {need_x, need_w, need_b});
+      const auto sizes = need_b ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef();
+      auto [grad_x, grad_w, grad_b] =
+          at::convolution_backward(grad_y, xm, weight, sizes, stride, padding, dilation, false,
+                                   {0, 0}, 1, {need_x, need_w, need_b});
       result[0] = grad_x, result[1] = grad_w, result[2] = grad_b;
       return result;
     }
