@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ModelConfigError, ModelInputError
-from .sparse_conv_cpu import native_mask_side, native_rescale_and_sum, native_sparse_conv
+from .sparse_conv_cpu import native_mask_side, native_sparse_conv
 
 __all__ = ["SparseConv2d", "window_count"]
 
@@ -481,13 +481,9 @@ class _SparseConvFunction(torch.autograd.Function):
 def _rescale(grad_y: Tensor, scale: Tensor, need_b: bool) -> tuple[Tensor, Tensor | None]:
     """``grad_y * scale`` and, with ``need_b``, the bias gradient ``grad_y.sum((0, 2, 3))``.
 
-    On the CPU one native pass reads ``grad_y`` once for both (:mod:`models.sparse_conv_cpu`);
-    not while torch.compile traces, which needs PyTorch operations to trace.
+    On the CPU the C++ autograd function reads ``grad_y`` once for both instead
+    (:mod:`models.sparse_conv_cpu`).
     """
-    if need_b and not torch.compiler.is_compiling():
-        fused = native_rescale_and_sum(grad_y, scale)
-        if fused is not None:
-            return fused
     # The bias gradient first, so that the rescale reads grad_y again while it is in cache.
     grad_b = _sum_over_positions(grad_y) if need_b else None
     return grad_y * scale, grad_b

@@ -6,7 +6,7 @@ autograd function.
   is about ten small operations, each writing a fresh mask-sized tensor that a training step
   then reads back from memory rather than cache, and ``x * m`` reads the mask once more.
 - **The backward rescale**: ``grad_y * scale`` and the bias gradient in one pass, which in
-  eager PyTorch read ``grad_y`` twice.
+  eager PyTorch read ``grad_y`` twice (inside the autograd function below).
 - **The layer's autograd function** (``_SparseConvFunction`` in :mod:`models.sparse_conv`) as a
   C++ autograd function, the same operations in the same order: a Python autograd function
   costs tens of microseconds of interpreter time per call in each pass, most of it spent
@@ -21,7 +21,7 @@ by float32 rounding.
 The C++ is compiled on first use with :func:`torch.utils.cpp_extension.load` (the system's
 C++ compiler and the ``ninja`` package; the build is cached under ``TORCH_EXTENSIONS_DIR``, by
 default ``~/.cache/torch_extensions``). Where it cannot be built, or with
-``SPARSE_CONV_NATIVE=0``, the three functions return ``None`` and the layer takes its eager
+``SPARSE_CONV_NATIVE=0``, both functions return ``None`` and the layer takes its eager
 path: the same results up to that rounding, slower. A failed build is reported once per
 process, as a warning.
 """
@@ -40,7 +40,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-__all__ = ["native_mask_side", "native_rescale_and_sum", "native_sparse_conv"]
+__all__ = ["native_mask_side", "native_sparse_conv"]
 
 _SOURCE = Path(__file__).with_name("sparse_conv_cpu.cpp")
 _DISABLE_VARIABLE = "SPARSE_CONV_NATIVE"
@@ -97,33 +97,6 @@ def native_mask_side(
         *out_size,
         float(window_area),
     )
-
-
-def native_rescale_and_sum(grad_y: Tensor, scale: Tensor) -> tuple[Tensor, Tensor] | None:
-    """``grad_y * scale`` and the bias gradient ``grad_y.sum((0, 2, 3))`` in one read of a
-    channels_last ``grad_y`` (the CPU's layout), the first channels_last too.
-
-    The bias gradient is summed in double, so it differs from PyTorch's float32 reduction by
-    float32 rounding (not bit for bit), and it does not depend on the thread count.
-
-    Returns:
-        ``None`` where the native code is unavailable, or for a dtype other than float32 and
-        float64, a device other than the CPU, or a layout other than channels_last (in the
-        contiguous layout PyTorch's own two passes are as fast).
-    """
-    if (
-        grad_y.device.type != "cpu"
-        or grad_y.dtype not in (torch.float32, torch.float64)
-        or scale.dtype != grad_y.dtype
-        or not grad_y.is_contiguous(memory_format=torch.channels_last)
-    ):
-        return None
-    library = _library()
-    if library is None:
-        return None
-    if scale.shape[0] != grad_y.shape[0]:  # one image's scale, broadcast over the batch
-        scale = scale.expand(grad_y.shape[0], -1, -1, -1)
-    return library.rescale_and_sum(grad_y, scale.contiguous())
 
 
 def native_sparse_conv(
