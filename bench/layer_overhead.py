@@ -183,7 +183,11 @@ def _floor_step(layer: SparseConv2d, x: Tensor, mask: Tensor, grad_y: Tensor) ->
     # Loose enough for a GPU's reductions in another order, far too tight for another formula.
     close = {"rtol": 1e-4, "atol": 1e-4}
     torch.testing.assert_close(forward(), layer(x, mask)[0], **close)
-    torch.testing.assert_close(gradients(forward()), gradients(layer(x, mask)[0]), **close)
+    floor_grads, layer_grads = gradients(forward()), gradients(layer(x, mask)[0])
+    torch.testing.assert_close(floor_grads[:2], layer_grads[:2], **close)
+    # The bias gradient sums N*H*W (50,176) values: in float32 here, in double in the layer's
+    # C++ backward on the CPU, so they differ by float32 rounding of that long sum (~1e-4).
+    torch.testing.assert_close(floor_grads[2], layer_grads[2], rtol=1e-3, atol=1e-3)
     return lambda: forward().backward(grad_y)
 
 
